@@ -73,8 +73,10 @@ class ActiveSpan(Span):
         self.span_id = sid = next(_ids)
         tid = _get_ident()
         self.thread_id = tid
-        tname = _thread_names.get(tid)
-        self.thread_name = _name_thread(tid) if tname is None else tname
+        try:
+            self.thread_name = _tls.name
+        except AttributeError:
+            self.thread_name = _tls.name = threading.current_thread().name
         self.io = EMPTY_IO
         self.transfers = EMPTY_TRANSFERS
         self.end_ns = 0
@@ -203,12 +205,8 @@ def _decorate(fn, name, attributes, window):
 
 
 _new_span = ActiveSpan.__new__
-_thread_names: dict[int, str] = {}
-
-
-def _name_thread(tid: int) -> str:
-    name = _thread_names[tid] = threading.current_thread().name
-    return name
+# Thread names per thread (not per ident: idents are reused once a thread ended).
+_tls = threading.local()
 
 
 def span(name: str, /, **attributes):

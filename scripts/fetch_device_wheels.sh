@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Download the wheels the GPU machine lacks into .whl/ (git-ignored), for the device tool's
+# `carry`. The GPU image has jax, torch, transformers, numpy, protobuf and grpcio, but no
+# OpenTelemetry and no perfetto. Pinned to the versions this project is tested with.
+# On the GPU machine:  python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p .whl
+PKGS=(
+  opentelemetry-api==1.45.2 opentelemetry-sdk==1.45.2 opentelemetry-semantic-conventions==0.66b2
+  opentelemetry-proto==1.45.2 opentelemetry-exporter-otlp==1.45.2
+  opentelemetry-exporter-otlp-proto-common==1.45.2 opentelemetry-exporter-otlp-proto-grpc==1.45.2
+  opentelemetry-exporter-otlp-proto-http==1.45.2 opentelemetry-exporter-otlp-common==0.66b2
+  opentelemetry-exporter-http-transport==0.66b2 googleapis-common-protos==1.76.0 perfetto==0.59.1
+)
+python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+  --platform any -d .whl "${PKGS[@]}"
+ls .whl
