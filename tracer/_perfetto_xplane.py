@@ -1,0 +1,51 @@
+"""XPlane planes as Perfetto process tracks, on the spans' clock.
+
+Every kept plane (``/device:GPU:N``, ``/host:CPU``, ...) becomes a process of its own with a
+synthetic pid, because a device is not an OS process and planes of several files (processes,
+hosts) must never share a pid; each line (a GPU stream, an XLA thread, a Python thread) becomes
+a child track. Events become slices with their stats as debug annotations; the alignment
+offset measured by :func:`tracer.xplane.align` is subtracted from every timestamp.
+"""
+
+from __future__ import annotations
+
+from ._perfetto_writer import PacketWriter, nest_lanes, uuid_for
+from .xplane import _ABSOLUTE_NS, XSpace
+
+# Pids handed to XPlane processes start here: above Linux's pid_max (2**22), inside int32.
+XPLANE_PID_BASE = 1 << 30
+
+
+def emit_xspace(writer: PacketWriter, xspace: XSpace, *, offset_ns: int, first_pid: int,
+                salt=0) -> tuple[int, int]:
+    """Write one XSpace on a new sequence; returns ``(events written, next free pid)``.
+
+    ``salt`` distinguishes the track uuids of the same file merged twice into one trace.
+    Stats whose name starts with ``_`` (TraceMe bookkeeping: source file, context ids) are
+    dropped: they double the size of a profile and say nothing about time.
+    """
+    seq = writer.sequence()
+    base = xspace.start_ns - offset_ns
+    pid = first_pid
+    written = 0
+    owner = f"{xspace.host} pid {xspace.pid}" if xspace.pid is not None else xspace.host
+    for p_index, plane in enumerate(xspace.planes):
+        key = ("xplane", xspace.path, p_index, plane.name, salt)
+        proc = seq.track(uuid_for(*key), pid=pid, process_name=f"XPlane {plane.name} ({owner})")
+        for l_index, (line_name, events) in enumerate(plane.lines):
+            items = []
+            for name, start, dur, stats in events:
+                s = int(start) - offset_ns if start >= _ABSOLUTE_NS else base + round(start)
+                args = [(k, v) for k, v in stats.items() if not k.startswith("_")]
+                items.append((s, s + round(dur), name, args))
+            items.sort(key=lambda it: (it[0], -it[1]))
+            lanes = nest_lanes([(it[0], it[1]) for it in items])
+            n_lanes = max(lanes) + 1 if lanes else 1
+            for lane in range(n_lanes):
+                label = line_name if lane == 0 else f"{line_name} ({lane + 1})"
+                track = seq.track(uuid_for(*key, l_index, lane), label, parent=proc,
+                                  rank=l_index * 16 + min(lane, 15))
+                seq.slices(track, (it for it, ln in zip(items, lanes) if ln == lane))
+            written += len(items)
+        pid += 1
+    return written, pid
