@@ -79,6 +79,8 @@ def otel_attributes(s: Span) -> dict:
         attrs[f"io.{cat}.direction"] = tot.direction
     attrs["thread.id"] = s.thread_id
     attrs["thread.name"] = s.thread_name
+    if s.window:
+        attrs["spectrace.window"] = True  # a pass: lets tracer.testing loaders tell windows apart
     return attrs
 
 

@@ -191,3 +191,26 @@ def test_export_to_a_real_otlp_receiver(otlp_sink, protocol):
     first = json.loads(otlp_sink.path.read_text().splitlines()[0])
     res = {a["key"]: a["value"] for a in first["resourceSpans"][0]["resource"]["attributes"]}
     assert res["service.name"] == {"stringValue": "engine-under-test"}
+
+
+def test_what_a_receiver_wrote_loads_back_for_assertions(otlp_sink):
+    from tracer.testing import Trace
+
+    code = (
+        "import tracer\n"
+        "with tracer.window('ttft.spec_device', engine='spec'):\n"
+        "    for i in range(2):\n"
+        "        with tracer.span('prefill.chunk', engine='spec', **{'chunk.index': i}):\n"
+        "            tracer.record_transfer('prefill_queries', 'd2h', 4096, ns=5000)\n")
+    r = run_python(code, env={"QEFF_SPEC_IO_TIMING": "1", "OTEL_TRACES_EXPORTER": "otlp",
+                              "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": otlp_sink.grpc_endpoint})
+    assert r.returncode == 0, r.stderr
+    otlp_sink.wait_for(3)
+    t = Trace.load(otlp_sink.path)
+    w = t.one("ttft.spec_device")
+    assert w.window
+    t.assert_count("prefill.chunk", 2, engine="spec")
+    t.assert_within("prefill.chunk", w)
+    t.assert_bytes("prefill_queries", 8192, span=w)
+    for c in t.all("prefill.chunk"):
+        c.assert_bytes("prefill_queries", 4096)
