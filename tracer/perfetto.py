@@ -51,7 +51,7 @@ def write_pftrace(path, spans, *, xplanes=(), metadata: dict | None = None,
     marks = [(s.name, to_epoch(s.start_ns), to_epoch(s.end_ns)) for s in spans]
     files = [align_file(sp, marks, pid, host) for sp in spaces]
     summary = summarize_alignment(files)
-    t0 = min((m[1] for m in marks), default=clock.ANCHOR[1])
+    t0 = min([m[1] for m in marks] or [sp.start_ns for sp in spaces] or [clock.ANCHOR[1]])
     with atomic_output(path) as f, PacketWriter(f) as w:
         seq = w.sequence()
         seq.clock_snapshot(_clock_readings())

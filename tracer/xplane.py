@@ -8,8 +8,10 @@ span with its annotation and returns the constant offset between the two clocks 
 residual after removing it.
 
 XPlane time: the ``Task Environment`` plane's ``profile_start_time`` stat is epoch ns and every
-event's ``start_ns`` is an offset from it (checked on CPU: an annotation lands a few µs after a
-``time.time_ns()`` read just before it). JAX is imported lazily, so ``tracer`` works without it.
+event's ``start_ns`` is an offset from it, on host and device planes alike (checked with jax
+0.10.2 on CPU and 0.11.2 on an H100: annotations land 0.1 µs from their spans after a measured
+offset, residual under 5 µs, and every kernel of a chunk inside it). JAX is imported lazily,
+so ``tracer`` works without it.
 """
 
 from __future__ import annotations
@@ -23,21 +25,22 @@ import time
 
 from . import _core
 
-__all__ = ["Profile", "XSpace", "align", "find_xplane_files", "mirror_factory", "profile", "read_xplane"]
+__all__ = ["Plane", "Profile", "XSpace", "align", "find_xplane_files", "profile", "read_xplane", "set_mirror"]
 
 _ABSOLUTE_NS = 10**17  # an event start past this is already epoch ns (a non-normalized XSpace)
 
 
-def mirror_factory(name: str):
-    """The span mirror the core installs while profiling: ``TraceAnnotation(name)``.
+def set_mirror(factory):
+    """Install ``factory(name) -> context manager`` as the span mirror; returns the previous one.
 
-    The core calls ``factory(span.name)``, enters it just before the span's start timestamp and
-    exits it just after its end (``tracer._core.STATE.mirror``), so the annotation brackets the
-    span by the cost of one enter/exit.
+    The core (``tracer._core.STATE.mirror``) calls ``factory(span.name)`` and enters the result
+    just before a span's start timestamp and exits it just after its end, so the annotation
+    brackets the span by the cost of one enter/exit. ``None`` turns mirroring off.
+    :func:`profile` installs ``jax.profiler.TraceAnnotation`` for its block.
     """
-    from jax.profiler import TraceAnnotation
-
-    return TraceAnnotation(name)
+    previous = _core.STATE.mirror
+    _core.STATE.mirror = factory
+    return previous
 
 
 class Profile:
@@ -63,6 +66,7 @@ def profile(logdir, *, python_tracer: bool = False, host_tracer_level: int = 2, 
     ``prof.paths`` lists the XPlane files it wrote.
     """
     import jax
+    from jax.profiler import TraceAnnotation
 
     logdir = os.path.abspath(os.fspath(logdir))
     before = set(find_xplane_files(logdir)) if os.path.isdir(logdir) else set()
@@ -70,15 +74,14 @@ def profile(logdir, *, python_tracer: bool = False, host_tracer_level: int = 2, 
     options.python_tracer_level = 1 if python_tracer else 0
     options.host_tracer_level = host_tracer_level
     prof = Profile(logdir)
-    previous = _core.STATE.mirror
     prof.start_epoch_ns = time.time_ns()
     jax.profiler.start_trace(logdir, profiler_options=options)
+    # The class itself is the factory: no Python frame between a span and its annotation.
+    previous = set_mirror(TraceAnnotation) if mirror else _core.STATE.mirror
     try:
-        if mirror:
-            _core.STATE.mirror = mirror_factory
         yield prof
     finally:
-        _core.STATE.mirror = previous
+        set_mirror(previous)
         prof.end_epoch_ns = time.time_ns()
         jax.profiler.stop_trace()
         prof.paths = [p for p in find_xplane_files(logdir) if p not in before]
