@@ -24,7 +24,7 @@ from . import _config
 from ._record import CATEGORIES, EMPTY_IO, EMPTY_TRANSFERS, IoTotals, Span, Transfer, WindowData, category_of
 
 _current: contextvars.ContextVar[Span | None] = contextvars.ContextVar("spectrace_span", default=None)
-_get_ident = threading.get_ident
+_get_ident = threading.get_native_id  # the OS thread id: what Perfetto tracks show
 
 
 class _State:
