@@ -70,8 +70,16 @@ def configure(*, enabled=_UNSET, debug=_UNSET, max_spans=_UNSET, exporter=_UNSET
         _set_exporter(exporter)
     elif st.enabled and _pipeline is None and _exporter_setting == "env" and not _env_tried[0]:
         _env_tried[0] = True  # recording turned on by a program: honour the OTEL_* variables once
-        _set_exporter("env")
+        _export_from_environment()
     return previous
+
+
+def _export_from_environment() -> None:
+    """Start export as the ``OTEL_*`` variables say; a problem there never stops recording."""
+    try:
+        _set_exporter("env")
+    except Exception as e:  # a bad OTEL_* value or a missing exporter package
+        print(f"spectrace: warning: OpenTelemetry export disabled: {e}", file=sys.stderr)
 
 
 _env_tried = [False]
@@ -198,7 +206,4 @@ def _at_exit() -> None:
 atexit.register(_at_exit)
 if _core.STATE.enabled:
     _env_tried[0] = True
-    try:
-        _set_exporter("env")
-    except Exception as e:  # a bad OTEL_* value must not break the program being observed
-        print(f"spectrace: warning: OpenTelemetry export disabled: {e}", file=sys.stderr)
+    _export_from_environment()

@@ -214,3 +214,15 @@ def test_what_a_receiver_wrote_loads_back_for_assertions(otlp_sink):
     t.assert_bytes("prefill_queries", 8192, span=w)
     for c in t.all("prefill.chunk"):
         c.assert_bytes("prefill_queries", 4096)
+
+
+def test_a_bad_otel_setting_warns_and_recording_goes_on():
+    r = run_python("import tracer\n"
+                   "tracer.configure(enabled=True)\n"
+                   "with tracer.span('s'):\n"
+                   "    pass\n"
+                   "print(tracer.stats()['spans_recorded'])\n",
+                   env={"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "carrier-pigeon"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["1"]
+    assert "OpenTelemetry export disabled" in r.stderr and "carrier-pigeon" in r.stderr
