@@ -10,7 +10,7 @@ import pytest
 import tracer
 from tracer import _config, _core
 
-from conftest import run_python
+from helpers import run_python
 
 
 def test_disabled_span_is_the_shared_noop_and_allocates_nothing():

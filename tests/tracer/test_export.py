@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 import tracer
 from tracer import _otel, clock
 
-from conftest import run_python
+from helpers import run_python
 
 
 def _record_tree():

@@ -1,0 +1,392 @@
+"""The base engine: chunked prefill into a preallocated KV cache, then greedy decode on the device.
+
+Prefill follows DESIGN.md's two-stage tokenization (``padding=True``, then ``padding="max_length"``
+to ``num_chunks * prefill_seq_len``) and runs one compiled chunk function per slice. Decode is one
+compiled ``lax.scan``; tokens come back to the host once.
+
+Instrumentation sits only at the host boundary (STYLE.md rule 5): ``tokenize`` (stage
+``bootstrap`` / ``max_length``), ``bind`` (cache allocation and input placement), one
+``prefill.chunk`` per chunk ending after ``block_until_ready()``, every host<->device copy under
+its binding category, and a ``decode`` window. The prompt text is never recorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from functools import partial
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import tracer
+from engines import model
+from engines.cache import KVCache, allocate_cache
+from engines.config import EngineOptions, LlamaConfig
+from engines.params import for_options
+from engines.results import GenerateResult, PrefillResult
+
+
+def _window_or_span(window: str | None, fallback: str, **attributes):
+    """A window when the caller names one; else a plain span (the caller's window encloses it)."""
+    return tracer.window(window, **attributes) if window else tracer.span(fallback, **attributes)
+
+
+def _h2d(device, arrays, binding: str = "other"):
+    """Place host arrays on the device as one recorded transfer."""
+    nbytes = sum(a.nbytes for a in arrays)
+    with tracer.transfer(binding, "h2d", nbytes):
+        placed = jax.device_put(arrays, device)
+        jax.block_until_ready(placed)
+    return placed
+
+
+class BaseEngine:
+    """A Llama model on one device with a KV cache for ``ctx_len`` tokens.
+
+    Build with :meth:`from_pretrained`. ``name`` is the ``engine`` attribute of its chunk spans
+    (the speculative engine's draft uses ``"spec"``).
+    """
+
+    def __init__(self, cfg: LlamaConfig, params: dict, tokenizer, *, prefill_seq_len: int, ctx_len: int,
+                 device, options: EngineOptions | None = None, name: str = "base", model_name: str = "llama"):
+        for pname, value in (("prefill_seq_len", prefill_seq_len), ("ctx_len", ctx_len)):
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{pname}={value!r} must be a positive int")
+        self.config = cfg
+        self.options = options or EngineOptions()
+        self.params = for_options(params, cfg, self.options)
+        self.tokenizer = tokenizer
+        if getattr(tokenizer, "padding_side", "right") != "right":
+            tokenizer.padding_side = "right"  # padding must trail the prompt: it is the chunk loop's tail
+        self.prefill_seq_len = int(prefill_seq_len)
+        self.device = device
+        self.dtype = jnp.dtype(jax.tree_util.tree_leaves(self.params)[0].dtype)
+        self.name = name
+        self.model_name = model_name
+        self._serial = 0
+        self.resize(int(ctx_len))
+        pad = getattr(tokenizer, "pad_token_id", None)
+        self._pad_id = pad if isinstance(pad, int) and 0 <= pad < cfg.vocab_size else 0
+
+    def resize(self, ctx_len: int) -> None:
+        """Change the context length without reloading weights; drops the KV cache."""
+        if not isinstance(ctx_len, (int, np.integer)) or isinstance(ctx_len, bool) or ctx_len < 1:
+            raise ValueError(f"ctx_len={ctx_len!r} must be a positive int")
+        self.ctx_len = int(ctx_len)
+        # Cache slots: ctx_len rounded up to whole chunks, so a padded last chunk always fits.
+        self.cache_slots = -(self.ctx_len // -self.prefill_seq_len) * self.prefill_seq_len
+        self.cache: KVCache | None = None
+        self._cache_len = 0
+        self._serial += 1
+
+    # ---- construction ------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path_or_preset: str | Path, *, prefill_seq_len: int, ctx_len: int, dtype=None,
+                        devices=None, options: EngineOptions | None = None, name: str = "base",
+                        seed: int = 0, cache_dir: str | Path | None = None, **switches) -> BaseEngine:
+        """Load a Hugging Face Llama checkpoint directory or a preset (see ``engines.PRESET_NAMES``).
+
+        ``dtype``: default float32 on CPU, bfloat16 on accelerators. ``devices``: one device (or
+        a one-element list); default the first JAX device. ``switches`` (``decode``, ``prefill``,
+        ``qkv``, ``attention``) override fields of ``options``. ``seed`` seeds random presets.
+        """
+        from dataclasses import replace
+
+        from engines.checkpoint import load_weights, read_config
+        from engines.presets import resolve
+        from engines.tokenizer import load_tokenizer
+
+        device = _one_device(devices)
+        dtype = _default_dtype(device) if dtype is None else jnp.dtype(dtype)
+        options = replace(options or EngineOptions(), **switches)
+        source = resolve(path_or_preset, cache_dir=cache_dir)
+        tokenizer = load_tokenizer(source.tokenizer_path)
+        if source.path is None:
+            return cls.from_config(source.config, tokenizer, prefill_seq_len=prefill_seq_len, ctx_len=ctx_len,
+                                   dtype=dtype, devices=[device], options=options, name=name, seed=seed,
+                                   model_name=source.name)
+        cfg = read_config(source.path)
+        params = load_weights(source.path, cfg, dtype=dtype, device=device)
+        return cls(cfg, params, tokenizer, prefill_seq_len=prefill_seq_len, ctx_len=ctx_len, device=device,
+                   options=options, name=name, model_name=source.name)
+
+    @classmethod
+    def from_config(cls, cfg: LlamaConfig, tokenizer=None, *, prefill_seq_len: int, ctx_len: int, dtype=None,
+                    devices=None, options: EngineOptions | None = None, name: str = "base", seed: int = 0,
+                    model_name: str = "random", **switches) -> BaseEngine:
+        """An engine with seeded random weights generated on the device (benchmarks, shrunk test configs).
+
+        ``tokenizer`` may be None when only the ``*_from_ids`` methods are used.
+        """
+        from dataclasses import replace
+
+        from engines.params import init_params
+
+        device = _one_device(devices)
+        dtype = _default_dtype(device) if dtype is None else jnp.dtype(dtype)
+        params = init_params(cfg, seed, dtype, device)
+        return cls(cfg, params, tokenizer, prefill_seq_len=prefill_seq_len, ctx_len=ctx_len, device=device,
+                   options=replace(options or EngineOptions(), **switches), name=name, model_name=model_name)
+
+    # ---- compiled functions ------------------------------------------------------------------
+    def chunk_fn(self, *, return_queries: bool = False):
+        """The compiled chunk function for this engine's config and options.
+
+        ``fn(params, cache, tokens[B, T], positions[B, T], query_row) -> (logits[B, V] float32,
+        cache, q_rows)``; ``q_rows`` is ``[L, B, N, H]`` float32, the post-RoPE query of row
+        ``query_row`` in every layer, or None without ``return_queries``. The cache is donated.
+        Compiled once per chunk length T.
+        """
+        return partial(model.chunk_forward_jit, cfg=self.config, opts=self.options, return_queries=return_queries)
+
+    # ---- tokenization ------------------------------------------------------------------------
+    def tokenize(self, prompt: str) -> tuple[np.ndarray, np.ndarray, int]:
+        """Two-stage tokenization; returns (ids [C*T], positions [C*T] with -1 for padding, num_chunks)."""
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompt must be a str, got {type(prompt).__name__}; use prefill_from_ids for token ids")
+        if not prompt:
+            raise ValueError("prompt='' is empty; give at least one character")
+        T = self.prefill_seq_len
+        with tracer.span("tokenize", stage="bootstrap", engine=self.name):
+            first = self.tokenizer(prompt, padding=True, return_tensors="np")
+        padded_len = first["input_ids"].shape[1]
+        if padded_len == 0:
+            raise ValueError("prompt tokenizes to no tokens")
+        num_chunks = -(padded_len // -T)
+        with tracer.span("tokenize", stage="max_length", engine=self.name):
+            enc = self.tokenizer(prompt, padding="max_length", max_length=num_chunks * T, return_tensors="np")
+        ids = enc["input_ids"][0].astype(np.int32)
+        if ids.max() >= self.config.vocab_size:
+            raise ValueError(f"the tokenizer produced token id {ids.max()}, beyond the model's "
+                             f"vocab_size={self.config.vocab_size}: tokenizer and checkpoint do not match")
+        mask = enc["attention_mask"][0].astype(bool)
+        positions = np.where(mask, np.cumsum(mask) - 1, -1).astype(np.int32)
+        return ids, positions, num_chunks
+
+    # ---- prefill -----------------------------------------------------------------------------
+    def prefill(self, prompt: str, *, window: str | None = "ttft.baseline", return_queries: bool = False,
+                on_chunk=None) -> PrefillResult:
+        """Tokenize ``prompt`` and prefill it into a fresh cache; the result holds the last token's logits.
+
+        ``window``: the tracer window this pass opens (None: none, the caller has one).
+        ``on_chunk(index, q_rows)``: called inside each chunk's span after the chunk finished,
+        with the chunk's ``[L, N, H]`` queries (device) when ``return_queries``, else None.
+        """
+        t0 = time.perf_counter()
+        attrs = {"engine": self.name, "gen_ai.request.model": self.model_name}
+        with tracer.window(window, **attrs) if window else contextlib.nullcontext(tracer.NOOP) as w:
+            ids, positions, num_chunks = self.tokenize(prompt)
+            n_real = int((positions >= 0).sum())
+            self._check_fits(n_real, continue_cache=False)
+            w.set("gen_ai.usage.input_tokens", n_real)
+            return self._run(ids, positions, num_chunks, continue_cache=False, return_queries=return_queries,
+                             on_chunk=on_chunk, t0=t0,
+                             bind_attrs=None if window else {**attrs, "gen_ai.usage.input_tokens": n_real})
+
+    def prefill_from_ids(self, ids, positions, *, continue_cache: bool = False, window: str | None = None,
+                         return_queries: bool = False, on_chunk=None) -> PrefillResult:
+        """Prefill token ``ids`` with explicit ``positions`` (sorted, possibly gapped: a pruned prompt).
+
+        Starts from an empty cache unless ``continue_cache``. Chunking is as in :meth:`prefill`
+        (padded to a multiple of ``prefill_seq_len`` with position -1). Each token attends to the
+        cached tokens whose position is <= its own. Without a window, the GenAI attributes go
+        on the ``bind`` span.
+        """
+        t0 = time.perf_counter()
+        ids = np.asarray(ids)
+        positions = np.asarray(positions)
+        self._check_ids(ids, positions)
+        self._check_fits(len(ids), continue_cache=continue_cache)
+        T = self.prefill_seq_len
+        num_chunks = -(len(ids) // -T)
+        pad = num_chunks * T - len(ids)
+        ids_p = np.concatenate([ids.astype(np.int32), np.full(pad, self._pad_id, np.int32)])
+        pos_p = np.concatenate([positions.astype(np.int32), np.full(pad, -1, np.int32)])
+        attrs = {"engine": self.name, "gen_ai.request.model": self.model_name,
+                 "gen_ai.usage.input_tokens": len(ids)}
+        with tracer.window(window, **attrs) if window else contextlib.nullcontext():
+            return self._run(ids_p, pos_p, num_chunks, continue_cache=continue_cache,
+                             return_queries=return_queries, on_chunk=on_chunk, t0=t0,
+                             bind_attrs=None if window else attrs)
+
+    def _run(self, ids, positions, num_chunks, *, continue_cache, return_queries, on_chunk, t0, bind_attrs):
+        T = self.prefill_seq_len
+        python = self.options.prefill == "python"
+        real_per_chunk = (positions.reshape(num_chunks, T) >= 0).sum(axis=1)
+        with tracer.span("bind", **(bind_attrs or {"engine": self.name})):
+            if not continue_cache or self.cache is None:
+                self.cache = None  # free the old cache before allocating the new one
+                self.cache = allocate_cache(self.config, batch=1, slots=self.cache_slots, dtype=self.dtype,
+                                            device=self.device)
+                self._cache_len = 0
+            start = self._cache_len
+            if not python and start + num_chunks * T > self.cache_slots:
+                raise ValueError(f"continuing the cache at slot {start} with {num_chunks} chunk(s) of "
+                                 f"prefill_seq_len={T} needs {start + num_chunks * T} slots; ctx_len={self.ctx_len} "
+                                 f"gives {self.cache_slots}: raise ctx_len")
+            if python:  # one (1, 1) array per real token: the loop feeds them one by one
+                keep = positions >= 0
+                host = [a.reshape(1, 1) for a in ids[keep]] + [a.reshape(1, 1) for a in positions[keep]]
+                rows = []
+            else:
+                host = [c.reshape(1, T) for c in ids.reshape(num_chunks, T)]
+                host += [c.reshape(1, T) for c in positions.reshape(num_chunks, T)]
+                rows = [np.int32(n - 1) for n in real_per_chunk]
+            placed = _h2d(self.device, host + [np.asarray(r) for r in rows])
+        fn = self.chunk_fn(return_queries=return_queries)
+        queries = logits = None
+        n_tok = int(sum(real_per_chunk))
+        done = 0
+        for i in range(num_chunks):
+            n_real = int(real_per_chunk[i])
+            with tracer.span("prefill.chunk", engine=self.name, **{"chunk.index": i, "chunk.tokens": n_real}):
+                if python:
+                    for j in range(done, done + n_real):
+                        logits, self.cache, queries = fn(self.params, self.cache, placed[j], placed[n_tok + j],
+                                                         np.int32(0))
+                    done += n_real
+                else:
+                    logits, self.cache, queries = fn(self.params, self.cache, placed[i], placed[num_chunks + i],
+                                                     placed[2 * num_chunks + i])
+                jax.block_until_ready((logits, self.cache))
+                if on_chunk is not None:
+                    on_chunk(i, None if queries is None else queries[:, 0])
+                if i == num_chunks - 1:
+                    with tracer.transfer("logits", "d2h", logits.nbytes):
+                        host_logits = np.asarray(logits)
+        self._serial += 1
+        self._cache_len = start + n_tok
+        real = positions >= 0
+        return PrefillResult(
+            logits=host_logits[0].astype(np.float32), prompt_tokens=n_tok, padded_len=num_chunks * T,
+            num_chunks=num_chunks, next_position=int(positions[real].max()) + 1, cache_len=self._cache_len,
+            token_ids=ids[real].copy(), positions=positions[real].copy(), elapsed_s=time.perf_counter() - t0,
+            queries=None if queries is None else queries[:, 0], last_logits=logits, serial=self._serial)
+
+    # ---- decode ------------------------------------------------------------------------------
+    def decode(self, prefill: PrefillResult, max_new_tokens: int, *, return_queries: bool = False,
+               window: str | None = "decode", span_name: str = "decode") -> GenerateResult:
+        """Greedy decode continuing the cache of ``prefill`` (which must be this engine's latest).
+
+        Generates ``max_new_tokens`` tokens (the first is the prefill logits' argmax, so
+        ``max_new_tokens - 1`` forward steps), starting at ``prefill.next_position``.
+        ``window``: the tracer window to open; None opens a plain span ``span_name`` instead
+        (e.g. the speculative engine's look-ahead inside its own window).
+        """
+        if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens={max_new_tokens!r} must be a positive int")
+        if prefill.serial != self._serial or self.cache is None:
+            raise RuntimeError("the KV cache no longer holds this prefill (another prefill or decode ran "
+                               "since); decode right after the prefill it continues")
+        steps = int(max_new_tokens) - 1
+        if self._cache_len + steps > self.ctx_len:
+            raise ValueError(f"max_new_tokens={max_new_tokens} does not fit: the cache holds {self._cache_len} "
+                             f"tokens and ctx_len={self.ctx_len} leaves room for {self.ctx_len - self._cache_len + 1}")
+        attrs = {"engine": self.name, "gen_ai.request.model": self.model_name}
+        queries = None
+        with _window_or_span(window, span_name, **attrs) as span:
+            t0 = time.perf_counter()
+            (position,) = _h2d(self.device, [np.full((1,), prefill.next_position, np.int32)])
+            first = jnp.argmax(prefill.last_logits, axis=-1).astype(jnp.int32)       # [B]
+            if self.options.decode == "scan" or steps == 0:
+                if steps:
+                    rest, self.cache, queries = model.decode_scan_jit(
+                        self.params, self.cache, first, position, cfg=self.config, opts=self.options,
+                        steps=steps, return_queries=return_queries)
+                    tokens = jnp.concatenate([first[None], rest], axis=0)            # [G, B]
+                else:
+                    tokens = first[None]                                             # [1, B]
+                with tracer.transfer("other", "d2h", tokens.nbytes):
+                    host = np.asarray(tokens)[:, 0]
+            else:
+                host, queries = self._decode_python(first, position, steps, return_queries)
+            elapsed = time.perf_counter() - t0
+            span.set("gen_ai.usage.output_tokens", int(max_new_tokens))
+            span.set("decode.tokens_per_s", float(max_new_tokens) / elapsed if elapsed > 0 else 0.0)
+        self._serial += 1
+        self._cache_len += steps
+        if queries is not None:
+            queries = queries[:, :, 0]                                               # [G-1, L, N, H]
+        return GenerateResult(tokens=host.astype(np.int32), prefill=prefill, decode_s=elapsed, queries=queries)
+
+    def _decode_python(self, first, position, steps, return_queries):
+        """Seed 003's baseline: one compiled step per token, each token read back as it is made."""
+        step = partial(model.decode_step_jit, cfg=self.config, opts=self.options, return_queries=return_queries)
+        with tracer.transfer("other", "d2h", first.nbytes):
+            out = [int(np.asarray(first)[0])]
+        tok, qs = first, []
+        for _ in range(steps):
+            tok, self.cache, q = step(self.params, self.cache, tok, position)
+            position = position + 1
+            with tracer.transfer("other", "d2h", tok.nbytes):
+                out.append(int(np.asarray(tok)[0]))
+            if q is not None:
+                qs.append(q)
+        return np.asarray(out, np.int32), (jnp.stack(qs) if qs else None)
+
+    def generate(self, prompt: str, max_new_tokens: int) -> GenerateResult:
+        """Prefill ``prompt`` then greedily decode ``max_new_tokens`` tokens; ``text`` is their decoding."""
+        if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens={max_new_tokens!r} must be a positive int")
+        result = self.decode(self.prefill(prompt), max_new_tokens)
+        result.text = self.tokenizer.decode(result.tokens.tolist(), skip_special_tokens=True)
+        return result
+
+    # ---- inspection --------------------------------------------------------------------------
+    def cache_keys(self, n: int | None = None):
+        """Post-RoPE keys of the first ``n`` cache slots (default: every filled slot), ``[L, n, K, H]``.
+
+        After a fresh prefill these are the prompt's real tokens in order (padding slots are past
+        them). Stays on the device; the caller records any copy (category ``past_key``).
+        """
+        if self.cache is None:
+            raise RuntimeError("no KV cache yet: run prefill first")
+        n = self._cache_len if n is None else int(n)
+        return self.cache.k[:, 0, :n]
+
+    def forward_logits(self, ids, positions=None) -> np.ndarray:
+        """Logits [P, V] float32 of a full forward without the cache (the reference for tests)."""
+        ids = np.asarray(ids, np.int32)
+        positions = np.arange(len(ids), dtype=np.int32) if positions is None else np.asarray(positions, np.int32)
+        out = model.forward_jit(self.params, jnp.asarray(ids[None]), jnp.asarray(positions[None]),
+                                cfg=self.config, opts=self.options)
+        return np.asarray(out)[0]
+
+    # ---- checks ------------------------------------------------------------------------------
+    def _check_ids(self, ids, positions) -> None:
+        if ids.ndim != 1 or positions.ndim != 1 or len(ids) != len(positions):
+            raise ValueError(f"ids and positions must be 1-D of one length, got shapes {ids.shape} and {positions.shape}")
+        if len(ids) == 0:
+            raise ValueError("ids is empty; give at least one token")
+        if not (np.issubdtype(ids.dtype, np.integer) and np.issubdtype(positions.dtype, np.integer)):
+            raise ValueError(f"ids and positions must be integers, got {ids.dtype} and {positions.dtype}")
+        if ids.min() < 0 or ids.max() >= self.config.vocab_size:
+            raise ValueError(f"token ids must lie in [0, vocab_size={self.config.vocab_size}), got "
+                             f"[{ids.min()}, {ids.max()}]")
+        if positions.min() < 0 or np.any(np.diff(positions) <= 0):
+            raise ValueError("positions must be non-negative and strictly increasing (a pruned prompt keeps "
+                             "its tokens in order)")
+
+    def _check_fits(self, n_tokens: int, *, continue_cache: bool) -> None:
+        held = self._cache_len if continue_cache and self.cache is not None else 0
+        if held + n_tokens > self.ctx_len:
+            what = f"prompt has {n_tokens} tokens" + (f" on top of {held} cached" if held else "")
+            raise ValueError(f"{what}, more than ctx_len={self.ctx_len}; raise ctx_len or shorten the prompt")
+
+
+def _default_dtype(device):
+    # float32 where it is cheap and exact (CPU, tests); bfloat16 where matmul units want it.
+    return jnp.dtype(jnp.float32) if device.platform == "cpu" else jnp.dtype(jnp.bfloat16)
+
+
+def _one_device(devices):
+    if devices is None:
+        return jax.devices()[0]
+    if isinstance(devices, (list, tuple)):
+        if len(devices) != 1:
+            raise ValueError(f"devices={devices!r}: the base engine runs on exactly one device; pass one")
+        return devices[0]
+    return devices

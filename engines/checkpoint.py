@@ -1,0 +1,242 @@
+"""Hugging Face Llama checkpoint directories: reading them into the engine's layout, and writing them.
+
+A checkpoint is ``config.json`` (read through ``transformers.AutoConfig``), weights in
+``model.safetensors`` or shards listed by ``model.safetensors.index.json``, and tokenizer files.
+Safetensors are read with a small header parser and ``numpy.memmap`` rather than the
+``safetensors`` package's numpy loader, because real Llama weights are bfloat16, which numpy
+alone cannot name (``ml_dtypes`` can, and comes with JAX).
+
+Every failure names the file and, for weights, the tensor with expected and found shapes.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import jax
+import ml_dtypes
+import numpy as np
+
+from engines.config import LlamaConfig
+from engines.params import param_shapes
+
+SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM",)
+_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16, "F64": np.float64}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory that exists but does not describe a loadable Llama model."""
+
+
+def read_config(path: str | Path) -> LlamaConfig:
+    """The model config of checkpoint directory ``path``; refuses non-Llama architectures."""
+    path = Path(path)
+    config_file = path / "config.json"
+    if not path.is_dir():
+        raise FileNotFoundError(f"checkpoint directory {path} does not exist")
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{config_file} is missing: a checkpoint directory needs config.json")
+    from transformers import AutoConfig
+
+    try:
+        hf = AutoConfig.from_pretrained(str(path))
+    except (ValueError, KeyError, OSError) as exc:
+        raise CheckpointError(f"{config_file}: transformers cannot read it: {exc}") from exc
+    archs = list(getattr(hf, "architectures", None) or [])
+    if getattr(hf, "model_type", None) != "llama" or (archs and not set(archs) & set(SUPPORTED_ARCHITECTURES)):
+        raise CheckpointError(
+            f"{config_file}: unsupported architecture {archs or None} (model_type={getattr(hf, 'model_type', None)!r}); "
+            f"supported: {list(SUPPORTED_ARCHITECTURES)} with model_type 'llama'")
+    for flag in ("attention_bias", "mlp_bias"):
+        if getattr(hf, flag, False):
+            raise CheckpointError(f"{config_file}: {flag}=true is not supported (Llama has no biases)")
+    if getattr(hf, "hidden_act", "silu") != "silu":
+        raise CheckpointError(f"{config_file}: hidden_act={hf.hidden_act!r}; only 'silu' (SwiGLU) is supported")
+    try:
+        return LlamaConfig.from_hf(hf)
+    except ValueError as exc:
+        raise CheckpointError(f"{config_file}: {exc}") from exc
+
+
+# ---- safetensors ------------------------------------------------------------------------------
+def read_safetensors_header(file: Path) -> tuple[dict, int]:
+    """(tensor name -> {dtype, shape, data_offsets}, byte offset of the data section)."""
+    with open(file, "rb") as f:
+        raw = f.read(8)
+        if len(raw) != 8:
+            raise CheckpointError(f"{file}: not a safetensors file (shorter than its 8-byte header length)")
+        (n,) = struct.unpack("<Q", raw)
+        try:
+            header = json.loads(f.read(n))
+        except ValueError as exc:
+            raise CheckpointError(f"{file}: not a safetensors file (bad JSON header: {exc})") from exc
+    header.pop("__metadata__", None)
+    return header, 8 + n
+
+
+def _weight_files(path: Path) -> dict[str, Path]:
+    """HF tensor name -> the safetensors file holding it."""
+    index = path / "model.safetensors.index.json"
+    single = path / "model.safetensors"
+    if index.is_file():
+        weight_map = json.loads(index.read_text())["weight_map"]
+        files = {name: path / fname for name, fname in weight_map.items()}
+        for f in sorted(set(files.values())):
+            if not f.is_file():
+                raise FileNotFoundError(f"{f} is missing: {index.name} lists it as a shard")
+        return files
+    if single.is_file():
+        header, _ = read_safetensors_header(single)
+        return {name: single for name in header}
+    raise FileNotFoundError(f"no weights in {path}: expected model.safetensors or "
+                            "model.safetensors.index.json with its shards")
+
+
+class _Reader:
+    """Memory-maps tensors on demand and checks their shapes (one header parse per file)."""
+
+    def __init__(self, files: dict[str, Path]):
+        self.files = files
+        self._headers: dict[Path, tuple[dict, int]] = {}
+
+    def get(self, name: str, expected: tuple) -> np.ndarray:
+        file = self.files.get(name)
+        if file is None:
+            raise CheckpointError(f"tensor {name!r} is missing from the checkpoint "
+                                  f"(files: {sorted({f.name for f in self.files.values()})}); expected shape {expected}")
+        if file not in self._headers:
+            self._headers[file] = read_safetensors_header(file)
+        header, base = self._headers[file]
+        if name not in header:
+            raise CheckpointError(f"{file.name}: tensor {name!r} is missing (the index lists it in this file); "
+                                  f"expected shape {expected}")
+        info = header[name]
+        shape = tuple(info["shape"])
+        if shape != tuple(expected):
+            raise CheckpointError(f"{file.name}: tensor {name!r} has shape {shape}, expected {tuple(expected)} "
+                                  "from config.json")
+        if info["dtype"] not in _DTYPES:
+            raise CheckpointError(f"{file.name}: tensor {name!r} has dtype {info['dtype']}; "
+                                  f"supported: {sorted(_DTYPES)}")
+        start, end = info["data_offsets"]
+        dt = np.dtype(_DTYPES[info["dtype"]])
+        return np.memmap(file, dtype=dt, mode="r", offset=base + start, shape=shape)
+
+
+def _hf_layout(cfg: LlamaConfig):
+    """(our leaf path, HF name template, HF shape, transform HF -> ours) for every weight."""
+    D, N, K, H, F, V = cfg.dim, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.ffn_dim, cfg.vocab_size
+    p = "model.layers.{i}."
+    rows = [
+        ("embed", "model.embed_tokens.weight", (V, D), lambda w: w),
+        ("final_norm", "model.norm.weight", (D,), lambda w: w),
+        ("layers/attn_norm", p + "input_layernorm.weight", (D,), lambda w: w),
+        ("layers/mlp_norm", p + "post_attention_layernorm.weight", (D,), lambda w: w),
+        ("layers/wq", p + "self_attn.q_proj.weight", (N * H, D), lambda w: w.T.reshape(D, N, H)),
+        ("layers/wk", p + "self_attn.k_proj.weight", (K * H, D), lambda w: w.T.reshape(D, K, H)),
+        ("layers/wv", p + "self_attn.v_proj.weight", (K * H, D), lambda w: w.T.reshape(D, K, H)),
+        ("layers/wo", p + "self_attn.o_proj.weight", (D, N * H), lambda w: w.T.reshape(N, H, D)),
+        ("layers/w_gate", p + "mlp.gate_proj.weight", (F, D), lambda w: w.T),
+        ("layers/w_up", p + "mlp.up_proj.weight", (F, D), lambda w: w.T),
+        ("layers/w_down", p + "mlp.down_proj.weight", (D, F), lambda w: w.T),
+    ]
+    if not cfg.tie_embeddings:
+        rows.append(("lm_head", "lm_head.weight", (V, D), lambda w: w.T))
+    return rows
+
+
+def _leaf(tree: dict, path: str):
+    for part in path.split("/"):
+        tree = tree[part]
+    return tree
+
+
+def load_weights(path: str | Path, cfg: LlamaConfig, *, dtype, device) -> dict:
+    """The checkpoint's weights in the engine's layout (separate QKV), placed on ``device`` in ``dtype``.
+
+    Layers are stacked into one host buffer per weight, then copied to the device one weight at
+    a time, so the host never holds more than one stacked weight beyond the memory-mapped files.
+    """
+    path = Path(path)
+    reader = _Reader(_weight_files(path))
+    for name in reader.files:
+        if name.endswith(".bias"):
+            raise CheckpointError(f"{reader.files[name].name}: tensor {name!r} is a bias; Llama has none")
+    shapes = param_shapes(cfg)
+    np_dtype = np.dtype(dtype)
+    out: dict = {"layers": {}}
+    for ours, hf_name, hf_shape, transform in _hf_layout(cfg):
+        target_shape = _leaf(shapes, ours)
+        host = np.empty(target_shape, np_dtype)
+        if ours.startswith("layers/"):
+            for i in range(cfg.n_layers):
+                host[i] = transform(reader.get(hf_name.format(i=i), hf_shape))
+        else:
+            host[...] = transform(reader.get(hf_name, hf_shape))
+        value = jax.device_put(host, device)
+        if ours.startswith("layers/"):
+            out["layers"][ours.split("/", 1)[1]] = value
+        else:
+            out[ours] = value
+    return out
+
+
+# ---- writing ----------------------------------------------------------------------------------
+def hf_state_dict(params: dict, cfg: LlamaConfig) -> dict[str, np.ndarray]:
+    """Host params (separate layout, numpy) as HF tensor names and shapes (the inverse of loading)."""
+    D, N, K, H = cfg.dim, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+    inverse = {
+        "layers/wq": lambda w: w.reshape(D, N * H).T, "layers/wk": lambda w: w.reshape(D, K * H).T,
+        "layers/wv": lambda w: w.reshape(D, K * H).T, "layers/wo": lambda w: w.reshape(N * H, D).T,
+        "layers/w_gate": lambda w: w.T, "layers/w_up": lambda w: w.T, "layers/w_down": lambda w: w.T,
+        "lm_head": lambda w: w.T,
+    }
+    state = {}
+    for ours, hf_name, _, _ in _hf_layout(cfg):
+        value = np.asarray(_leaf(params, ours))
+        fn = inverse.get(ours, lambda w: w)
+        if ours.startswith("layers/"):
+            for i in range(cfg.n_layers):
+                state[hf_name.format(i=i)] = np.ascontiguousarray(fn(value[i]))
+        else:
+            state[hf_name] = np.ascontiguousarray(fn(value))
+    return state
+
+
+def write_config(path: str | Path, cfg: LlamaConfig, *, torch_dtype: str = "float32") -> None:
+    """config.json readable by transformers 4.x (rope_theta/rope_scaling) and 5.x (rope_parameters)."""
+    body = {**cfg.to_hf_dict(), "model_type": "llama", "torch_dtype": torch_dtype,
+            "initializer_range": 0.02, "use_cache": True}
+    Path(path, "config.json").write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")
+
+
+def save_checkpoint(path: str | Path, cfg: LlamaConfig, params: dict, *, max_shard_bytes: int | None = None) -> Path:
+    """Write ``config.json`` and float32 safetensors (sharded with an index past ``max_shard_bytes``).
+
+    Deterministic: the same params give the same bytes. Tokenizer files are written separately.
+    """
+    from safetensors.numpy import save_file
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    write_config(path, cfg)
+    state = {k: v.astype(np.float32) for k, v in hf_state_dict(params, cfg).items()}
+    meta = {"format": "pt"}
+    if max_shard_bytes is None:
+        save_file(state, str(path / "model.safetensors"), metadata=meta)
+        return path
+    shards: list[dict] = [{}]
+    for name, value in state.items():
+        if shards[-1] and sum(v.nbytes for v in shards[-1].values()) + value.nbytes > max_shard_bytes:
+            shards.append({})
+        shards[-1][name] = value
+    weight_map = {}
+    for i, shard in enumerate(shards):
+        fname = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, str(path / fname), metadata=meta)
+        weight_map.update({name: fname for name in shard})
+    index = {"metadata": {"total_size": sum(v.nbytes for v in state.values())}, "weight_map": weight_map}
+    (path / "model.safetensors.index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    return path

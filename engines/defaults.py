@@ -1,0 +1,109 @@
+"""The embedded default model pair: a tiny draft and a tiny base that need no download.
+
+Both are written as ordinary Hugging Face checkpoint directories (``config.json``,
+``model.safetensors``, tokenizer files) and loaded through the same code as any checkpoint, so
+``spectrace run`` with no arguments exercises the real loading path. Weights are seeded random
+(numpy PCG64) and the tokenizer is trained from the bundled corpus, so the files are the same on
+every machine. They live in ``$SPECTRACE_CACHE_DIR/default`` (default ``~/.cache/spectrace``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+from engines.checkpoint import save_checkpoint
+from engines.config import LlamaConfig, RopeScaling
+from engines.params import init_params_numpy
+from engines.tokenizer import save_embedded_tokenizer
+
+# Bump when anything below changes what is written: a cache with another version is rebuilt.
+GENERATOR_VERSION = 1
+
+# vocab_size is a placeholder until the tokenizer is trained (then it is the tokenizer's size).
+_ROPE = RopeScaling(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                    original_max_position=1024)
+DEFAULT_BASE = LlamaConfig(vocab_size=2048, dim=256, n_layers=4, n_heads=8, n_kv_heads=2, head_dim=32,
+                           ffn_dim=704, rms_eps=1e-5, rope_theta=500000.0, rope_scaling=_ROPE,
+                           tie_embeddings=False, max_position=16384)
+DEFAULT_DRAFT = LlamaConfig(vocab_size=2048, dim=128, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=32,
+                            ffn_dim=352, rms_eps=1e-5, rope_theta=500000.0, rope_scaling=_ROPE,
+                            tie_embeddings=True, max_position=16384)
+_SEEDS = {"base": 3_000_001, "draft": 3_000_002}
+
+
+def cache_root(root: str | Path | None = None) -> Path:
+    """Where generated checkpoints go: ``root``, else ``$SPECTRACE_CACHE_DIR``, else ``~/.cache/spectrace``."""
+    if root is not None:
+        return Path(root)
+    env = os.environ.get("SPECTRACE_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "spectrace"
+
+
+def _marker(role: str, cfg: LlamaConfig) -> dict:
+    return {"generator": GENERATOR_VERSION, "role": role, "seed": _SEEDS[role], "config": repr(cfg)}
+
+
+def _is_current(path: Path, role: str, cfg: LlamaConfig) -> bool:
+    try:
+        return json.loads((path / "spectrace.json").read_text()) == _marker(role, cfg)
+    except (OSError, ValueError):
+        return False
+
+
+def write_pair(dest: str | Path) -> tuple[Path, Path]:
+    """Write ``dest/draft`` and ``dest/base`` unconditionally; returns (draft, base) paths."""
+    dest = Path(dest)
+    out = []
+    for role, template in (("draft", DEFAULT_DRAFT), ("base", DEFAULT_BASE)):
+        path = dest / role
+        path.mkdir(parents=True, exist_ok=True)
+        vocab = save_embedded_tokenizer(path)
+        cfg = _with_tokenizer(template, vocab)
+        save_checkpoint(path, cfg, init_params_numpy(cfg, _SEEDS[role]))
+        (path / "spectrace.json").write_text(json.dumps(_marker(role, cfg), sort_keys=True) + "\n")
+        out.append(path)
+    return out[0], out[1]
+
+
+def _with_tokenizer(cfg: LlamaConfig, vocab: int) -> LlamaConfig:
+    # Token ids of the embedded tokenizer: 0 BOS, 1 EOS, 2 PAD (its special tokens come first).
+    return replace(cfg, vocab_size=vocab, bos_token_id=0, eos_token_id=1)
+
+
+def default_pair(root: str | Path | None = None) -> tuple[Path, Path]:
+    """(draft, base) checkpoint directories, generated on first use (atomically, safe across processes)."""
+    base_dir = cache_root(root) / "default"
+    draft, base = base_dir / "draft", base_dir / "base"
+    if _up_to_date(draft, base):
+        return draft, base
+    base_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=base_dir))
+    try:
+        new_draft, new_base = write_pair(tmp)
+        for new, final in ((new_draft, draft), (new_base, base)):
+            if final.exists():
+                shutil.rmtree(final, ignore_errors=True)
+            try:
+                os.replace(new, final)
+            except OSError:
+                if not _up_to_date(draft, base):  # another process won the race: fine if complete
+                    raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return draft, base
+
+
+def _up_to_date(draft: Path, base: Path) -> bool:
+    def current(path, role, template):
+        try:
+            vocab = json.loads((path / "config.json").read_text())["vocab_size"]
+        except (OSError, ValueError, KeyError):
+            return False
+        return _is_current(path, role, _with_tokenizer(template, vocab))
+
+    return current(draft, "draft", DEFAULT_DRAFT) and current(base, "base", DEFAULT_BASE)

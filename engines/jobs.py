@@ -1,0 +1,299 @@
+"""What ``spectrace run`` and ``spectrace bench`` do with the engines (the CLI only parses).
+
+``run``: load the draft and base engines, warm up once (compilation is not TTFT), then record
+``--runs`` speculative passes, each with its side-by-side baseline, and write ``trace.pftrace``,
+``ttft.json`` and ``report.html``. ``bench``: seed 003's protocol — every variant ``--runs`` times
+after a warm-up, mean ± std, effect against one baseline.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import sys
+import time
+from pathlib import Path
+
+import tracer
+from tracer import benchstats, ttft
+from tracer.errors import UserError
+
+DEFAULT_PROMPT_TOKENS = 3000
+_CORPUS = Path(__file__).with_name("data") / "corpus.txt"
+_DEFAULT_PAIR = ("default-base", "default-draft")
+
+
+# ---- inputs --------------------------------------------------------------------------------------
+def make_prompt(tokenizer, n_tokens: int | None = None, text: str | None = None) -> str:
+    """The prompt: ``text`` as given, or the bundled corpus repeated and cut to about ``n_tokens``."""
+    if text is not None:
+        return text
+    n = n_tokens or DEFAULT_PROMPT_TOKENS
+    corpus = _CORPUS.read_text(encoding="utf-8")
+    ids: list[int] = []
+    unit = list(tokenizer(corpus)["input_ids"])
+    while len(ids) < n:
+        ids.extend(unit)
+    return tokenizer.decode(ids[:n], skip_special_tokens=True)
+
+
+def _device(indices, which):
+    if indices is None:
+        return None
+    import jax
+
+    devs = jax.devices()
+    bad = [i for i in indices if not 0 <= i < len(devs)]
+    if bad or len(indices) != 1:
+        raise UserError(f"spectrace: --{which}-devices {','.join(map(str, indices))} must name one of the "
+                        f"{len(devs)} device(s) 0..{len(devs) - 1} ({devs[0].platform})")
+    return [devs[indices[0]]]
+
+
+def _seq_len(args) -> int:
+    if args.prefill_seq_len:
+        return args.prefill_seq_len
+    return 128 if (args.base, args.draft) == _DEFAULT_PAIR else 2048
+
+
+def _load(args, progress, *, scoring=None, **base_switches):
+    from engines import BaseEngine
+    from engines.spec import SpecPrefillEngine
+
+    seq = _seq_len(args)
+    try:
+        from engines.presets import resolve
+
+        for model in (args.base, args.draft):  # fail on a bad name before loading anything
+            resolve(model)
+        progress.set_description("load base")
+        base = BaseEngine.from_pretrained(args.base, prefill_seq_len=seq, ctx_len=args.ctx_len or seq,
+                                          dtype=args.dtype, devices=_device(args.base_devices, "base"),
+                                          **base_switches)
+        prompt = make_prompt(base.tokenizer, args.prompt_len, args.prompt_text)
+        n = len(base.tokenizer(prompt)["input_ids"])
+        ctx = args.ctx_len or -((n + args.gen_len + args.look_ahead) // -seq) * seq
+        if args.ctx_len and n + args.gen_len > args.ctx_len:
+            raise UserError(f"spectrace: the prompt has {n} tokens; with --gen-len {args.gen_len} it needs "
+                            f"--ctx-len >= {n + args.gen_len}, got {args.ctx_len}")
+        base.resize(ctx) if hasattr(base, "resize") else None
+        if not hasattr(base, "resize"):
+            base = BaseEngine.from_pretrained(args.base, prefill_seq_len=seq, ctx_len=ctx, dtype=args.dtype,
+                                              devices=_device(args.base_devices, "base"), **base_switches)
+        progress.set_description("load draft")
+        spec = SpecPrefillEngine.from_pretrained(
+            args.draft, base=base, prefill_seq_len=seq, ctx_len=ctx, keep=args.keep, look_ahead=args.look_ahead,
+            scoring=scoring or args.scoring, layers=args.layers, dtype=args.dtype,
+            draft_devices=_device(args.draft_devices, "draft"))
+    except (FileNotFoundError, ValueError) as e:
+        raise UserError(f"spectrace: {e}")
+    return spec, base, prompt, ctx
+
+
+class _Progress:
+    """A tqdm bar on stderr that appears only for steps longer than a second; silent with --quiet."""
+
+    def __init__(self, total: int, quiet: bool):
+        self.bar = None
+        if not quiet and sys.stderr.isatty():  # a bar in a log file is noise
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, delay=1.0, file=sys.stderr, leave=False,
+                            bar_format="{desc:<22}{bar:30} {n_fmt}/{total_fmt} [{elapsed}]")
+
+    def set_description(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.set_description_str(text)
+
+    def update(self, n: int = 1) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# ---- run -----------------------------------------------------------------------------------------
+def run_command(args) -> int:
+    out = Path(args.out or Path("spectrace-out") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"spectrace: cannot create --out {str(out)!r}: {e.strerror}")
+    previous = tracer.configure(enabled=True)
+    progress = _Progress(total=3 + args.runs, quiet=args.quiet)
+    try:
+        spec, base, prompt, ctx = _load(args, progress)
+        progress.update()
+        progress.set_description("warm-up (compile)")
+        with tracer.capture():  # compiled once here; TTFT below excludes compilation
+            spec.run(prompt, gen_len=args.gen_len)
+        progress.update()
+        runs, spans, alignment, xplanes = _measured_runs(spec, prompt, args, out, progress)
+        progress.set_description("write trace")
+        doc = ttft.build(runs, config=_config(args, spec, base, ctx), devices=_devices_of(spec, base),
+                         versions=ttft.versions("jax", "jaxlib", "numpy", "transformers", "opentelemetry-sdk",
+                                                "perfetto"), alignment=alignment)
+        from tracer.perfetto import write_pftrace
+        from tracer.report import write_report
+
+        summary = write_pftrace(out / "trace.pftrace", spans, xplanes=xplanes,
+                                metadata={"command": "spectrace run", "config": doc["config"]})
+        if xplanes:
+            doc["alignment"] = {k: summary.get(k) for k in ("median_us", "max_us", "offset_us", "pairs")}
+        ttft.write(out / "ttft.json", doc)
+        write_report(out)
+        progress.update()
+    finally:
+        progress.close()
+        tracer.configure(**previous)
+    _print_summary(doc, out, quiet=args.quiet)
+    return 0
+
+
+def _measured_runs(spec, prompt, args, out, progress):
+    import contextlib
+
+    runs, spans = [], []
+    prof_cm = contextlib.nullcontext(None)
+    if args.xplane:
+        from tracer import xplane
+
+        prof_cm = xplane.profile(out / "xplane")
+    with prof_cm as prof:
+        for i in range(args.runs):
+            progress.set_description(f"run {i + 1}/{args.runs}")
+            with tracer.capture() as rec:
+                result = spec.run(prompt, gen_len=args.gen_len)
+            runs.append(ttft.run_entry(result, rec.spans))
+            spans.extend(rec.spans)
+            progress.update()
+    return runs, spans, None, (prof.paths if prof is not None else [])
+
+
+def _config(args, spec, base, ctx) -> dict:
+    return {"base": args.base, "draft": args.draft, "keep": args.keep, "scoring": args.scoring,
+            "layers": args.layers, "prefill_seq_len": base.prefill_seq_len, "ctx_len": ctx,
+            "look_ahead": args.look_ahead, "gen_len": args.gen_len, "runs": args.runs,
+            "prompt": args.prompt_file or f"built-in, {args.prompt_len or DEFAULT_PROMPT_TOKENS} tokens",
+            "dtype": str(base.dtype), "xplane": bool(args.xplane)}
+
+
+def _devices_of(spec, base) -> dict:
+    draft = getattr(spec, "draft", None)
+    return {"base": str(base.device), "draft": str(getattr(draft, "device", base.device))}
+
+
+def _print_summary(doc: dict, out: Path, *, quiet: bool) -> None:
+    if quiet:
+        print(out / "trace.pftrace")
+        return
+    ms = lambda s: f"{1e3 * s:10.2f} ms"  # noqa: E731
+    print(f"\nTTFT breakdown ({doc['prompt_tokens']} prompt tokens, {doc['num_chunks']} chunks; "
+          f"kept {doc['kept_tokens']} tokens in {doc['num_chunks_pruned']} chunks)")
+    rows = [("spec device window (draft prefill)", "ttft_spec_device_s"),
+            ("  host scoring: assemble", "t_assemble_s"), ("  host scoring: score", "t_score_s"),
+            ("  host scoring: select", "t_select_s"), ("host scoring total", "ttft_host_scoring_s"),
+            ("base prefill of kept tokens", "ttft_base_pruned_only_s"),
+            ("speculative TTFT", "ttft_speculative_s"), ("baseline TTFT (full base prefill)", "ttft_baseline_s")]
+    for label, key in rows:
+        print(f"  {label:<36}{ms(doc[key])}")
+    ratio = doc["ttft_speculative_s"] / doc["ttft_baseline_s"] if doc["ttft_baseline_s"] else float("nan")
+    print(f"  {'speculative / baseline':<36}{ratio:10.2f} x")
+    print("\nIO per pass and binding category (bytes, ms, transfers)")
+    print(f"  {'pass':<12}{'category':<17}{'bytes':>14}{'ms':>11}{'count':>7}")
+    for p, cats in doc["io"].items():
+        for cat, t in cats.items():
+            if t["count"]:
+                print(f"  {p:<12}{cat:<17}{t['bytes']:>14,}{t['ms']:>11.3f}{t['count']:>7}")
+    worst = ", ".join(f"{c['pass']}#{c['index']} {c['ms']:.2f} ms" for c in doc["slowest_chunks"])
+    print(f"\nslowest chunks: {worst}")
+    print(f"\nwrote {out}/trace.pftrace, ttft.json, report.html")
+    print(f"open {out.resolve()}/trace.pftrace in https://ui.perfetto.dev (Open trace file)")
+
+
+# ---- bench ---------------------------------------------------------------------------------------
+SEED003 = {"baseline": {}, "decode_python_loop": {"decode": "python"},
+           "prefill_python_loop": {"prefill": "python"}, "qkv_separate": {"qkv": "separate"},
+           "attention_vmap": {"attention": "vmap"}}
+SCORING = {"baseline": {"scoring": "host"}, "device_scoring": {"scoring": "device"}}
+
+
+def bench_command(args) -> int:
+    variants = SEED003 if args.variant_set == "seed003" else SCORING
+    previous = tracer.configure(enabled=args.variant_set == "scoring")
+    progress = _Progress(total=len(variants) * (args.runs + args.warmup + 1), quiet=args.quiet)
+    results = {}
+    try:
+        for name, switches in variants.items():
+            if args.variant_set == "seed003":
+                results[name] = _bench_base(args, name, switches, progress)
+            else:
+                results[name] = _bench_spec(args, name, switches, progress)
+    finally:
+        progress.close()
+        tracer.configure(**previous)
+    phases = None if args.variant_set == "seed003" else benchstats.TTFT_PHASES
+    result = benchstats.compare(results, baseline="baseline", phases=phases)
+    md = benchstats.render_markdown(result)
+    if args.out:
+        import json
+
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "bench.md").write_text(md)
+        (Path(args.out) / "bench.json").write_text(json.dumps(benchstats.to_json(result), indent=2) + "\n")
+    if args.format == "json":
+        import json
+
+        print(json.dumps(benchstats.to_json(result), indent=2))
+    else:
+        print(md, end="")
+    return 0
+
+
+def _bench_base(args, name, switches, progress) -> list[dict]:
+    from engines import BaseEngine
+
+    seq = _seq_len(args)
+    progress.set_description(f"{name}: load")
+    try:
+        probe = BaseEngine.from_pretrained(args.base, prefill_seq_len=seq, ctx_len=seq, dtype=args.dtype)
+        prompt = make_prompt(probe.tokenizer, args.prompt_len or 512, args.prompt_text)
+        n = len(probe.tokenizer(prompt)["input_ids"])
+        ctx = args.ctx_len or -((n + args.gen_len) // -seq) * seq
+        eng = BaseEngine.from_pretrained(args.base, prefill_seq_len=seq, ctx_len=ctx, dtype=args.dtype,
+                                         devices=_device(args.base_devices, "base"), **switches)
+    except (FileNotFoundError, ValueError) as e:
+        raise UserError(f"spectrace: {e}")
+    progress.update()
+    runs = []
+    for i in range(args.warmup + args.runs):
+        progress.set_description(f"{name}: {'warm-up' if i < args.warmup else 'run'}")
+        t0 = time.perf_counter()
+        pre = eng.prefill(prompt)
+        t1 = time.perf_counter()
+        eng.decode(pre, args.gen_len)
+        t2 = time.perf_counter()
+        if i >= args.warmup:
+            runs.append({"prefill": t1 - t0, "generation": t2 - t1, "total": t2 - t0})
+        progress.update()
+    return runs
+
+
+def _bench_spec(args, name, switches, progress) -> list[dict]:
+    spec, _, prompt, _ = _load(args, progress, **switches)
+    progress.update()
+    runs = []
+    for i in range(args.warmup + args.runs):
+        progress.set_description(f"{name}: {'warm-up' if i < args.warmup else 'run'}")
+        with tracer.capture():
+            r = spec.run(prompt, gen_len=args.gen_len)
+        if i >= args.warmup:
+            runs.append({f: getattr(r, f) for f in benchstats.TTFT_PHASES})
+        progress.update()
+    return runs
+
+
+def main_env_note() -> str:  # pragma: no cover - documentation helper
+    return os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE", "")

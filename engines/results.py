@@ -1,0 +1,57 @@
+"""What the engines return: the outcome of a prefill and of a greedy decode."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class PrefillResult:
+    """One prefill pass.
+
+    ``padded_len`` is ``num_chunks * prefill_seq_len`` (QEfficient's meaning: the length the
+    chunk loop runs over). ``cache_len`` is how many cache slots hold real tokens after it
+    (``prompt_tokens`` plus any cache continued from before). ``next_position`` is the position
+    id the first generated token gets: the last real position + 1, which for a pruned prompt is
+    the original prompt length. ``queries`` (only when asked) is the post-RoPE query of the last
+    real token in every layer, ``[L, N, H]`` float32, left on the device.
+    """
+
+    logits: np.ndarray               # [V] float32, the last real token's
+    prompt_tokens: int
+    padded_len: int
+    num_chunks: int
+    next_position: int
+    cache_len: int
+    token_ids: np.ndarray            # [P] int32, real tokens only
+    positions: np.ndarray            # [P] int32
+    elapsed_s: float                 # wall time of the whole call (tokenize .. logits on host)
+    queries: object = None           # jax.Array [L, N, H] float32, or None
+    last_logits: object = field(default=None, repr=False)  # jax.Array [B, V] on device (decode starts here)
+    serial: int = field(default=0, repr=False)             # which cache state this belongs to
+
+
+@dataclass
+class GenerateResult:
+    """A greedy decode: ``tokens[0]`` is the argmax of the prefill logits, each next one a step later.
+
+    ``queries`` (only when asked): post-RoPE queries of the fed tokens ``tokens[:-1]`` in every
+    layer, ``[G-1, L, N, H]`` float32 on the device (the look-ahead anchors of speculative prefill).
+    """
+
+    tokens: np.ndarray               # [G] int32
+    prefill: PrefillResult
+    decode_s: float                  # wall time of the decode (incl. tokens back to host)
+    text: str | None = None
+    queries: object = None
+
+    @property
+    def steps(self) -> int:
+        """Forward passes the decode ran (one fewer than tokens: the first comes from prefill)."""
+        return max(len(self.tokens) - 1, 0)
+
+    @property
+    def ms_per_token(self) -> float:
+        return 1e3 * self.decode_s / self.steps if self.steps else 0.0

@@ -1,0 +1,255 @@
+"""SpecPrefill token scoring: which prompt tokens the base model has to see.
+
+The math is the published algorithm (SpecPrefill, ICML 2025; the authors' vLLM worker
+``LookAheadSpecWorker._token_importance_from_attn_scores``), not QEfficient's port:
+
+1. anchors ``A`` = the draft's post-RoPE query of the last *real* prompt token in every layer,
+   plus one per look-ahead decode step; keys = the draft's post-RoPE prompt keys (GQA: query
+   head ``n`` reads KV head ``n // (N // K)``);
+2. per layer, head and anchor: ``softmax(q . K^T / sqrt(H))`` over the ``S`` real prompt tokens,
+   in fp32 (look-ahead anchors attend to the prompt only, as in the reference);
+3. average-pool every row with ``pool_kernel`` (13), stride 1, zero padding ``k // 2`` on the
+   left and ``k - 1 - k // 2`` on the right, always dividing by ``k``. This is exactly what the
+   reference's ``F.avg_pool1d(kernel_size=k, padding=k // 2, stride=1)`` computes
+   (``count_include_pad=True`` is torch's default): tokens near either end of the prompt are
+   damped by the zeros. For an even ``k`` torch returns ``S + 1`` values; we keep the first
+   ``S``, which is the asymmetric padding above;
+4. max over layers x heads, mean over anchors -> one score per prompt token;
+5. chunks of ``chunk_size`` (32; the last one may be shorter and is scored by the mean of its
+   real tokens), keep the top ``ceil(n_chunks * keep)`` chunks (ties: the earlier chunk wins),
+   always keep the last prompt token, return the sorted token indices.
+
+Two implementations of the same math:
+
+* host (numpy), split the way QEfficient's host path is timed: :func:`assemble` (stack the
+  copied queries, cast keys to fp32), :func:`compute` (token scores), :func:`select` (indices);
+* device (:func:`score_device`, one ``jit``): queries and the key cache never leave the device;
+  the output is a fixed-size index vector plus a count, so one small copy brings the answer back.
+
+Key layouts are letter strings over ``L, S, K, H`` and optionally ``B`` (batch, size 1), e.g.
+``"LSKH"``, ``"LKSH"`` or the base engine's ``"LBSKH"``, so the engine hands over its cache exactly
+as it stores it (no device-side copy to reorder it first).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Sequence
+
+import numpy as np
+
+LAYER_SETS: tuple[str, ...] = ("all", "last4", "last1")
+
+# ceil(n * keep) in binary floating point overshoots when n * keep is a whole number that
+# 0.1-style fractions cannot hit exactly (30 * 0.1 = 3.0000000000000004 -> 4 chunks). The
+# reference keeps that extra chunk; we do not: a whole number of chunks is that number.
+_CEIL_SLACK = 1e-9
+
+
+# --------------------------------------------------------------------------- shared helpers
+
+
+def validate(*, keep: float, chunk_size: int, pool_kernel: int, layers: str) -> None:
+    """Raise ``ValueError`` naming the parameter when a scoring option is out of range."""
+    if not isinstance(keep, (int, float)) or isinstance(keep, bool) or not 0.0 < keep <= 1.0:
+        raise ValueError(f"keep must be a fraction in (0, 1], got {keep!r}")
+    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
+    if not isinstance(pool_kernel, int) or isinstance(pool_kernel, bool) or pool_kernel < 1:
+        raise ValueError(f"pool_kernel must be an integer >= 1 (1 = no pooling), got {pool_kernel!r}")
+    if layers not in LAYER_SETS:
+        raise ValueError(f"layers must be one of {LAYER_SETS}, got {layers!r}")
+
+
+def layer_slice(n_layers: int, layers: str) -> slice:
+    """Which of the draft's ``n_layers`` layers take part: all, the last 4 or the last one."""
+    if layers == "all":
+        return slice(0, n_layers)
+    if layers == "last4":
+        return slice(max(0, n_layers - 4), n_layers)
+    if layers == "last1":
+        return slice(n_layers - 1, n_layers)
+    raise ValueError(f"layers must be one of {LAYER_SETS}, got {layers!r}")
+
+
+def num_chunks(n_tokens: int, chunk_size: int) -> int:
+    return -(n_tokens // -chunk_size)
+
+
+def num_kept_chunks(n_tokens: int, chunk_size: int, keep: float) -> int:
+    """``ceil(n_chunks * keep)``, at least 1, at most ``n_chunks`` (see ``_CEIL_SLACK``)."""
+    n = num_chunks(n_tokens, chunk_size)
+    return min(n, max(1, math.ceil(n * keep - _CEIL_SLACK)))
+
+
+def max_kept_tokens(n_tokens: int, chunk_size: int, keep: float) -> int:
+    """Upper bound on the kept tokens of any prompt of at most ``n_tokens`` tokens."""
+    return min(n_tokens, num_kept_chunks(n_tokens, chunk_size, keep) * chunk_size + 1)
+
+
+def _pool_pads(kernel: int) -> tuple[int, int]:
+    return kernel // 2, kernel - 1 - kernel // 2
+
+
+def _check_layout(layout: str) -> None:
+    if not isinstance(layout, str) or sorted(layout.replace("B", "", 1)) != sorted("LSKH"):
+        raise ValueError(f"key_layout must be a permutation of 'LSKH' plus an optional 'B', got {layout!r}")
+
+
+def _drop_batch(keys, layout: str, take):
+    """Index batch row 0 away when the layout has a ``B`` axis."""
+    _check_layout(layout)
+    if "B" not in layout:
+        return keys, layout
+    return take(keys, 0, axis=layout.index("B")), layout.replace("B", "")
+
+
+def _gqa_split(n_heads: int, n_kv: int) -> int:
+    if n_heads % n_kv:
+        raise ValueError(f"query heads ({n_heads}) must be a multiple of KV heads ({n_kv})")
+    return n_heads // n_kv
+
+
+# --------------------------------------------------------------------------- host (numpy)
+
+
+def assemble(anchor_queries: Sequence[np.ndarray], keys: np.ndarray | Sequence[np.ndarray],
+             n_real: int, *, layers: str = "all", key_layout: str = "LSKH") -> tuple[np.ndarray, np.ndarray]:
+    """Stack the anchors and cut the copied key cache down to the real prompt, in fp32.
+
+    ``anchor_queries``: one ``[L, N, H]`` array per anchor (final chunk's last real token first,
+    then the look-ahead steps). ``keys``: the copied cache in ``key_layout`` (one array, or one
+    per layer without the ``L`` letter). Returns ``queries [A, L', N, H]`` and
+    ``keys [L', S, K, H]`` with ``S = n_real`` and ``L'`` the layers that take part.
+    """
+    q = np.stack([np.asarray(a, dtype=np.float32) for a in anchor_queries])      # [A, L, N, H]
+    if isinstance(keys, np.ndarray):
+        k_all = keys
+    else:
+        k_all = np.stack([np.asarray(k) for k in keys], axis=key_layout.index("L"))
+    k_all, key_layout = _drop_batch(k_all, key_layout, np.take)
+    k_all = np.transpose(k_all, [key_layout.index(c) for c in "LSKH"])           # [L, S_cache, K, H]
+    sl = layer_slice(q.shape[1], layers)
+    k = np.ascontiguousarray(k_all[sl, :n_real], dtype=np.float32)               # [L', S, K, H]
+    return np.ascontiguousarray(q[:, sl]), k
+
+
+def compute(queries: np.ndarray, keys: np.ndarray, *, pool_kernel: int = 13) -> np.ndarray:
+    """Token importance ``[S]`` from ``queries [A, L, N, H]`` and ``keys [L, S, K, H]``.
+
+    Loops over layers so that one layer's ``[K, G*A, S]`` block is live at a time (the whole
+    ``[L, N, A, S]`` tensor is ~180 MB for a 1B draft at 10k tokens); the running max over
+    layers x heads makes the loop exact.
+    """
+    A, L, N, H = queries.shape
+    _, S, K, _ = keys.shape
+    G = _gqa_split(N, K)
+    left, right = _pool_pads(pool_kernel)
+    scale = np.float32(1.0 / math.sqrt(H))
+    best = np.full((A, S), -np.inf, dtype=np.float32)                            # [A, S]
+    for l in range(L):
+        # One batched BLAS matmul per layer (np.einsum would not use BLAS here: ~10x slower).
+        q = queries[:, l].reshape(A, K, G, H).transpose(1, 2, 0, 3).reshape(K, G * A, H)  # [K, G*A, H]
+        logits = np.matmul(q, keys[l].transpose(1, 2, 0)) * scale                # [K, G*A, S]
+        logits -= logits.max(axis=-1, keepdims=True)
+        p = np.exp(logits, out=logits)
+        p /= p.sum(axis=-1, keepdims=True)                                       # softmax over S
+        if pool_kernel > 1:
+            padded = np.pad(p, [(0, 0), (0, 0), (left, right)])                  # [K, G*A, S+k-1]
+            pooled = padded[..., 0:S].copy()
+            for j in range(1, pool_kernel):                                      # exact windowed sum
+                pooled += padded[..., j:j + S]
+            p = pooled / np.float32(pool_kernel)
+        p = p.reshape(K * G, A, S)                                               # [N, A, S]
+        np.maximum(best, p.max(axis=0), out=best)                                # max over heads
+    return best.mean(axis=0)                                                     # [S], mean over anchors
+
+
+def select(scores: np.ndarray, *, keep: float, chunk_size: int = 32) -> np.ndarray:
+    """Sorted kept token indices (int32) from token scores ``[S]``."""
+    S = scores.shape[0]
+    n = num_chunks(S, chunk_size)
+    padded = np.zeros(n * chunk_size, dtype=np.float64)
+    padded[:S] = scores
+    counts = np.full(n, chunk_size, dtype=np.float64)
+    counts[-1] = S - (n - 1) * chunk_size
+    chunk_scores = (padded.reshape(n, chunk_size).sum(axis=1) / counts).astype(np.float32)
+    order = np.argsort(-chunk_scores, kind="stable")                             # ties: earlier chunk first
+    kept = np.zeros(n * chunk_size, dtype=bool)
+    kept.reshape(n, chunk_size)[order[:num_kept_chunks(S, chunk_size, keep)]] = True
+    kept = kept[:S]
+    kept[S - 1] = True                                                           # always the last token
+    return np.flatnonzero(kept).astype(np.int32)
+
+
+def score_host(anchor_queries, keys, n_real: int, *, keep: float, chunk_size: int = 32,
+               pool_kernel: int = 13, layers: str = "all", key_layout: str = "LSKH") -> np.ndarray:
+    """``assemble`` + ``compute`` + ``select`` in one call (untimed; the engine times each)."""
+    q, k = assemble(anchor_queries, keys, n_real, layers=layers, key_layout=key_layout)
+    return select(compute(q, k, pool_kernel=pool_kernel), keep=keep, chunk_size=chunk_size)
+
+
+# --------------------------------------------------------------------------- device (jax)
+
+
+def score_device(queries, keys, n_real: int, *, keep: float, chunk_size: int = 32,
+                 pool_kernel: int = 13, layers: str = "all", key_layout: str = "LSKH"):
+    """Kept indices computed where ``queries [A, L, N, H]`` and ``keys`` (in ``key_layout``,
+    any cache length ``S_cache >= n_real``) already live.
+
+    Returns device arrays ``(indices [M] int32, count [] int32)``: the first ``count`` entries
+    are the sorted kept indices, the rest are ``-1``; ``M = max_kept_tokens(S_cache, ...)`` is
+    static, so one compilation serves every prompt length of a cache size. ``n_real`` and the
+    number of chunks to keep are traced scalars (computed here on the host, so host and device
+    agree on ``ceil``).
+    """
+    _check_layout(key_layout)
+    s_cache = keys.shape[key_layout.index("S")]
+    n_keep = num_kept_chunks(n_real, chunk_size, keep)
+    fn = _device_fn(key_layout, layers, chunk_size, pool_kernel, max_kept_tokens(s_cache, chunk_size, keep))
+    return fn(queries, keys, np.int32(n_real), np.int32(n_keep))  # numpy: placed with the keys
+
+
+@functools.lru_cache(maxsize=None)
+def _device_fn(key_layout: str, layers: str, chunk_size: int, pool_kernel: int, max_kept: int):
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    left, right = _pool_pads(pool_kernel)
+
+    def fn(queries, keys, n_real, n_keep):
+        with jax.named_scope("spec_scoring"):
+            A, L, N, H = queries.shape
+            sl = layer_slice(L, layers)
+            keys, layout = _drop_batch(keys, key_layout, jnp.take)
+            k = jnp.transpose(keys, [layout.index(c) for c in "LSKH"])[sl]      # [L', S_cache, K, H]
+            k = k.astype(jnp.float32)
+            Lp, S_cache, K, _ = k.shape
+            G = _gqa_split(N, K)
+            q = queries[:, sl].astype(jnp.float32).reshape(A, Lp, K, G, H)       # [A, L', K, G, H]
+            logits = jnp.einsum("ALKGH,LSKH->LKGAS", q, k,
+                                precision=lax.Precision.HIGHEST) / math.sqrt(H)  # [L', K, G, A, S_cache]
+            pos = jnp.arange(S_cache)                                            # [S_cache]
+            real = pos < n_real
+            logits = jnp.where(real, logits, -jnp.inf)
+            p = jax.nn.softmax(logits, axis=-1)                                  # 0 beyond the prompt
+            if pool_kernel > 1:
+                p = lax.reduce_window(p, 0.0, lax.add, (1, 1, 1, 1, pool_kernel), (1,) * 5,
+                                      [(0, 0)] * 4 + [(left, right)]) / pool_kernel
+            tok = p.max(axis=(0, 1, 2)).mean(axis=0)                             # [S_cache]
+            # Chunk means over real tokens only; chunks past the prompt sort last.
+            C = -(S_cache // -chunk_size)
+            tok = jnp.pad(jnp.where(real, tok, 0.0), (0, C * chunk_size - S_cache))
+            cnt = jnp.clip(n_real - jnp.arange(C) * chunk_size, 0, chunk_size)   # [C]
+            chunk = tok.reshape(C, chunk_size).sum(axis=1) / jnp.maximum(cnt, 1)  # [C]
+            neg = jnp.where(cnt > 0, -chunk, jnp.inf)
+            order = jnp.argsort(neg, stable=True)                                # ties: earlier chunk first
+            rank = jnp.zeros(C, jnp.int32).at[order].set(jnp.arange(C, dtype=jnp.int32))
+            keep_tok = (rank < n_keep)[pos // chunk_size] & real                 # [S_cache]
+            keep_tok = keep_tok | (pos == n_real - 1)
+            (idx,) = jnp.nonzero(keep_tok, size=max_kept, fill_value=-1)
+            return idx.astype(jnp.int32), keep_tok.sum().astype(jnp.int32)
+
+    return jax.jit(fn)

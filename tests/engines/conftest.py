@@ -1,0 +1,24 @@
+"""Fixtures for the engine tests: generated checkpoints written once per session."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def spectrace_cache(tmp_path_factory):
+    """A private cache dir holding the embedded default pair (never the user's ~/.cache)."""
+    from engines.defaults import default_pair
+
+    root = tmp_path_factory.mktemp("spectrace-cache")
+    default_pair(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def reference_models(tmp_path_factory):
+    """name -> checkpoint directory of every model in engines.testing_models.REFERENCE_MODELS."""
+    from engines.testing_models import REFERENCE_MODELS, write_reference_model
+
+    root = tmp_path_factory.mktemp("reference-models")
+    return {name: write_reference_model(name, root / name) for name in REFERENCE_MODELS}

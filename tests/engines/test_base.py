@@ -1,0 +1,213 @@
+"""Invariants of the base engine (MaxText's habit): chunked = one-shot, pruned = full forward with
+the same position ids, cached decode = teacher forcing, every implementation switch = the default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+
+from engines import BaseEngine, EngineOptions, LlamaConfig, RopeScaling
+from engines.params import init_params
+
+CFG = LlamaConfig(vocab_size=211, dim=48, n_layers=2, n_heads=6, n_kv_heads=2, head_dim=16, ffn_dim=96,
+                  rope_theta=10000.0, rope_scaling=RopeScaling("llama3", original_max_position=16),
+                  tie_embeddings=False)
+ATOL = 2e-5
+
+
+@pytest.fixture(scope="module")
+def params():
+    return init_params(CFG, 7, np.float32, jax.devices()[0])
+
+
+@pytest.fixture(scope="module")
+def make(params):
+    def make(prefill_seq_len, ctx_len=96, cfg=CFG, **switches):
+        return BaseEngine(cfg, params, None, prefill_seq_len=prefill_seq_len, ctx_len=ctx_len,
+                          device=jax.devices()[0], options=EngineOptions(**switches))
+    return make
+
+
+def ids_of(n, seed=0):
+    return np.random.default_rng(seed).integers(3, CFG.vocab_size, n).astype(np.int32)
+
+
+@pytest.mark.parametrize("psl", [4, 7, 16])
+def test_chunked_prefill_equals_one_shot(make, psl):
+    one_shot, chunked = make(64), make(psl)
+    for n in (2 * psl, 2 * psl + 1, 3 * psl, 3 * psl + 1):
+        ids = ids_of(n, seed=n)
+        ref = one_shot.prefill_from_ids(ids, np.arange(n), return_queries=True)
+        ref_keys = np.asarray(one_shot.cache_keys())
+        got = chunked.prefill_from_ids(ids, np.arange(n), return_queries=True)
+        assert (got.num_chunks, got.padded_len) == (-(n // -psl), -(n // -psl) * psl)
+        np.testing.assert_allclose(got.logits, ref.logits, atol=ATOL, rtol=1e-5)
+        np.testing.assert_allclose(np.asarray(got.queries), np.asarray(ref.queries), atol=ATOL)
+        keys = np.asarray(chunked.cache_keys())
+        assert keys.shape == (CFG.n_layers, n, CFG.n_kv_heads, CFG.head_dim)
+        np.testing.assert_allclose(keys, ref_keys, atol=ATOL)
+
+
+def test_pruned_prefill_equals_full_forward_with_positions(make):
+    engine = make(8)
+    full_ids = ids_of(40, seed=3)
+    keep = np.array([0, 1, 2, 5, 6, 9, 13, 14, 15, 21, 22, 23, 30, 33, 39])
+    expected = engine.forward_logits(full_ids[keep], keep)[-1]
+    engine.prefill_from_ids(full_ids, np.arange(40))  # a full prompt before must not leak into the next
+    pruned = engine.prefill_from_ids(full_ids[keep], keep)
+    assert (pruned.num_chunks, pruned.next_position, pruned.cache_len) == (2, 40, len(keep))
+    np.testing.assert_allclose(pruned.logits, expected, atol=ATOL, rtol=1e-5)
+    # and it differs from the unpruned prompt's logits: the positions and the missing tokens matter
+    assert np.abs(pruned.logits - engine.forward_logits(full_ids)[-1]).max() > 1e-3
+
+
+def test_continue_cache_equals_one_shot(make):
+    engine = make(8)
+    ids = ids_of(27, seed=4)
+    first = engine.prefill_from_ids(ids[:11], np.arange(11))
+    assert first.cache_len == 11
+    second = engine.prefill_from_ids(ids[11:], np.arange(11, 27), continue_cache=True)
+    assert second.cache_len == 27 and second.next_position == 27
+    np.testing.assert_allclose(second.logits, engine.forward_logits(ids)[-1], atol=ATOL, rtol=1e-5)
+
+
+def teacher_forced(engine, ids, positions, generated):
+    """Greedy tokens a full forward predicts when fed the prompt plus the generated tokens."""
+    start = positions[-1] + 1
+    all_ids = np.concatenate([ids, generated[:-1]])
+    all_pos = np.concatenate([positions, np.arange(start, start + len(generated) - 1)])
+    logits = engine.forward_logits(all_ids, all_pos)[len(ids) - 1:]
+    return logits.argmax(-1)
+
+
+@pytest.mark.parametrize("pruned", [False, True], ids=["full", "pruned"])
+def test_scan_decode_equals_python_decode_equals_teacher_forcing(make, pruned):
+    ids = ids_of(21, seed=5)
+    positions = np.arange(21)
+    if pruned:
+        keep = np.array([0, 3, 4, 8, 12, 13, 20])
+        ids, positions = ids[keep], positions[keep]
+    scan, python = make(8), make(8, decode="python")
+    by_scan = scan.decode(scan.prefill_from_ids(ids, positions), 12)
+    by_python = python.decode(python.prefill_from_ids(ids, positions), 12)
+    assert by_scan.tokens.shape == (12,) and by_scan.steps == 11
+    np.testing.assert_array_equal(by_scan.tokens, by_python.tokens)
+    np.testing.assert_array_equal(by_scan.tokens, teacher_forced(scan, ids, positions, by_scan.tokens))
+
+
+VARIANTS = [dict(decode="python"), dict(prefill="python"), dict(qkv="separate"), dict(attention="vmap"),
+            dict(attention="batched"),
+            dict(decode="python", prefill="python", qkv="separate", attention="vmap")]
+
+
+@pytest.mark.parametrize("switches", VARIANTS, ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()))
+def test_every_switch_gives_the_same_logits_and_tokens(make, switches):
+    ids = ids_of(19, seed=6)
+    default, variant = make(8), make(8, **switches)
+    ref = default.prefill_from_ids(ids, np.arange(19), return_queries=True)
+    got = variant.prefill_from_ids(ids, np.arange(19), return_queries=True)
+    np.testing.assert_allclose(got.logits, ref.logits, atol=ATOL, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(got.queries), np.asarray(ref.queries), atol=ATOL)
+    np.testing.assert_allclose(np.asarray(variant.cache_keys()), np.asarray(default.cache_keys()), atol=ATOL)
+    a, b = default.decode(ref, 6, return_queries=True), variant.decode(got, 6, return_queries=True)
+    np.testing.assert_array_equal(a.tokens, b.tokens)
+    np.testing.assert_allclose(np.asarray(a.queries), np.asarray(b.queries), atol=ATOL)
+
+
+def _rope_np(x, pos, cfg):
+    from engines.model import rope_inv_freq
+
+    ang = pos * rope_inv_freq(cfg).astype(np.float64)
+    cos, sin = np.cos(np.concatenate([ang, ang])), np.sin(np.concatenate([ang, ang]))
+    half = x.shape[-1] // 2
+    return x * cos + np.concatenate([-x[..., half:], x[..., :half]], -1) * sin
+
+
+def test_queries_and_keys_are_post_rope_values_of_real_tokens(make, params):
+    """Layer 0's query/key of a token, recomputed in numpy from the weights (independent of the model code)."""
+    engine = make(8, qkv="separate")
+    ids = ids_of(13, seed=8)
+    positions = np.array([0, 1, 2, 4, 5, 6, 7, 9, 10, 11, 12, 14, 17])  # last chunk: 5 real + 3 padding
+    result = engine.prefill_from_ids(ids, positions, return_queries=True)
+    assert result.queries.shape == (CFG.n_layers, CFG.n_heads, CFG.head_dim)
+    p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params)
+    x = p["embed"][ids]                                                       # [P, D]
+    h = x / np.sqrt(np.mean(x * x, -1, keepdims=True) + CFG.rms_eps) * p["layers"]["attn_norm"][0]
+    q_last = np.einsum("D,DNH->NH", h[-1], p["layers"]["wq"][0])
+    np.testing.assert_allclose(np.asarray(result.queries[0]), _rope_np(q_last, 17, CFG), atol=1e-4)
+    keys = np.asarray(engine.cache_keys())                                    # [L, P, K, H]
+    k0 = np.einsum("PD,DKH->PKH", h, p["layers"]["wk"][0])
+    expected = np.stack([_rope_np(k0[i], positions[i], CFG) for i in range(len(ids))])
+    np.testing.assert_allclose(keys[0], expected, atol=1e-4)
+
+
+def test_decode_returns_lookahead_queries(make):
+    engine = make(8)
+    result = engine.prefill_from_ids(ids_of(9), np.arange(9), return_queries=True)
+    out = engine.decode(result, 8, return_queries=True)
+    assert out.queries.shape == (7, CFG.n_layers, CFG.n_heads, CFG.head_dim)
+    assert engine.cache_keys().shape[1] == 9 + 7
+    assert engine.cache_keys(9).shape == (CFG.n_layers, 9, CFG.n_kv_heads, CFG.head_dim)
+
+
+def test_chunk_fn_contract(make, params):
+    engine = make(8)
+    fn = engine.chunk_fn(return_queries=True)
+    from engines.cache import allocate_cache
+
+    cache = allocate_cache(CFG, batch=1, slots=16, dtype=np.float32, device=jax.devices()[0])
+    tokens = ids_of(8)[None]
+    positions = np.array([[0, 1, 2, 3, 4, -1, -1, -1]], np.int32)
+    logits, cache, q = fn(engine.params, cache, tokens, positions, np.int32(4))
+    assert logits.shape == (1, CFG.vocab_size) and q.shape == (CFG.n_layers, 1, CFG.n_heads, CFG.head_dim)
+    assert int(cache.length) == 5
+    np.testing.assert_allclose(np.asarray(logits[0]), engine.forward_logits(tokens[0, :5])[-1], atol=ATOL)
+
+
+# ---- errors -----------------------------------------------------------------------------------
+def test_prompt_longer_than_ctx_len_is_refused(make):
+    engine = make(8, ctx_len=20)
+    with pytest.raises(ValueError, match=r"21 tokens, more than ctx_len=20"):
+        engine.prefill_from_ids(ids_of(21), np.arange(21))
+    engine.prefill_from_ids(ids_of(15), np.arange(15))
+    with pytest.raises(ValueError, match=r"on top of 15 cached.*ctx_len=20"):
+        engine.prefill_from_ids(ids_of(6), np.arange(15, 21), continue_cache=True)
+
+
+def test_decode_past_ctx_len_is_refused(make):
+    engine = make(8, ctx_len=20)
+    result = engine.prefill_from_ids(ids_of(15), np.arange(15))
+    with pytest.raises(ValueError, match=r"max_new_tokens=7 does not fit.*ctx_len=20"):
+        engine.decode(result, 7)
+    assert engine.decode(result, 6).tokens.shape == (6,)
+
+
+def test_bad_inputs_are_refused(make):
+    engine = make(8)
+    with pytest.raises(ValueError, match="ids is empty"):
+        engine.prefill_from_ids([], [])
+    with pytest.raises(ValueError, match="strictly increasing"):
+        engine.prefill_from_ids([5, 6, 7], [0, 2, 1])
+    with pytest.raises(ValueError, match=r"vocab_size=211"):
+        engine.prefill_from_ids([5, 211], [0, 1])
+    with pytest.raises(ValueError, match="max_new_tokens=0"):
+        engine.decode(engine.prefill_from_ids([5], [0]), 0)
+    stale = engine.prefill_from_ids([5, 6], [0, 1])
+    engine.prefill_from_ids([7], [0])
+    with pytest.raises(RuntimeError, match="no longer holds this prefill"):
+        engine.decode(stale, 2)
+    with pytest.raises(ValueError, match="prefill_seq_len=0"):
+        make(0)
+    with pytest.raises(ValueError, match=r"EngineOptions.decode='fast'"):
+        make(8, decode="fast")
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="n_heads=6 must be a multiple of n_kv_heads=4"):
+        dataclasses.replace(CFG, n_kv_heads=4)
+    with pytest.raises(ValueError, match="rope_type='yarn'"):
+        RopeScaling("yarn")

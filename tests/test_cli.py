@@ -1,0 +1,83 @@
+"""The spectrace command as a user meets it: a subprocess, its exit code, its files, its errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from helpers import ROOT
+from tracer.ttft import TTFT_FIELDS
+
+
+def spectrace(*args, cwd=None, timeout=600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tracer.cli", *args], cwd=cwd or ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _one_line_error(r: subprocess.CompletedProcess, *needles: str) -> None:
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, r.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("argv,needles", [
+    (["run", "--no-such-option"], ["unrecognized arguments: --no-such-option"]),
+    (["run", "--keep", "0"], ["--keep must be in (0, 1], got '0'"]),
+    (["run", "--keep", "1.5"], ["--keep must be in (0, 1], got '1.5'"]),
+    (["run", "--runs", "0"], ["--runs must be a positive integer, got '0'"]),
+    (["bench", "--runs", "0"], ["--runs must be a positive integer, got '0'"]),
+    (["run", "--base", "./no/such/checkpoint"], ["--base './no/such/checkpoint' is not a checkpoint directory"]),
+    (["run", "--draft", "no-such-preset"], ["no-such-preset"]),
+    (["run", "--prompt-file", "/no/such/prompt.txt"], ["cannot read --prompt-file '/no/such/prompt.txt'"]),
+    (["run", "--scoring", "gpu"], ["invalid choice: 'gpu'"]),
+    (["frobnicate"], ["invalid choice: 'frobnicate'"]),
+    (["merge", "/no/such.pftrace", "/no/such.xplane.pb", "-o", "/tmp/x.pftrace"], ["does not exist"]),
+    (["report", "/no/such/dir"], ["/no/such/dir"]),
+])
+def test_bad_arguments_give_one_line_and_nonzero_exit(argv, needles):
+    _one_line_error(spectrace(*argv), *needles)
+
+
+def test_unreadable_prompt_file(tmp_path):
+    p = tmp_path / "prompt.txt"
+    p.write_bytes(b"\xff\xfe\x00bad")
+    _one_line_error(spectrace("run", "--prompt-file", str(p)), "cannot read --prompt-file")
+    p.write_text("   \n")
+    _one_line_error(spectrace("run", "--prompt-file", str(p)), "is empty")
+
+
+def test_run_with_no_arguments_writes_the_three_files(tmp_path):
+    r = spectrace("run", "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = tmp_path / "out"
+    for name in ("trace.pftrace", "ttft.json", "report.html"):
+        assert (out / name).stat().st_size > 0, name
+    doc = json.loads((out / "ttft.json").read_text())
+    missing = [f for f in TTFT_FIELDS if f not in doc]
+    assert not missing
+    assert doc["ttft_speculative_s"] == pytest.approx(
+        doc["ttft_spec_device_s"] + doc["ttft_host_scoring_s"] + doc["ttft_base_pruned_only_s"], rel=1e-6)
+    assert doc["io"]["spec"]["prefill_queries"]["bytes"] > 0
+    assert len(doc["chunks"]["spec"]) == doc["num_chunks"]
+    assert len(doc["slowest_chunks"]) == 3
+    assert "speculative TTFT" in r.stdout and "ui.perfetto.dev" in r.stdout
+    assert "prefill_queries" in r.stdout
+
+    # The trace decodes and holds the same per-category bytes as ttft.json.
+    from tracer.testing import Trace
+
+    t = Trace.load(out / "trace.pftrace")
+    spec_window = t.one("ttft.spec_device")
+    assert t.bytes("prefill_queries", span=spec_window) == doc["io"]["spec"]["prefill_queries"]["bytes"]
+
+    # spectrace report rebuilds the page from ttft.json.
+    (out / "report.html").unlink()
+    r = spectrace("report", str(out))
+    assert r.returncode == 0, r.stderr
+    assert (out / "report.html").stat().st_size > 0

@@ -1,0 +1,195 @@
+"""The ``spectrace`` command: run, bench, merge, report.
+
+Parsing and dispatch only. ``run`` and ``bench`` need the JAX engines and import
+:mod:`engines.jobs` lazily, so ``spectrace merge`` and ``spectrace report`` work where JAX is not
+installed. Every user error is one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from tracer.errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse prints usage + error; we want one line
+        raise UserError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def _positive_int(name):
+    def parse(text):
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a positive integer, got {text!r}")
+        if v < 1:
+            raise argparse.ArgumentTypeError(f"{name} must be a positive integer, got {text!r}")
+        return v
+    return parse
+
+
+def _keep(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--keep must be a number in (0, 1], got {text!r}")
+    if not 0.0 < v <= 1.0:
+        raise argparse.ArgumentTypeError(f"--keep must be in (0, 1], got {text!r}")
+    return v
+
+
+def _devices(text):
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"devices must be comma-separated device indices like 0 or 0,1; got {text!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="spectrace", description="Where an LLM's time-to-first-token goes.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    r = sub.add_parser("run", help="speculative + baseline prefill with tracing; writes trace, ttft.json, report")
+    _model_options(r)
+    r.add_argument("--runs", type=_positive_int("--runs"), default=1, help="measured runs after the warm-up (default 1)")
+    r.add_argument("--xplane", action="store_true", help="also capture JAX's device profile and merge it into the trace")
+    r.add_argument("--out", help="output directory (default ./spectrace-out/<timestamp>)")
+    r.add_argument("--quiet", action="store_true", help="no progress bar, only the output paths")
+
+    b = sub.add_parser("bench", help="seed 003's protocol: variants n times, mean ± std, effect vs baseline")
+    _model_options(b)
+    b.add_argument("--set", dest="variant_set", choices=["seed003", "scoring"], default="seed003",
+                   help="seed003: decode/prefill loops, fused QKV, batched attention; scoring: host vs device")
+    b.add_argument("--runs", type=_positive_int("--runs"), default=5, help="measured runs per variant (default 5)")
+    b.add_argument("--warmup", type=int, default=1, help="unmeasured warm-up runs per variant (default 1)")
+    b.add_argument("--format", choices=["markdown", "json"], default="markdown", help="what to print")
+    b.add_argument("--out", help="also write bench.md and bench.json into this directory")
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    m = sub.add_parser("merge", help="join a .pftrace with XPlane files (several processes or hosts)")
+    m.add_argument("trace", help="a .pftrace written by spectrace")
+    m.add_argument("xplanes", nargs="+", help="*.xplane.pb files, or directories holding them")
+    m.add_argument("-o", "--output", required=True, help="the merged .pftrace to write")
+    m.add_argument("--chrome-json", help="also write a Chrome trace-event JSON file here")
+
+    rep = sub.add_parser("report", help="rebuild report.html from ttft.json (several dirs: mean ± std)")
+    rep.add_argument("dirs", nargs="+", help="run directories holding ttft.json")
+    rep.add_argument("-o", "--output", help="where to write report.html (default: the first directory)")
+    return p
+
+
+def _model_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("models and prompt")
+    g.add_argument("--base", default="default-base", help="base model: checkpoint directory or preset (default default-base)")
+    g.add_argument("--draft", default="default-draft", help="draft model: checkpoint directory or preset (default default-draft)")
+    g.add_argument("--prompt-file", help="prompt text file (default: the built-in long prompt)")
+    g.add_argument("--prompt-len", type=_positive_int("--prompt-len"), help="synthetic prompt of about this many tokens")
+    g.add_argument("--keep", type=_keep, default=0.10, help="fraction of prompt chunks the base prefills (default 0.10)")
+    g.add_argument("--scoring", choices=["host", "device"], default="host",
+                   help="host: QEfficient's flow (copy queries every chunk); device: score on the device")
+    g.add_argument("--layers", choices=["all", "last4", "last1"], default="all", help="draft layers used for scoring")
+    g.add_argument("--prefill-seq-len", type=_positive_int("--prefill-seq-len"), default=None,
+                   help="tokens per prefill chunk (default 128 for the default pair, 2048 otherwise)")
+    g.add_argument("--ctx-len", type=_positive_int("--ctx-len"), default=None,
+                   help="KV cache length (default: enough for the prompt and --gen-len)")
+    g.add_argument("--look-ahead", type=_positive_int("--look-ahead"), default=8, help="SpecPrefill look-ahead (default 8)")
+    g.add_argument("--gen-len", type=_positive_int("--gen-len"), default=16, help="tokens to generate (default 16)")
+    g.add_argument("--dtype", choices=["float32", "bfloat16"], default=None, help="default: float32 on CPU, bfloat16 on GPU")
+    g.add_argument("--base-devices", type=_devices, default=None, help="device index for the base engine (e.g. 0)")
+    g.add_argument("--draft-devices", type=_devices, default=None, help="device index for the draft engine (e.g. 1)")
+
+
+def main(argv=None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command in ("run", "bench"):
+            _check_model_args(args)
+            from engines import jobs  # JAX only for the commands that run models
+
+            return jobs.run_command(args) if args.command == "run" else jobs.bench_command(args)
+        if args.command == "merge":
+            return _merge(args)
+        return _report(args)
+    except UserError as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("spectrace: interrupted", file=sys.stderr)
+        return 130
+
+
+def _check_model_args(args) -> None:
+    if args.prompt_file is not None:
+        if args.prompt_len is not None:
+            raise UserError("spectrace: give --prompt-file or --prompt-len, not both")
+        try:
+            with open(args.prompt_file, encoding="utf-8") as f:
+                args.prompt_text = f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise UserError(f"spectrace: cannot read --prompt-file {args.prompt_file!r}: "
+                            f"{getattr(e, 'strerror', None) or e}")
+        if not args.prompt_text.strip():
+            raise UserError(f"spectrace: --prompt-file {args.prompt_file!r} is empty")
+    else:
+        args.prompt_text = None
+    for name in ("base", "draft"):
+        value = getattr(args, name)
+        looks_like_path = os.sep in value or value.startswith(".") or os.path.exists(value)
+        if looks_like_path and not os.path.isdir(value):
+            raise UserError(f"spectrace: --{name} {value!r} is not a checkpoint directory "
+                            "(give a directory with config.json and *.safetensors, or a preset)")
+
+
+def _merge(args) -> int:
+    from . import merge as merge_mod
+    from .xplane import find_xplane_files
+
+    paths = []
+    for p in args.xplanes:
+        if os.path.isdir(p):
+            found = find_xplane_files(p)
+            if not found:
+                raise UserError(f"spectrace merge: no *.xplane.pb files under {p!r}")
+            paths.extend(found)
+        else:
+            paths.append(p)
+    if not os.path.isfile(args.trace):
+        raise UserError(f"spectrace merge: trace {args.trace!r} does not exist")
+    try:
+        summary = merge_mod.merge(args.trace, paths, args.output)
+        if args.chrome_json:
+            from .perfetto import export_chrome_json
+
+            export_chrome_json(args.output, args.chrome_json)
+    except (OSError, ValueError) as e:
+        raise UserError(f"spectrace merge: {e}")
+    med, mx = summary.get("median_us"), summary.get("max_us")
+    residual = "n/a (no span paired)" if med is None else f"median {med:.1f} µs, max {mx:.1f} µs"
+    print(f"wrote {args.output} ({len(paths)} XPlane file(s); alignment residual {residual})")
+    return 0
+
+
+def _report(args) -> int:
+    from .report import write_report
+
+    out = args.output and os.path.dirname(os.path.abspath(args.output)) or args.dirs[0]
+    for d in args.dirs:
+        if not os.path.isfile(os.path.join(d, "ttft.json")) and not os.path.isdir(d):
+            raise UserError(f"spectrace report: {d!r} is not a directory holding ttft.json")
+    try:
+        path = write_report(out, run_dirs=args.dirs if len(args.dirs) > 1 or args.output else None)
+    except (OSError, ValueError) as e:
+        raise UserError(f"spectrace report: {e}")
+    if args.output and os.path.abspath(args.output) != os.path.abspath(path):
+        os.replace(path, args.output)
+        path = args.output
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
