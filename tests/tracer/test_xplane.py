@@ -13,7 +13,7 @@ import socket
 import numpy as np
 import pytest
 
-jax = pytest.importorskip("jax")
+import jax  # noqa: E402  (a test dependency: never skipped)
 import jax.numpy as jnp  # noqa: E402
 from jax.profiler import ProfileData  # noqa: E402
 
