@@ -9,7 +9,6 @@ after a warm-up, mean ± std, effect against one baseline.
 from __future__ import annotations
 
 import datetime
-import os
 import sys
 import time
 from pathlib import Path
@@ -76,10 +75,7 @@ def _load(args, progress, *, scoring=None, **base_switches):
         if args.ctx_len and n + args.gen_len > args.ctx_len:
             raise UserError(f"spectrace: the prompt has {n} tokens; with --gen-len {args.gen_len} it needs "
                             f"--ctx-len >= {n + args.gen_len}, got {args.ctx_len}")
-        base.resize(ctx) if hasattr(base, "resize") else None
-        if not hasattr(base, "resize"):
-            base = BaseEngine.from_pretrained(args.base, prefill_seq_len=seq, ctx_len=ctx, dtype=args.dtype,
-                                              devices=_device(args.base_devices, "base"), **base_switches)
+        base.resize(ctx)  # the prompt's length is known only once the tokenizer is loaded
         progress.set_description("load draft")
         spec = SpecPrefillEngine.from_pretrained(
             args.draft, base=base, prefill_seq_len=seq, ctx_len=ctx, keep=args.keep, look_ahead=args.look_ahead,
@@ -216,7 +212,7 @@ def _print_summary(doc: dict, out: Path, *, quiet: bool) -> None:
 # ---- bench ---------------------------------------------------------------------------------------
 SEED003 = {"baseline": {}, "decode_python_loop": {"decode": "python"},
            "prefill_python_loop": {"prefill": "python"}, "qkv_separate": {"qkv": "separate"},
-           "attention_vmap": {"attention": "vmap"}}
+           "attention_batched": {"attention": "batched"}, "attention_vmap": {"attention": "vmap"}}
 SCORING = {"baseline": {"scoring": "host"}, "device_scoring": {"scoring": "device"}}
 
 
@@ -258,12 +254,11 @@ def _bench_base(args, name, switches, progress) -> list[dict]:
     seq = _seq_len(args)
     progress.set_description(f"{name}: load")
     try:
-        probe = BaseEngine.from_pretrained(args.base, prefill_seq_len=seq, ctx_len=seq, dtype=args.dtype)
-        prompt = make_prompt(probe.tokenizer, args.prompt_len or 512, args.prompt_text)
-        n = len(probe.tokenizer(prompt)["input_ids"])
-        ctx = args.ctx_len or -((n + args.gen_len) // -seq) * seq
-        eng = BaseEngine.from_pretrained(args.base, prefill_seq_len=seq, ctx_len=ctx, dtype=args.dtype,
+        eng = BaseEngine.from_pretrained(args.base, prefill_seq_len=seq, ctx_len=seq, dtype=args.dtype,
                                          devices=_device(args.base_devices, "base"), **switches)
+        prompt = make_prompt(eng.tokenizer, args.prompt_len or 512, args.prompt_text)
+        n = len(eng.tokenizer(prompt)["input_ids"])
+        eng.resize(args.ctx_len or -((n + args.gen_len) // -seq) * seq)
     except (FileNotFoundError, ValueError) as e:
         raise UserError(f"spectrace: {e}")
     progress.update()
@@ -295,5 +290,3 @@ def _bench_spec(args, name, switches, progress) -> list[dict]:
     return runs
 
 
-def main_env_note() -> str:  # pragma: no cover - documentation helper
-    return os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE", "")

@@ -81,3 +81,26 @@ def test_run_with_no_arguments_writes_the_three_files(tmp_path):
     r = spectrace("report", str(out))
     assert r.returncode == 0, r.stderr
     assert (out / "report.html").stat().st_size > 0
+
+
+def test_bench_prints_seed003_table_and_writes_json(tmp_path):
+    r = spectrace("bench", "--runs", "2", "--warmup", "0", "--prompt-len", "64", "--gen-len", "4",
+                  "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [ln for ln in r.stdout.splitlines() if ln.startswith("| ")]
+    names = [ln.split("|")[1].strip() for ln in rows[1:]]
+    assert names == ["baseline (baseline)", "decode_python_loop", "prefill_python_loop", "qkv_separate",
+                     "attention_batched", "attention_vmap"]
+    assert "Δ total s (%)" in rows[0] and "±" in rows[1]
+    doc = json.loads((tmp_path / "bench.json").read_text())
+    assert doc["baseline"] == "baseline" and doc["phases"] == ["prefill", "generation", "total"]
+    assert all(v["n"] == 2 for v in doc["variants"])
+
+
+def test_bench_scoring_set_compares_host_and_device(tmp_path):
+    r = spectrace("bench", "--set", "scoring", "--runs", "1", "--warmup", "0", "--prompt-len", "300",
+                  "--gen-len", "2", "--format", "json")
+    assert r.returncode == 0, r.stderr[-3000:]
+    doc = json.loads(r.stdout)
+    assert [v["name"] for v in doc["variants"]] == ["baseline", "device_scoring"]
+    assert "ttft_speculative_s" in doc["phases"]
