@@ -106,7 +106,7 @@ class ActiveSpan(Span):
             _current.reset(self._token)
         except ValueError:  # ended in another context (e.g. a generator moved across tasks)
             _current.set(self._parent)
-        self._token = None
+        self._token = None  # a kept Token is one more object for every garbage collection
         # Finishing, inlined: roll io up, feed windows and captures, buffer for export.
         st = STATE
         st.recorded += 1
@@ -216,10 +216,9 @@ def span(name: str, /, **attributes):
     with ``**{"chunk.index": i}``. Disabled: returns the shared :data:`NOOP`.
     """
     if not STATE.enabled:
-        if attributes or _noop_last[0] != name:
-            _noop_last[0] = name
-            _noop_last[1] = attributes
-            _noop_last[2] = False
+        _noop_last[0] = name  # for NOOP used as a decorator (see _NoopSpan.__call__)
+        _noop_last[1] = attributes
+        _noop_last[2] = False
         return NOOP
     s = _new_span(ActiveSpan)
     s.name = name
@@ -234,14 +233,10 @@ def window_(name: str, /, **attributes):
     ``tracer.io_metrics()`` reports the last finished window, and with ``QEFF_SPEC_DEBUG`` on
     every window prints its chunk line and IO table when it ends.
     """
-    if not STATE.enabled:
-        _noop_last[0] = name
-        _noop_last[1] = attributes
+    s = span(name, **attributes)
+    if s is NOOP:
         _noop_last[2] = True
         return NOOP
-    s = _new_span(ActiveSpan)
-    s.name = name
-    s.attributes = attributes
     s.window = True
     s.window_data = WindowData()
     return s
