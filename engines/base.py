@@ -23,8 +23,8 @@ import numpy as np
 
 import tracer
 from engines import model
-from engines.cache import KVCache, allocate_cache
-from engines.config import EngineOptions, LlamaConfig
+from engines.cache import KVCache, allocate_cache, reset_cache
+from engines.config import FIT_MULTIPLE, EngineOptions, LlamaConfig
 from engines.params import for_options
 from engines.results import GenerateResult, PrefillResult
 
@@ -80,6 +80,7 @@ class BaseEngine:
         self.cache_slots = -(self.ctx_len // -self.prefill_seq_len) * self.prefill_seq_len
         self.cache: KVCache | None = None
         self._cache_len = 0
+        self._next_position = 0  # one past the largest position in the cache
         self._serial += 1
 
     # ---- construction ------------------------------------------------------------------------
@@ -144,7 +145,14 @@ class BaseEngine:
 
     # ---- tokenization ------------------------------------------------------------------------
     def tokenize(self, prompt: str) -> tuple[np.ndarray, np.ndarray, int]:
-        """Two-stage tokenization; returns (ids [C*T], positions [C*T] with -1 for padding, num_chunks)."""
+        """Two-stage tokenization; returns (ids [C*T], positions [C*T] with -1 for padding, num_chunks).
+
+        Stage ``bootstrap`` runs the tokenizer (``padding=True``) to learn the length and the
+        chunk count; stage ``max_length`` pads to ``num_chunks * prefill_seq_len``. QEfficient
+        runs the tokenizer again for that; for one right-padded sequence the second call returns
+        the first call's ids and mask followed by pad ids and zeros (tested), so the padding is
+        done here instead of tokenizing the prompt twice (~20 ms at 10k tokens).
+        """
         if not isinstance(prompt, str):
             raise TypeError(f"prompt must be a str, got {type(prompt).__name__}; use prefill_from_ids for token ids")
         if not prompt:
@@ -157,12 +165,13 @@ class BaseEngine:
             raise ValueError("prompt tokenizes to no tokens")
         num_chunks = -(padded_len // -T)
         with tracer.span("tokenize", stage="max_length", engine=self.name):
-            enc = self.tokenizer(prompt, padding="max_length", max_length=num_chunks * T, return_tensors="np")
-        ids = enc["input_ids"][0].astype(np.int32)
+            ids = np.full(num_chunks * T, self.tokenizer.pad_token_id, np.int32)
+            ids[:padded_len] = first["input_ids"][0]
+            mask = np.zeros(num_chunks * T, bool)
+            mask[:padded_len] = first["attention_mask"][0]
         if ids.max() >= self.config.vocab_size:
             raise ValueError(f"the tokenizer produced token id {ids.max()}, beyond the model's "
                              f"vocab_size={self.config.vocab_size}: tokenizer and checkpoint do not match")
-        mask = enc["attention_mask"][0].astype(bool)
         positions = np.where(mask, np.cumsum(mask) - 1, -1).astype(np.int32)
         return ids, positions, num_chunks
 
@@ -200,6 +209,11 @@ class BaseEngine:
         positions = np.asarray(positions)
         self._check_ids(ids, positions)
         self._check_fits(len(ids), continue_cache=continue_cache)
+        if continue_cache and self.cache is not None and self._cache_len and positions[0] < self._next_position:
+            # Attention takes "earlier slot" for "earlier position" (engines.attention.chunk_causal).
+            raise ValueError(f"continuing the cache at position {int(positions[0])}: the cache already holds "
+                             f"positions up to {self._next_position - 1}; a continued prompt's positions must "
+                             "come after them")
         T = self.prefill_seq_len
         num_chunks = -(len(ids) // -T)
         pad = num_chunks * T - len(ids)
@@ -216,24 +230,27 @@ class BaseEngine:
         T = self.prefill_seq_len
         python = self.options.prefill == "python"
         real_per_chunk = (positions.reshape(num_chunks, T) >= 0).sum(axis=1)
+        lengths = self._chunk_lengths(int(real_per_chunk[-1]), num_chunks)   # rows each chunk computes
         with tracer.span("bind", **(bind_attrs or {"engine": self.name})):
-            if not continue_cache or self.cache is None:
-                self.cache = None  # free the old cache before allocating the new one
+            if self.cache is None:
                 self.cache = allocate_cache(self.config, batch=1, slots=self.cache_slots, dtype=self.dtype,
                                             device=self.device)
                 self._cache_len = 0
+            elif not continue_cache:
+                self.cache = reset_cache(self.cache)  # same buffers, emptied (engines.cache)
+                self._cache_len = 0
             start = self._cache_len
-            if not python and start + num_chunks * T > self.cache_slots:
+            if not python and start + sum(lengths) > self.cache_slots:
                 raise ValueError(f"continuing the cache at slot {start} with {num_chunks} chunk(s) of "
-                                 f"prefill_seq_len={T} needs {start + num_chunks * T} slots; ctx_len={self.ctx_len} "
+                                 f"prefill_seq_len={T} needs {start + sum(lengths)} slots; ctx_len={self.ctx_len} "
                                  f"gives {self.cache_slots}: raise ctx_len")
             if python:  # one (1, 1) array per real token: the loop feeds them one by one
                 keep = positions >= 0
                 host = [a.reshape(1, 1) for a in ids[keep]] + [a.reshape(1, 1) for a in positions[keep]]
                 rows = []
             else:
-                host = [c.reshape(1, T) for c in ids.reshape(num_chunks, T)]
-                host += [c.reshape(1, T) for c in positions.reshape(num_chunks, T)]
+                host = [ids[i * T: i * T + n].reshape(1, n) for i, n in enumerate(lengths)]
+                host += [positions[i * T: i * T + n].reshape(1, n) for i, n in enumerate(lengths)]
                 rows = [np.int32(n - 1) for n in real_per_chunk]
             placed = _h2d(self.device, host + [np.asarray(r) for r in rows])
         fn = self.chunk_fn(return_queries=return_queries)
@@ -260,8 +277,10 @@ class BaseEngine:
         self._serial += 1
         self._cache_len = start + n_tok
         real = positions >= 0
+        self._next_position = max(self._next_position if start else 0, int(positions[real].max()) + 1)
         return PrefillResult(
-            logits=host_logits[0].astype(np.float32), prompt_tokens=n_tok, padded_len=num_chunks * T,
+            logits=host_logits[0].astype(np.float32), prompt_tokens=n_tok,
+            padded_len=sum(lengths),
             num_chunks=num_chunks, next_position=int(positions[real].max()) + 1, cache_len=self._cache_len,
             token_ids=ids[real].copy(), positions=positions[real].copy(), elapsed_s=time.perf_counter() - t0,
             queries=None if queries is None else queries[:, 0], last_logits=logits, serial=self._serial)
@@ -308,6 +327,7 @@ class BaseEngine:
             span.set("decode.tokens_per_s", float(max_new_tokens) / elapsed if elapsed > 0 else 0.0)
         self._serial += 1
         self._cache_len += steps
+        self._next_position = prefill.next_position + steps
         if queries is not None:
             queries = queries[:, :, 0]                                               # [G-1, L, N, H]
         return GenerateResult(tokens=host.astype(np.int32), prefill=prefill, decode_s=elapsed, queries=queries)
@@ -345,7 +365,7 @@ class BaseEngine:
         if self.cache is None:
             raise RuntimeError("no KV cache yet: run prefill first")
         n = self._cache_len if n is None else int(n)
-        return self.cache.k[:, 0, :n]
+        return self.cache.stacked_keys(n)
 
     def forward_logits(self, ids, positions=None) -> np.ndarray:
         """Logits [P, V] float32 of a full forward without the cache (the reference for tests)."""
@@ -369,6 +389,13 @@ class BaseEngine:
         if positions.min() < 0 or np.any(np.diff(positions) <= 0):
             raise ValueError("positions must be non-negative and strictly increasing (a pruned prompt keeps "
                              "its tokens in order)")
+
+    def _chunk_lengths(self, last_real: int, num_chunks: int) -> list[int]:
+        """Rows per chunk: ``prefill_seq_len`` each; the last one fitted to its real tokens
+        (rounded up to ``FIT_MULTIPLE``) unless ``last_chunk="full"``."""
+        T = self.prefill_seq_len
+        last = T if self.options.last_chunk == "full" else min(T, -(last_real // -FIT_MULTIPLE) * FIT_MULTIPLE)
+        return [T] * (num_chunks - 1) + [last]
 
     def _check_fits(self, n_tokens: int, *, continue_cache: bool) -> None:
         held = self._cache_len if continue_cache and self.cache is not None else 0

@@ -3,6 +3,10 @@
 Slots are written in order (slot index = tokens written so far), independently of position ids;
 each slot remembers its token's position so attention can mask by position (``pos`` -1 = empty
 or padding). That is what lets a pruned prompt keep its original, gapped positions.
+
+Keys and values are one buffer per layer, not one stacked ``[L, ...]`` array: the unrolled layer
+loop reads and updates each layer's buffer in place, where a slice of a stacked buffer would be
+copied out for the attention kernel first (a cache's worth of traffic per chunk or decode step).
 """
 
 from __future__ import annotations
@@ -19,23 +23,27 @@ from engines.config import LlamaConfig
 class KVCache(NamedTuple):
     """Post-RoPE keys and values of every layer, plus each slot's position id.
 
-    k, v: [L, B, S, K, H] in the model dtype; pos: [B, S] int32 (-1 = nothing there);
-    length: [] int32, the next slot to write.
+    k, v: tuples of L arrays [B, S, K, H] in the model dtype; pos: [B, S] int32 (-1 = nothing
+    there); length: [] int32, the next slot to write.
     """
 
-    k: jax.Array
-    v: jax.Array
+    k: tuple
+    v: tuple
     pos: jax.Array
     length: jax.Array
 
     @property
     def capacity(self) -> int:
         """S, the number of slots."""
-        return self.k.shape[2]
+        return self.pos.shape[1]
 
     @property
     def nbytes(self) -> int:
-        return sum(x.size * x.dtype.itemsize for x in self)
+        return sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(self))
+
+    def stacked_keys(self, n: int):
+        """Keys of the first ``n`` slots of batch row 0, stacked: ``[L, n, K, H]`` (a device copy)."""
+        return jnp.stack([k[0, :n] for k in self.k])
 
 
 def allocate_cache(cfg: LlamaConfig, *, batch: int, slots: int, dtype, device) -> KVCache:
@@ -47,14 +55,27 @@ def allocate_cache(cfg: LlamaConfig, *, batch: int, slots: int, dtype, device) -
     return _builder(cfg, int(batch), int(slots), jnp.dtype(dtype), device)()
 
 
+@functools.partial(jax.jit, donate_argnums=0)
+def reset_cache(cache: KVCache) -> KVCache:
+    """The same buffers emptied in place: every slot's position -1, length 0.
+
+    Keys and values stay as they were: a slot with position -1 is invisible to attention and the
+    next prefill overwrites slots from 0. Reusing the buffers, rather than allocating a new cache
+    per prefill, keeps their device addresses, so XLA's recorded CUDA graphs (command buffers)
+    are replayed instead of being rebuilt on the first call of every pass (measured: ~7 ms per
+    executable per pass on an H100).
+    """
+    return cache._replace(pos=jnp.full_like(cache.pos, -1), length=jnp.zeros_like(cache.length))
+
+
 @functools.lru_cache(maxsize=32)
 def _builder(cfg: LlamaConfig, batch: int, slots: int, dtype, device):
     L, K, H = cfg.n_layers, cfg.n_kv_heads, cfg.head_dim
 
     def make():
         return KVCache(
-            k=jnp.zeros((L, batch, slots, K, H), dtype),                           # [L, B, S, K, H]
-            v=jnp.zeros((L, batch, slots, K, H), dtype),                           # [L, B, S, K, H]
+            k=tuple(jnp.zeros((batch, slots, K, H), dtype) for _ in range(L)),     # L x [B, S, K, H]
+            v=tuple(jnp.zeros((batch, slots, K, H), dtype) for _ in range(L)),     # L x [B, S, K, H]
             pos=jnp.full((batch, slots), -1, jnp.int32),                           # [B, S]
             length=jnp.zeros((), jnp.int32),
         )

@@ -151,7 +151,10 @@ _CHOICES = {
     "prefill": ("chunked", "python"),
     "qkv": ("fused", "separate"),
     "attention": ("dot_product", "batched", "vmap"),
+    "last_chunk": ("fit", "full"),
 }
+
+FIT_MULTIPLE = 128  # ``last_chunk="fit"`` pads the final chunk to a multiple of this many tokens
 
 
 @dataclass(frozen=True)
@@ -163,13 +166,20 @@ class EngineOptions:
       token back (streaming style).
     * ``prefill``: ``"chunked"`` runs one compiled call per ``prefill_seq_len`` chunk;
       ``"python"`` feeds the prompt one token at a time through the compiled one-token step.
-    * ``qkv``: ``"fused"`` projects Q, K and V with one matmul against concatenated weights;
-      ``"separate"`` uses three.
+    * ``qkv``: ``"fused"`` projects Q, K and V with one matmul against concatenated weights, and
+      likewise the MLP's gate and up; ``"separate"`` uses three (and two).
     * ``attention``: ``"batched"`` computes all query rows' scores as one Q·Kᵀ (seed 003's
       best); ``"vmap"`` maps a one-query attention over the query rows (its baseline);
       ``"dot_product"`` calls ``jax.nn.dot_product_attention``: cuDNN flash attention on GPU in
       bf16, so the [T, S] scores never reach HBM (3x faster prefill than ``"batched"`` for
       Llama-3.2-1B at 10741 tokens on an H100), XLA elsewhere (also faster on CPU).
+
+    * ``last_chunk``: ``"full"`` pads the final chunk to ``prefill_seq_len`` (QEfficient's fixed
+      shape); ``"fit"`` pads it only to the next multiple of ``FIT_MULTIPLE`` (128) tokens, at
+      the cost of one more compiled shape per distinct tail length (at most
+      ``prefill_seq_len / 128``). The chunk count is the same either way; ``padded_len`` is the
+      length actually computed. A 1077-token pruned prompt at ``prefill_seq_len`` 2048 computes
+      1152 rows instead of 2048.
 
     Defaults are the fast variants. All variants compute the same function.
     """
@@ -178,6 +188,7 @@ class EngineOptions:
     prefill: str = "chunked"
     qkv: str = "fused"
     attention: str = "dot_product"
+    last_chunk: str = "fit"
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):

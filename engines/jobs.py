@@ -212,7 +212,8 @@ def _print_summary(doc: dict, out: Path, *, quiet: bool) -> None:
 # ---- bench ---------------------------------------------------------------------------------------
 SEED003 = {"baseline": {}, "decode_python_loop": {"decode": "python"},
            "prefill_python_loop": {"prefill": "python"}, "qkv_separate": {"qkv": "separate"},
-           "attention_batched": {"attention": "batched"}, "attention_vmap": {"attention": "vmap"}}
+           "attention_batched": {"attention": "batched"}, "attention_vmap": {"attention": "vmap"},
+           "last_chunk_full": {"last_chunk": "full"}}
 SCORING = {"baseline": {"scoring": "host"}, "device_scoring": {"scoring": "device"}}
 
 

@@ -1,8 +1,10 @@
 """The Llama forward pass in plain JAX functions: RMSNorm, RoPE (incl. llama3 scaling), GQA, SwiGLU.
 
-Attention masks by *position id*, never by slot: a key is visible to a query when
-``0 <= key_pos <= query_pos``. Padding carries position -1, so it is invisible as a key, and a
-pruned prompt (gapped positions) attends exactly as the full prompt would among the kept tokens.
+Attention masks by *position id*, never by slot (``engines.attention``): padding carries position
+-1 and a pruned prompt keeps its gapped positions. Parameters come in the engine's per-layer form
+(``params["layers"]`` a sequence of dicts, see ``engines.params.for_options``) and the KV cache
+holds one buffer per layer (``engines.cache``): the layer loop is unrolled in Python so every
+weight and cache read is in place.
 
 Axis letters (see STYLE.md): B batch, T query positions, S key positions (cache slots), L layers,
 N query heads, K KV heads, H head dim, D model dim, F MLP dim, V vocab; plus G = N // K, the
@@ -15,13 +17,12 @@ cache. No tracer calls happen here (they would fire at trace time); device work 
 
 from __future__ import annotations
 
-import contextlib
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from engines import attention
 from engines.cache import KVCache
 from engines.config import EngineOptions, LlamaConfig
 
@@ -54,11 +55,17 @@ def rope_inv_freq(cfg: LlamaConfig) -> np.ndarray:
     return np.where(medium, smoothed, scaled).astype(np.float32)
 
 
-def apply_rope(x, positions, inv_freq):
-    """Rotate x [B, T, M, H] (M heads) by its position ids [B, T] (HF's rotate-half layout)."""
+def rope_tables(positions, cfg: LlamaConfig):
+    """cos, sin [B, T, 1, H] float32 for position ids [B, T]; computed once per forward, shared by layers."""
+    inv_freq = jnp.asarray(rope_inv_freq(cfg))                                     # [H/2]
     angles = positions.astype(jnp.float32)[:, :, None] * inv_freq[None, None, :]   # [B, T, H/2]
-    cos = jnp.cos(jnp.concatenate([angles, angles], -1))[:, :, None, :]             # [B, T, 1, H]
-    sin = jnp.sin(jnp.concatenate([angles, angles], -1))[:, :, None, :]             # [B, T, 1, H]
+    angles = jnp.concatenate([angles, angles], -1)[:, :, None, :]                  # [B, T, 1, H]
+    return jnp.cos(angles), jnp.sin(angles)
+
+
+def apply_rope(x, rope):
+    """Rotate x [B, T, M, H] (M heads) by ``rope_tables`` (HF's rotate-half layout)."""
+    cos, sin = rope                                                                # [B, T, 1, H]
     xf = x.astype(jnp.float32)                                                     # [B, T, M, H]
     half = x.shape[-1] // 2
     rotated = jnp.concatenate([-xf[..., half:], xf[..., :half]], -1)               # [B, T, M, H]
@@ -72,7 +79,7 @@ def rms_norm(x, weight, eps):
     return weight * normed.astype(x.dtype)                                         # [..., D]
 
 
-def project_qkv(lp, x, positions, cfg: LlamaConfig, opts: EngineOptions):
+def project_qkv(lp, x, rope, cfg: LlamaConfig, opts: EngineOptions):
     """Post-RoPE queries [B, T, N, H] and keys [B, T, K, H], and values [B, T, K, H]."""
     B, T, _ = x.shape
     N, K, H = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
@@ -85,61 +92,17 @@ def project_qkv(lp, x, positions, cfg: LlamaConfig, opts: EngineOptions):
         q = _einsum("BTD,DNH->BTNH", x, lp["wq"])                                  # [B, T, N, H]
         k = _einsum("BTD,DKH->BTKH", x, lp["wk"])                                  # [B, T, K, H]
         v = _einsum("BTD,DKH->BTKH", x, lp["wv"])                                  # [B, T, K, H]
-    inv_freq = jnp.asarray(rope_inv_freq(cfg))                                     # [H/2]
-    return apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq), v
-
-
-def _visible(q_pos, k_pos):
-    """[B, T, S] mask: key slot holds a real token (pos >= 0) at or before the query's position."""
-    return (k_pos[:, None, :] >= 0) & (k_pos[:, None, :] <= q_pos[:, :, None])
-
-
-def attend(q, k, v, q_pos, k_pos, cfg: LlamaConfig, opts: EngineOptions, kv_len=None):
-    """Grouped-query attention of q [B, T, N, H] over k, v [B, S, K, H] -> [B, T, N, H].
-
-    Scores and softmax are float32. A fully masked row (a padding query) softmaxes over the
-    finite fill value and yields a harmless average instead of NaN. ``kv_len`` (int32 scalar,
-    optional): slots at or past it are empty, so flash attention can skip them.
-    """
-    B, T, N, H = q.shape
-    K, G = cfg.n_kv_heads, cfg.q_per_kv
-    fill = jnp.finfo(jnp.float32).min
-    scale = jnp.float32(H ** -0.5)
-
-    def one_block(qb, qp):                                                         # qb [B, T', N, H], qp [B, T']
-        t = qb.shape[1]
-        qg = qb.reshape(B, t, K, G, H)                                             # [B, T, K, G, H]
-        scores = _einsum("BTKGH,BSKH->BKGTS", qg, k, jnp.float32) * scale          # [B, K, G, T, S]
-        scores = jnp.where(_visible(qp, k_pos)[:, None, None], scores, fill)       # [B, K, G, T, S]
-        probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)                    # [B, K, G, T, S]
-        out = _einsum("BKGTS,BSKH->BTKGH", probs, v)                               # [B, T, K, G, H]
-        return out.reshape(B, t, N, H)                                             # [B, T, N, H]
-
-    with jax.named_scope("attention"):
-        if opts.attention == "batched":
-            return one_block(q, q_pos)
-        if opts.attention == "dot_product":  # the default
-            # jax.nn.dot_product_attention: cuDNN flash attention on GPU in bf16/fp16 (the [T, S]
-            # scores never reach HBM), XLA elsewhere. The boolean mask becomes a finite bias, so
-            # a fully masked padding row stays finite as above.
-            fused = jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16)
-            lengths = None if kv_len is None else jnp.full((B,), kv_len, jnp.int32)            # [B]
-            exact = jax.default_matmul_precision("highest") if q.dtype == jnp.float32 else contextlib.nullcontext()
-            with exact:
-                return jax.nn.dot_product_attention(q, k, v, mask=_visible(q_pos, k_pos)[:, None],
-                                                    key_value_seq_lengths=lengths,
-                                                    implementation="cudnn" if fused else "xla")
-        # Seed 003's baseline: one query row at a time, mapped over T.
-        per_row = jax.vmap(lambda qr, pr: one_block(qr[:, None], pr[:, None])[:, 0],
-                           in_axes=(1, 1), out_axes=1)
-        return per_row(q, q_pos)                                                   # [B, T, N, H]
+    return apply_rope(q, rope), apply_rope(k, rope), v
 
 
 def mlp(lp, x):
     """SwiGLU: down(silu(gate(x)) * up(x)), x [B, T, D] -> [B, T, D]."""
     with jax.named_scope("mlp"):
-        gate = _einsum("BTD,DF->BTF", x, lp["w_gate"])                             # [B, T, F]
-        up = _einsum("BTD,DF->BTF", x, lp["w_up"])                                 # [B, T, F]
+        if "w_gate_up" in lp:
+            gate, up = jnp.split(_einsum("BTD,DE->BTE", x, lp["w_gate_up"]), 2, axis=-1)  # [B, T, F] x 2
+        else:
+            gate = _einsum("BTD,DF->BTF", x, lp["w_gate"])                         # [B, T, F]
+            up = _einsum("BTD,DF->BTF", x, lp["w_up"])                             # [B, T, F]
         return _einsum("BTF,FD->BTD", jax.nn.silu(gate) * up, lp["w_down"])        # [B, T, D]
 
 
@@ -177,47 +140,64 @@ def chunk_forward(params, cache: KVCache, tokens, positions, query_row, *, cfg: 
 
 def _cached_forward(params, cache: KVCache, tokens, positions, query_row, *, cfg: LlamaConfig,
                     opts: EngineOptions, return_queries: bool):
+    B, T = tokens.shape
     start = cache.length
     k_pos = lax.dynamic_update_slice(cache.pos, positions, (0, start))             # [B, S]
-    kv_len = jnp.minimum(start + tokens.shape[1], cache.pos.shape[1])              # slots in use
+    rope = rope_tables(positions, cfg)                                             # [B, T, 1, H] x 2
     x = jnp.take(params["embed"], tokens, axis=0)                                  # [B, T, D]
-
-    def layer(carry, xs):
-        x, ck, cv = carry                                                          # ck, cv [L, B, S, K, H]
-        lp, li = xs
-        q, k, v = project_qkv(lp, rms_norm(x, lp["attn_norm"], cfg.rms_eps), positions, cfg, opts)
-        ck = lax.dynamic_update_slice(ck, k[None].astype(ck.dtype), (li, 0, start, 0, 0))
-        cv = lax.dynamic_update_slice(cv, v[None].astype(cv.dtype), (li, 0, start, 0, 0))
-        attn = attend(q, ck[li], cv[li], positions, k_pos, cfg, opts, kv_len)      # [B, T, N, H]
-        x = x + _out_proj(lp, attn)                                                # [B, T, D]
-        x = x + mlp(lp, rms_norm(x, lp["mlp_norm"], cfg.rms_eps))                  # [B, T, D]
-        q_row = None
+    layers = params["layers"]
+    keys, values, q_rows = [], [], []
+    # A Python loop, not lax.scan: each layer's weights and cache are buffers of their own, read in
+    # place (scanning stacked weights made XLA copy every layer's slice first: 2x the weight reads).
+    for i, lp in enumerate(layers):
+        q, k, v = project_qkv(lp, rms_norm(x, lp["attn_norm"], cfg.rms_eps), rope, cfg, opts)
+        ck = lax.dynamic_update_slice(cache.k[i], k.astype(cache.k[i].dtype), (0, start, 0, 0))  # [B, S, K, H]
+        cv = lax.dynamic_update_slice(cache.v[i], v.astype(cache.v[i].dtype), (0, start, 0, 0))  # [B, S, K, H]
+        keys.append(ck)
+        values.append(cv)
         if return_queries:
-            q_row = lax.dynamic_index_in_dim(q, query_row, 1, keepdims=False).astype(jnp.float32)  # [B, N, H]
-        return (x, ck, cv), q_row
-
-    layer_ids = jnp.arange(cfg.n_layers, dtype=jnp.int32)                          # [L]
-    (x, ck, cv), q_rows = lax.scan(layer, (x, cache.k, cache.v), (params["layers"], layer_ids))
-    x_last = lax.dynamic_index_in_dim(x, query_row, 1, keepdims=False)             # [B, D]
-    logits = logits_of(params, x_last, cfg)                                        # [B, V]
+            q_rows.append(_row(q, query_row)[:, 0].astype(jnp.float32))          # [B, N, H]
+        if i == len(layers) - 1 and T > 1:
+            # Past the last layer's keys and values only the returned row matters (its logits):
+            # attention, projection and MLP for that one row instead of T.
+            x, q, q_pos = _row(x, query_row), _row(q, query_row), _row(positions, query_row)
+            attn = attention.masked(q, ck, cv, q_pos, k_pos)                       # [B, 1, N, H]
+        else:
+            attn = _attend(q, k, v, ck, cv, positions, k_pos, start, opts)         # [B, T, N, H]
+        x = x + _out_proj(lp, attn)                                                # [B, T', D]
+        x = x + mlp(lp, rms_norm(x, lp["mlp_norm"], cfg.rms_eps))                  # [B, T', D]
+    logits = logits_of(params, x[:, 0], cfg)                                       # [B, V]: the one row left                                        # [B, V]
     n_real = jnp.sum(positions[0] >= 0).astype(jnp.int32)
-    return logits, KVCache(ck, cv, k_pos, start + n_real), q_rows
+    q_rows = jnp.stack(q_rows) if return_queries else None                         # [L, B, N, H]
+    return logits, KVCache(tuple(keys), tuple(values), k_pos, start + n_real), q_rows
+
+
+def _row(a, row):
+    """Row ``row`` (int32 scalar) of axis 1, kept as an axis of size 1."""
+    return lax.dynamic_slice_in_dim(a, row, 1, axis=1)
+
+
+def _attend(q, k, v, cache_k, cache_v, q_pos, k_pos, start, opts: EngineOptions):
+    """The chunk's queries over the layer's cache (which already holds this chunk)."""
+    if opts.attention == "dot_product" and q.shape[1] > 1:
+        return attention.chunk_causal(q, k, v, cache_k, cache_v, start)
+    # Decode steps (T = 1: one query reads every slot, which is the cost of decode anyway) and
+    # seed 003's variants: scores over every slot, masked by position.
+    return attention.masked(q, cache_k, cache_v, q_pos, k_pos, per_row=opts.attention == "vmap")
 
 
 def forward(params, tokens, positions, *, cfg: LlamaConfig, opts: EngineOptions):
     """Full forward without a cache: tokens, positions [B, T] -> float32 logits [B, T, V].
 
-    The reference the cached paths are tested against (teacher forcing, pruned prompts).
+    The reference the cached paths are tested against (teacher forcing, pruned prompts): plain
+    position-masked attention, whatever ``opts.attention`` says.
     """
+    rope = rope_tables(positions, cfg)                                             # [B, T, 1, H] x 2
     x = jnp.take(params["embed"], tokens, axis=0)                                  # [B, T, D]
-
-    def layer(x, lp):
-        q, k, v = project_qkv(lp, rms_norm(x, lp["attn_norm"], cfg.rms_eps), positions, cfg, opts)
-        x = x + _out_proj(lp, attend(q, k, v, positions, positions, cfg, opts))    # [B, T, D]
+    for lp in params["layers"]:
+        q, k, v = project_qkv(lp, rms_norm(x, lp["attn_norm"], cfg.rms_eps), rope, cfg, opts)
+        x = x + _out_proj(lp, attention.masked(q, k, v, positions, positions))    # [B, T, D]
         x = x + mlp(lp, rms_norm(x, lp["mlp_norm"], cfg.rms_eps))                  # [B, T, D]
-        return x, None
-
-    x, _ = lax.scan(layer, x, params["layers"])                                    # [B, T, D]
     return logits_of(params, x, cfg)                                               # [B, T, V]
 
 

@@ -1,8 +1,8 @@
-"""The parameter pytree of a Llama model: its layout, random initialisation, and the fused-QKV form.
+"""The parameter pytree of a Llama model: its layouts, random initialisation, and the fused-QKV form.
 
-Layer weights are stacked along a leading L axis so the forward pass is one ``lax.scan`` over
-layers (one layer compiled, not L). Weights are stored input-axis first (``x @ w``), heads split
-out, so einsum strings read directly::
+Checkpoints and :func:`init_params` stack layer weights along a leading L axis (one array per
+weight name, the shapes :func:`param_shapes` checks). Weights are stored input-axis first
+(``x @ w``), heads split out, so einsum strings read directly::
 
     embed       [V, D]            final_norm [D]          lm_head [D, V]  (absent when tied)
     layers/attn_norm [L, D]       layers/mlp_norm [L, D]
@@ -10,9 +10,13 @@ out, so einsum strings read directly::
     layers/wo   [L, N, H, D]
     layers/w_gate [L, D, F]       layers/w_up [L, D, F]   layers/w_down [L, F, D]
 
-With ``EngineOptions(qkv="fused")`` the three projections become one
-``layers/wqkv [L, D, (N+2K)*H]`` (:func:`for_options`), made from the same values so both forms
-compute the same function.
+Engines run on another layout, made by :func:`for_options`: ``layers`` becomes a tuple of L
+per-layer dicts (``wq [D, N, H]`` and so on), so the unrolled layer loop reads each weight in place; a ``lax.scan`` over stacked
+weights had XLA copy each layer's slice out first, doubling decode's weight traffic. With
+``EngineOptions(qkv="fused")`` the projections that read the same input become one matmul each:
+``wqkv [D, (N+2K)*H]`` and ``w_gate_up [D, 2F]`` (XLA otherwise merges gate and up itself for
+small models by concatenating the two weights on every call), made from the same values so both
+forms compute the same function.
 """
 
 from __future__ import annotations
@@ -118,23 +122,38 @@ def init_params(cfg: LlamaConfig, seed: int, dtype, device) -> dict:
 
 
 def for_options(params: dict, cfg: LlamaConfig, opts: EngineOptions) -> dict:
-    """Convert between the separate and fused QKV layouts as ``opts.qkv`` asks (no-op if already so).
+    """The engine's form of ``params``: per-layer weights, projections fused or separate as ``opts.qkv`` asks.
 
-    The old arrays are dropped from the returned tree; the caller should not keep the input
-    around (for 8B, two copies of the attention weights would be 1.6 GB more).
+    Takes the stacked layout or an engine's own params (then only the fusion may change). Builds
+    new arrays in one compiled program and leaves the input untouched; the caller should drop
+    the input (for 8B, both forms together are 32 GB).
     """
-    layers = dict(params["layers"])
-    L, D, N, K, H = cfg.n_layers, cfg.dim, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-    if opts.qkv == "fused" and "wqkv" not in layers:
-        wq, wk, wv = layers.pop("wq"), layers.pop("wk"), layers.pop("wv")
-        layers["wqkv"] = jax.jit(lambda a, b, c: jnp.concatenate(
-            [a.reshape(L, D, N * H), b.reshape(L, D, K * H), c.reshape(L, D, K * H)], axis=-1))(wq, wk, wv)
-    elif opts.qkv == "separate" and "wqkv" in layers:
-        wqkv = layers.pop("wqkv")                                        # [L, D, (N+2K)*H]
-        layers["wq"] = wqkv[..., : N * H].reshape(L, D, N, H)
-        layers["wk"] = wqkv[..., N * H: (N + K) * H].reshape(L, D, K, H)
-        layers["wv"] = wqkv[..., (N + K) * H:].reshape(L, D, K, H)
-    return {**params, "layers": layers}
+    layers = params["layers"]
+    if isinstance(layers, dict):  # stacked [L, ...]
+        split = lambda st: tuple({name: w[l] for name, w in st.items()} for l in range(cfg.n_layers))
+    else:
+        split = tuple
+    convert = jax.jit(lambda ls: tuple(_projections(lp, cfg, opts) for lp in split(ls)))
+    return {**params, "layers": convert(layers)}
+
+
+def _projections(lp: dict, cfg: LlamaConfig, opts: EngineOptions) -> dict:
+    """One layer's weights with Q|K|V and gate|up concatenated (``fused``) or apart (``separate``)."""
+    lp = dict(lp)
+    N, K, H = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+    if opts.qkv == "fused" and "wqkv" not in lp:
+        wq, wk, wv = lp.pop("wq"), lp.pop("wk"), lp.pop("wv")                      # [D, N|K, H]
+        D = wq.shape[0]
+        lp["wqkv"] = jnp.concatenate([wq.reshape(D, N * H), wk.reshape(D, K * H), wv.reshape(D, K * H)], -1)
+        lp["w_gate_up"] = jnp.concatenate([lp.pop("w_gate"), lp.pop("w_up")], -1)  # [D, 2F]
+    elif opts.qkv == "separate" and "wqkv" in lp:
+        wqkv, w_gate_up = lp.pop("wqkv"), lp.pop("w_gate_up")                      # [D, (N+2K)*H], [D, 2F]
+        D, F = wqkv.shape[0], w_gate_up.shape[1] // 2
+        lp["wq"] = wqkv[:, : N * H].reshape(D, N, H)
+        lp["wk"] = wqkv[:, N * H: (N + K) * H].reshape(D, K, H)
+        lp["wv"] = wqkv[:, (N + K) * H:].reshape(D, K, H)
+        lp["w_gate"], lp["w_up"] = w_gate_up[:, :F], w_gate_up[:, F:]
+    return lp
 
 
 def weight_bytes(params: dict) -> int:

@@ -11,8 +11,9 @@ import numpy as np
 class PrefillResult:
     """One prefill pass.
 
-    ``padded_len`` is ``num_chunks * prefill_seq_len`` (QEfficient's meaning: the length the
-    chunk loop runs over). ``cache_len`` is how many cache slots hold real tokens after it
+    ``padded_len`` is the length the chunk loop computes, padding included: ``num_chunks *
+    prefill_seq_len`` (QEfficient's meaning) with ``EngineOptions(last_chunk="full")``, less when
+    the final chunk is fitted (``"fit"``, the default). ``cache_len`` is how many cache slots hold real tokens after it
     (``prompt_tokens`` plus any cache continued from before). ``next_position`` is the position
     id the first generated token gets: the last real position + 1, which for a pruned prompt is
     the original prompt length. ``queries`` (only when asked) is the post-RoPE query of the last

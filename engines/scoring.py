@@ -27,8 +27,9 @@ Two implementations of the same math:
   the output is a fixed-size index vector plus a count, so one small copy brings the answer back.
 
 Key layouts are letter strings over ``L, S, K, H`` and optionally ``B`` (batch, size 1), e.g.
-``"LSKH"``, ``"LKSH"`` or the base engine's ``"LBSKH"``, so the engine hands over its cache exactly
-as it stores it (no device-side copy to reorder it first).
+``"LSKH"``, ``"LKSH"`` or ``"LBSKH"``; keys come as one array in that layout or as one array per
+layer (the layout without ``L``, stacked where ``L`` stands), so the engine hands over its
+per-layer cache exactly as it stores it (no device-side copy to reorder it first).
 """
 
 from __future__ import annotations
@@ -195,8 +196,8 @@ def score_host(anchor_queries, keys, n_real: int, *, keep: float, chunk_size: in
 
 def score_device(queries, keys, n_real: int, *, keep: float, chunk_size: int = 32,
                  pool_kernel: int = 13, layers: str = "all", key_layout: str = "LSKH"):
-    """Kept indices computed where ``queries [A, L, N, H]`` and ``keys`` (in ``key_layout``,
-    any cache length ``S_cache >= n_real``) already live.
+    """Kept indices computed where ``queries [A, L, N, H]`` and ``keys`` (in ``key_layout``, or a
+    sequence of per-layer arrays; any cache length ``S_cache >= n_real``) already live.
 
     Returns device arrays ``(indices [M] int32, count [] int32)``: the first ``count`` entries
     are the sorted kept indices, the rest are ``-1``; ``M = max_kept_tokens(S_cache, ...)`` is
@@ -205,14 +206,20 @@ def score_device(queries, keys, n_real: int, *, keep: float, chunk_size: int = 3
     agree on ``ceil``).
     """
     _check_layout(key_layout)
-    s_cache = keys.shape[key_layout.index("S")]
+    per_layer = isinstance(keys, (list, tuple))
+    if per_layer:
+        keys = tuple(keys)
+        s_cache = keys[0].shape[key_layout.replace("L", "").index("S")]
+    else:
+        s_cache = keys.shape[key_layout.index("S")]
     n_keep = num_kept_chunks(n_real, chunk_size, keep)
-    fn = _device_fn(key_layout, layers, chunk_size, pool_kernel, max_kept_tokens(s_cache, chunk_size, keep))
+    fn = _device_fn(key_layout, per_layer, layers, chunk_size, pool_kernel,
+                    max_kept_tokens(s_cache, chunk_size, keep))
     return fn(queries, keys, np.int32(n_real), np.int32(n_keep))  # numpy: placed with the keys
 
 
 @functools.lru_cache(maxsize=None)
-def _device_fn(key_layout: str, layers: str, chunk_size: int, pool_kernel: int, max_kept: int):
+def _device_fn(key_layout: str, per_layer: bool, layers: str, chunk_size: int, pool_kernel: int, max_kept: int):
     import jax
     import jax.numpy as jnp
     from jax import lax
@@ -223,8 +230,11 @@ def _device_fn(key_layout: str, layers: str, chunk_size: int, pool_kernel: int, 
         with jax.named_scope("spec_scoring"):
             A, L, N, H = queries.shape
             sl = layer_slice(L, layers)
+            key_sl = sl
+            if per_layer:  # stack only the layers that take part
+                keys, key_sl = jnp.stack(keys[sl], axis=key_layout.index("L")), slice(None)
             keys, layout = _drop_batch(keys, key_layout, jnp.take)
-            k = jnp.transpose(keys, [layout.index(c) for c in "LSKH"])[sl]      # [L', S_cache, K, H]
+            k = jnp.transpose(keys, [layout.index(c) for c in "LSKH"])[key_sl]  # [L', S_cache, K, H]
             k = k.astype(jnp.float32)
             Lp, S_cache, K, _ = k.shape
             G = _gqa_split(N, K)

@@ -227,7 +227,7 @@ class SpecPrefillEngine:
             with tracer.transfer("prefill_queries", "d2h", q.nbytes):
                 out.queries = np.asarray(q)                                        # the final chunk's wins
             if i == num_chunks - 1:
-                per_layer = [d.cache.k[l, 0] for l in range(sl.start, sl.stop)]   # L' x [S, K, H]
+                per_layer = [d.cache.k[l][0] for l in range(sl.start, sl.stop)]   # L' x [S, K, H]
                 jax.block_until_ready(per_layer)
                 for l, k in zip(range(sl.start, sl.stop), per_layer):
                     with tracer.transfer(f"past_key.{l}_RetainedState", "d2h", k.nbytes):
@@ -272,7 +272,7 @@ class SpecPrefillEngine:
             if self.scoring == "host":
                 token_scores = score.compute(q, k, pool_kernel=self.pool_kernel)  # [S]
             else:
-                # The cache as stored ([L, B, S_cache, K, H]); layers are picked inside the jit.
+                # The cache as stored (L x [B, S_cache, K, H]); layers are picked inside the jit.
                 idx, count = jax.block_until_ready(score.score_device(
                     q, self.draft.cache.k, n_real, pool_kernel=self.pool_kernel, layers=self.layers,
                     key_layout="LBSKH", **opts))

@@ -90,7 +90,7 @@ def test_bench_prints_seed003_table_and_writes_json(tmp_path):
     rows = [ln for ln in r.stdout.splitlines() if ln.startswith("| ")]
     names = [ln.split("|")[1].strip() for ln in rows[1:]]
     assert names == ["baseline (baseline)", "decode_python_loop", "prefill_python_loop", "qkv_separate",
-                     "attention_batched", "attention_vmap"]
+                     "attention_batched", "attention_vmap", "last_chunk_full"]
     assert "Δ total s (%)" in rows[0] and "±" in rows[1]
     doc = json.loads((tmp_path / "bench.json").read_text())
     assert doc["baseline"] == "baseline" and doc["phases"] == ["prefill", "generation", "total"]

@@ -52,6 +52,22 @@ def test_chunked_prefill_equals_one_shot(make, psl):
         np.testing.assert_allclose(keys, ref_keys, atol=ATOL)
 
 
+def test_fitted_last_chunk_computes_less_and_the_same_logits(make):
+    # prefill_seq_len 256: a 300-token prompt is chunks of 256 and 44 real tokens; "fit" runs the
+    # tail as 128 rows (FIT_MULTIPLE), "full" as 256 (QEfficient's fixed shape).
+    fit, full = make(256, ctx_len=512), make(256, ctx_len=512, last_chunk="full")
+    ids = ids_of(300, seed=5)
+    a = fit.prefill_from_ids(ids, np.arange(300), return_queries=True)
+    b = full.prefill_from_ids(ids, np.arange(300), return_queries=True)
+    assert (a.num_chunks, a.padded_len) == (2, 256 + 128)
+    assert (b.num_chunks, b.padded_len) == (2, 512)
+    np.testing.assert_allclose(a.logits, b.logits, atol=ATOL, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(a.queries), np.asarray(b.queries), atol=ATOL)
+    np.testing.assert_allclose(a.logits, fit.forward_logits(ids)[-1], atol=ATOL, rtol=1e-5)
+    # decode continues from the fitted cache as from the full one
+    assert list(fit.decode(a, 4, window=None).tokens) == list(full.decode(b, 4, window=None).tokens)
+
+
 def test_pruned_prefill_equals_full_forward_with_positions(make):
     engine = make(8)
     full_ids = ids_of(40, seed=3)

@@ -128,7 +128,7 @@ def test_device_mode_brings_back_only_indices(device, trace):
 def test_host_and_device_keep_the_float64_reference_indices(host, device):
     rh = host.run(PROMPT, gen_len=0, baseline=False)
     anchors, n = rh.anchor_queries, rh.prompt_tokens
-    keys = np.asarray(host.draft.cache.k[:, 0, :n])                        # [L, S, K, H], prompt slots
+    keys = np.asarray(host.draft.cache.stacked_keys(n))                    # [L, S, K, H], prompt slots
     rd = device.run(PROMPT, gen_len=0, baseline=False)
     np.testing.assert_allclose(np.asarray(rd.anchor_queries), anchors, rtol=1e-5, atol=1e-6)
     ref_scores = reference_scores(anchors, keys, host.pool_kernel)

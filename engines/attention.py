@@ -1,0 +1,128 @@
+"""Grouped-query attention over the KV cache: which keys a query sees, and how that is computed.
+
+The rule: a key is visible to a query when ``0 <= key_pos <= query_pos`` (position ids, not
+slots). Padding has position -1, so it is invisible as a key, and a pruned prompt (gapped
+positions) attends exactly as the full prompt would among the kept tokens. Two forms compute it:
+
+* :func:`masked`: scores over every cache slot, masked by position. Holds for any positions;
+  reads every slot. Used for decode steps (T = 1, where reading the cache is the cost anyway),
+  the seed-003 variants (``batched``, ``vmap``) and the cache-free reference forward.
+* :func:`chunk_causal`: a prefill chunk of T queries at slots ``[start, start + T)``. Slots are
+  written in order and positions increase along them (a continued prompt must continue the
+  positions; the engine checks), so "key position <= mine" is "key slot <= my slot": the
+  chunk sees the filled prefix ``[0, start)`` in full and its own T keys causally. Each part is
+  a case flash attention runs natively (cuDNN on GPU: no [T, S] mask in HBM, no work above the
+  diagonal or past ``start``); the two are merged exactly by their log-sum-exp. Measured on an
+  H100 against the old single masked call over all slots, which cuDNN could not run causally.
+
+Padding queries (the tail of the last chunk) get finite, meaningless outputs; their keys sit
+past every real query's slot, so no real token sees them.
+
+Axis letters as in ``engines.model``; G = N // K query heads per KV head.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+_FILL = float(jnp.finfo(jnp.float32).min)  # finite: a fully masked row averages instead of NaN
+
+
+def _precision(x):
+    # float32 runs (CPU, tests) must match PyTorch to 1e-4: no TF32/bf16 passes on any backend.
+    return lax.Precision.HIGHEST if x.dtype == jnp.float32 else None
+
+
+def visible(q_pos, k_pos):
+    """[B, T, S] mask: the key holds a real token (pos >= 0) at or before the query's position."""
+    return (k_pos[:, None, :] >= 0) & (k_pos[:, None, :] <= q_pos[:, :, None])
+
+
+def _scores_softmax(q, k, v, mask):
+    """Reference attention with its log-sum-exp: q [B, T, N, H], k, v [B, S, K, H], mask
+    broadcastable to [B, T, S] -> (out [B, T, N, H], lse [B, N, T] float32). Scores in float32."""
+    B, T, N, H = q.shape
+    K = k.shape[2]
+    qg = q.reshape(B, T, K, N // K, H)                                             # [B, T, K, G, H]
+    scores = jnp.einsum("BTKGH,BSKH->BKGTS", qg, k, precision=_precision(q),
+                        preferred_element_type=jnp.float32) * jnp.float32(H ** -0.5)  # [B, K, G, T, S]
+    scores = jnp.where(mask[:, None, None], scores, _FILL)                         # [B, K, G, T, S]
+    lse = jax.nn.logsumexp(scores, axis=-1)                                        # [B, K, G, T]
+    probs = jnp.exp(scores - lse[..., None]).astype(v.dtype)                       # [B, K, G, T, S]
+    out = jnp.einsum("BKGTS,BSKH->BTKGH", probs, v, precision=_precision(q))       # [B, T, K, G, H]
+    return out.reshape(B, T, N, H), lse.reshape(B, N, T)
+
+
+def masked(q, k, v, q_pos, k_pos, *, per_row: bool = False):
+    """Attention of q [B, T, N, H] over k, v [B, S, K, H] by position ids q_pos [B, T], k_pos [B, S].
+
+    ``per_row``: map a one-query attention over the T rows (seed 003's baseline) instead of one
+    batched Q.Kᵀ.
+    """
+    with jax.named_scope("attention"):
+        if not per_row:
+            return _scores_softmax(q, k, v, visible(q_pos, k_pos))[0]
+        one = lambda qr, pr: _scores_softmax(qr[:, None], k, v, visible(pr[:, None], k_pos))[0][:, 0]
+        return jax.vmap(one, in_axes=(1, 1), out_axes=1)(q, q_pos)                # [B, T, N, H]
+
+
+def chunk_causal(q, k, v, cache_k, cache_v, start):
+    """A prefill chunk's attention: causal over its own k, v [B, T, K, H], plus the whole filled
+    prefix ``[0, start)`` of the layer's cache [B, S, K, H] (already holding this chunk at
+    ``[start, start + T)``, which the prefix length excludes). ``start``: int32 scalar, may be 0.
+
+    Returns [B, T, N, H].
+    """
+    with jax.named_scope("attention"):
+        fused = jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16)
+        part = _cudnn if fused else _xla
+        own, own_lse = part(q, k, v, causal=True)                                  # [B,T,N,H], [B,N,T]
+        # cuDNN needs a non-empty prefix: at start 0 it reads slot 0 and the merge weighs it 0.
+        prefix, prefix_lse = part(q, cache_k, cache_v, kv_len=jnp.maximum(start, 1) if fused else start)
+        return _merge(own, own_lse, prefix, prefix_lse, start > 0)
+
+
+def _merge(o1, lse1, o2, lse2, use2):
+    """Softmax over the union of two key sets from each set's output and log-sum-exp (exact)."""
+    l1 = jnp.swapaxes(lse1, 1, 2)[..., None]                                       # [B, T, N, 1]
+    l2 = jnp.where(use2, jnp.swapaxes(lse2, 1, 2)[..., None], -jnp.inf)            # [B, T, N, 1]
+    m = jnp.maximum(l1, l2)
+    w1, w2 = jnp.exp(l1 - m), jnp.exp(l2 - m)                                      # w2 = 0 unless use2
+    o2 = jnp.where(use2, o2.astype(jnp.float32), 0.0)
+    out = (o1.astype(jnp.float32) * w1 + o2 * w2) / (w1 + w2)                      # [B, T, N, H]
+    return out.astype(o1.dtype)
+
+
+def _xla(q, k, v, *, causal=False, kv_len=None):
+    """One part of :func:`chunk_causal` in plain XLA (CPU, float32): the same cases as :func:`_cudnn`."""
+    T, S = q.shape[1], k.shape[1]
+    if causal:
+        mask = jnp.tril(jnp.ones((T, S), bool))[None]                              # [1, T, S]
+    else:
+        mask = (jnp.arange(S) < kv_len)[None, None, :]                             # [1, 1, S]
+    return _scores_softmax(q, k, v, mask)
+
+
+def _cudnn(q, k, v, *, causal=False, kv_len=None):
+    """cuDNN flash attention returning the float32 log-sum-exp [B, N, T] too.
+
+    ``jax.nn.dot_product_attention(return_residual=True)`` casts the log-sum-exp to the output
+    dtype (bf16: ~0.4% relative error, too coarse to merge two parts exactly), so this calls the
+    function it wraps. ``causal``: top-left causal over T == S. ``kv_len``: keys past it are
+    padding (cuDNN stops its key loop there).
+    """
+    from jax._src.cudnn import fused_attention_stablehlo as cudnn
+
+    B, T = q.shape[:2]
+    lengths = {}
+    if causal:
+        mask = cudnn.MaskType.CAUSAL
+    else:
+        mask = cudnn.MaskType.PADDING
+        lengths = dict(q_seqlen=jnp.full((B,), T, jnp.int32),
+                       kv_seqlen=jnp.broadcast_to(jnp.asarray(kv_len, jnp.int32), (B,)))
+    out, lse = cudnn.dot_product_attention(q, k, v, scale=q.shape[-1] ** -0.5, mask_type=mask,
+                                           return_residual=True, **lengths)
+    return out, lse.astype(jnp.float32)
