@@ -7,6 +7,8 @@ work without any download. Training is deterministic: the same corpus gives the 
 
 from __future__ import annotations
 
+import json
+import os
 from importlib import resources
 from pathlib import Path
 
@@ -64,3 +66,72 @@ def load_tokenizer(path: str | Path):
         tok.pad_token = tok.eos_token
     tok.padding_side = "right"
     return tok
+
+
+# ---- long prompts: tokenizing pieces in parallel --------------------------------------------------
+PARALLEL_MIN_CHARS = 16_384  # below this one call is as fast; above it pieces run on all cores
+
+
+def encode(tokenizer, text: str, *, min_chars: int = PARALLEL_MIN_CHARS, pieces: int | None = None) -> list[int]:
+    """``tokenizer(text)["input_ids"]``, computed in parallel pieces when that is provably the same.
+
+    One ``tokenizers`` call on one string runs on one core: 25–40 ms for a 10k-token prompt on
+    the H100 host, a fifth of a speculative TTFT. A byte-level BPE never merges across its
+    pre-tokens, and both pre-tokenizer regexes in use (GPT-2's, and Llama 3's ``Split`` before a
+    ``ByteLevel``) end a pre-token right after a ``"\\n"`` that is followed by a non-space character.
+    Cutting the text only there and encoding the pieces as one batch (Rust threads) gives the
+    same ids. Anything else (a normalizer, ``add_prefix_space``, another pre-tokenizer or model,
+    a post-processor that appends tokens, a slow tokenizer) takes the single call.
+    """
+    cuts = _cut_points(text, pieces or os.cpu_count() or 1) if len(text) >= min_chars else []
+    backend = _parallel_backend(tokenizer) if cuts else None
+    if backend is None:
+        return list(tokenizer(text)["input_ids"])
+    parts = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)])]
+    backend, prefix = backend
+    batch = getattr(backend, "encode_batch_fast", backend.encode_batch)(parts, add_special_tokens=False)
+    return prefix + [i for enc in batch for i in enc.ids]
+
+
+def _cut_points(text: str, pieces: int) -> list[int]:
+    """Up to ``pieces - 1`` cut offsets, each right after a ``\\n`` followed by a non-space character."""
+    cuts, step = [], len(text) // max(pieces, 1)
+    for k in range(1, pieces):
+        i = text.find("\n", k * step)
+        while i != -1 and (i + 1 >= len(text) or text[i + 1].isspace()):
+            i = text.find("\n", i + 1)
+        if i != -1 and (not cuts or i + 1 > cuts[-1]):
+            cuts.append(i + 1)
+    return cuts
+
+
+_VERDICTS: dict[int, tuple] = {}  # id(backend) -> (backend, its special-token prefix or None), checked once
+
+
+def _parallel_backend(tokenizer):
+    """(``tokenizers.Tokenizer``, the ids it puts in front) if pieces encode exactly as the whole, else None."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    entry = _VERDICTS.get(id(backend))
+    if entry is None or entry[0] is not backend:
+        entry = _VERDICTS[id(backend)] = (backend, _cuttable(backend))
+    return None if entry[1] is None else entry
+
+
+def _cuttable(backend) -> list[int] | None:
+    """The special-token prefix (e.g. ``[BOS]``) when the tokenizer is a byte-level BPE without a
+    normalizer, with a GPT-2 or Llama-3 style pre-tokenizer, adding special tokens only in front; else None."""
+    doc = json.loads(backend.to_str())
+    pre = doc.get("pre_tokenizer") or {}
+    steps = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
+    kinds = [s.get("type") for s in steps]
+    regex_ok = (kinds == ["ByteLevel"] and steps[0].get("use_regex", True)) or (
+        kinds == ["Split", "ByteLevel"] and not steps[1].get("use_regex", True))
+    no_prefix_space = all(not s.get("add_prefix_space", False) for s in steps if s.get("type") == "ByteLevel")
+    if not (regex_ok and no_prefix_space and doc.get("normalizer") is None
+            and (doc.get("model") or {}).get("type") == "BPE"):
+        return None
+    with_special, plain = backend.encode("a").ids, backend.encode("a", add_special_tokens=False).ids
+    prefix = with_special[: len(with_special) - len(plain)]
+    return prefix if with_special[len(prefix):] == plain else None

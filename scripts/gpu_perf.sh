@@ -2,14 +2,15 @@
 # The by-hand H100 performance evidence for issues 3 and 4, in one device call (results under $OUT):
 #   0. the cuDNN chunked-prefill path against the engine's masked reference forward (bf16, 1B);
 #   1. engines.bench_base: llama-3.1-8b, 10741-token prompt, full prefill TTFT and decode vs transformers;
-#   2. engines.bench_spec: base llama-3.1-8b + draft llama-3.2-1b, keep 0.10, host vs device scoring.
-# Needs the wheels from scripts/fetch_device_wheels.sh carried as .whl. STEPS picks steps (default "0 1 2").
+#   2. engines.bench_spec: base llama-3.1-8b + draft llama-3.2-1b, keep 0.10, host vs device scoring;
+#   3. spectrace run of that pair (device scoring): the trace whose span tree says where TTFT went.
+# Needs the wheels from scripts/fetch_device_wheels.sh carried as .whl. STEPS picks steps (default "0 1 2 3"), PSL the prefill_seq_len (4096).
 set -euo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 export PYTHONPATH="$PWD:/tmp/site"
 OUT=${OUT:-/tmp/out}
-STEPS=${STEPS:-0 1 2}
+STEPS=${STEPS:-0 1 2 3}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 for step in $STEPS; do case $step in
 0) python3 - <<'PY' 2>&1 | tee "$OUT/check.txt"
@@ -24,8 +25,12 @@ print(f"cuDNN chunked vs masked reference (bf16, 700 tokens, 3 chunks): max rel 
       f"top-1 equal {int(chunked.argmax()) == int(ref.argmax())}")
 PY
 ;;
-1) python3 -m engines.bench_base --preset llama-3.1-8b --prompt-len 10741 --prefill-seq-len "${PSL:-2048}" \
-       --gen 64 --runs 5 2>&1 | tee "$OUT/bench_base_8b.txt" ;;
+1) python3 -m engines.bench_base --preset llama-3.1-8b --prompt-len 10741 --prefill-seq-len "${PSL:-4096}" \
+       --gen 64 --runs "${RUNS:-10}" 2>&1 | tee "$OUT/bench_base_8b.txt" ;;
 2) python3 -m engines.bench_spec --base llama-3.1-8b --draft llama-3.2-1b --prompt-len 10741 --keep 0.10 \
-       --prefill-seq-len "${PSL:-2048}" --out "$OUT/bench_spec.json" 2>&1 | tee "$OUT/bench_spec.txt" ;;
+       --prefill-seq-len "${PSL:-4096}" --out "$OUT/bench_spec.json" 2>&1 | tee "$OUT/bench_spec.txt" ;;
+3) python3 -m tracer.cli run --base llama-3.1-8b --draft llama-3.2-1b --prompt-len 10741 --scoring device \
+       --prefill-seq-len "${PSL:-4096}" --gen-len 16 --out "$OUT/run8b" 2>&1 | tee "$OUT/run8b.txt"
+   python3 -c "from tracer.testing import Trace; print(Trace.load('$OUT/run8b/trace.pftrace').tree())" \
+       > "$OUT/run8b_tree.txt" ;;
 esac; done
