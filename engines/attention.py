@@ -76,7 +76,7 @@ def chunk_causal(q, k, v, cache_k, cache_v, start):
     Returns [B, T, N, H].
     """
     with jax.named_scope("attention"):
-        fused = jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16)
+        fused = jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16) and _has_cudnn()
         part = _cudnn if fused else _xla
         own, own_lse = part(q, k, v, causal=True)                                  # [B,T,N,H], [B,N,T]
         # cuDNN needs a non-empty prefix: at start 0 it reads slot 0 and the merge weighs it 0.
@@ -103,6 +103,15 @@ def _xla(q, k, v, *, causal=False, kv_len=None):
     else:
         mask = (jnp.arange(S) < kv_len)[None, None, :]                             # [1, 1, S]
     return _scores_softmax(q, k, v, mask)
+
+
+def _has_cudnn() -> bool:
+    """Whether this jax has the cuDNN wrapper :func:`_cudnn` calls (a private module: checked, not assumed)."""
+    try:
+        from jax._src.cudnn import fused_attention_stablehlo  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _cudnn(q, k, v, *, causal=False, kv_len=None):

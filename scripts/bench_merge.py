@@ -56,12 +56,8 @@ def synth_xspace(path: str, n_events: int, spans) -> None:
     for stream in range(4):
         k = n_dev // 4
         step = max(1, span_ns * 1000 // k)  # ps
-        out.append(f'lines {{ id: {stream + 7} display_id: {stream} name: "Stream #{stream + 7}" timestamp_ns: 0')
-        for i in range(k):
-            out.append(f"events {{ metadata_id: {i % 64 + 1} offset_ps: {i * step} duration_ps: {step * 3 // 4} "
-                       f"stats {{ metadata_id: 1 str_value: \"{names[i % 64]}\" }} "
-                       f"stats {{ metadata_id: 2 int64_value: {i // 64} }} }}")
-        out.append("}")
+        out += _line(stream + 7, stream, f"Stream #{stream + 7}", names, k, step, step * 3 // 4,
+                     lambda i: f"int64_value: {i // 64}")
     out += [f'event_metadata {{ key: {i + 1} value {{ id: {i + 1} name: "{n}" }} }}' for i, n in enumerate(names)]
     out.append('stat_metadata { key: 1 value { id: 1 name: "hlo_op" } } '
                'stat_metadata { key: 2 value { id: 2 name: "run_id" } } }')
@@ -75,12 +71,8 @@ def synth_xspace(path: str, n_events: int, spans) -> None:
     for th in range(2):
         k = n_host // 2
         step = max(1, span_ns * 1000 // k)
-        out.append(f'lines {{ id: {th + 2} display_id: {th + 2} name: "tf_XLAPjRtCpuClient/{th}" timestamp_ns: 0')
-        for i in range(k):
-            out.append(f"events {{ metadata_id: {i % 64 + 1} offset_ps: {i * step} duration_ps: {step // 2} "
-                       f"stats {{ metadata_id: 1 str_value: \"{names[i % 64]}\" }} "
-                       f"stats {{ metadata_id: 2 str_value: \"thunk.cc\" }} }}")
-        out.append("}")
+        out += _line(th + 2, th + 2, f"tf_XLAPjRtCpuClient/{th}", names, k, step, step // 2,
+                     lambda i: 'str_value: "thunk.cc"')
     out += [f'event_metadata {{ key: {i + 1} value {{ id: {i + 1} name: "{n}" }} }}' for i, n in enumerate(names)]
     out.append('event_metadata { key: 100 value { id: 100 name: "prefill.chunk" } }')
     out.append('stat_metadata { key: 1 value { id: 1 name: "hlo_op" } } '
@@ -90,6 +82,18 @@ def synth_xspace(path: str, n_events: int, spans) -> None:
                'stat_metadata { key: 1 value { id: 1 name: "profile_start_time" } } }')
     with open(path, "wb") as f:
         f.write(ProfileData.text_proto_to_serialized_xspace("\n".join(out)))
+
+
+def _line(line_id: int, display_id: int, name: str, names: list[str], k: int, step: int, duration: int,
+          stat2) -> list[str]:
+    """One XPlane line of ``k`` back-to-back events, as text-proto lines; ``stat2(i)`` is stat 2's value."""
+    out = [f'lines {{ id: {line_id} display_id: {display_id} name: "{name}" timestamp_ns: 0']
+    for i in range(k):
+        out.append(f"events {{ metadata_id: {i % 64 + 1} offset_ps: {i * step} duration_ps: {duration} "
+                   f"stats {{ metadata_id: 1 str_value: \"{names[i % 64]}\" }} "
+                   f"stats {{ metadata_id: 2 {stat2(i)} }} }}")
+    out.append("}")
+    return out
 
 
 def capture_xspace(logdir: str, calls: int):
