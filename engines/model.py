@@ -166,7 +166,7 @@ def _cached_forward(params, cache: KVCache, tokens, positions, query_row, *, cfg
             attn = _attend(q, k, v, ck, cv, positions, k_pos, start, opts)         # [B, T, N, H]
         x = x + _out_proj(lp, attn)                                                # [B, T', D]
         x = x + mlp(lp, rms_norm(x, lp["mlp_norm"], cfg.rms_eps))                  # [B, T', D]
-    logits = logits_of(params, x[:, 0], cfg)                                       # [B, V]: the one row left                                        # [B, V]
+    logits = logits_of(params, x[:, 0], cfg)                                       # [B, V]: the one row left
     n_real = jnp.sum(positions[0] >= 0).astype(jnp.int32)
     q_rows = jnp.stack(q_rows) if return_queries else None                         # [L, B, N, H]
     return logits, KVCache(tuple(keys), tuple(values), k_pos, start + n_real), q_rows
