@@ -17,7 +17,6 @@ import json
 import os
 import socket
 import sys
-import threading
 import time
 import zlib
 
@@ -142,21 +141,18 @@ def _program() -> str:
 
 
 def _thread_ids(spans) -> dict[tuple, int]:
-    """``(thread_id, thread_name)`` -> OS tid, for Perfetto's int32 tids.
+    """``(thread_id, thread_name)`` -> the int32 tid Perfetto shows.
 
-    The recorder keeps Python idents, which a new thread may reuse once an old one ended, so a
-    thread is its (ident, name). Live threads give their native id; threads gone by export
-    time get a stable synthetic tid above any real one.
+    The recorder keeps OS thread ids (``threading.get_native_id``), so a span's ``thread_id``
+    is its tid. The OS may reuse an id once a thread ended, so a thread is its (id, name); an
+    id outside int32 (never on Linux) gets a stable synthetic tid above any real one.
     """
-    native = {(t.ident, t.name): t.native_id for t in threading.enumerate()}
     out = {}
     for s in spans:
         key = (s.thread_id, s.thread_name)
         if key not in out:
-            tid = native.get(key)
-            if tid is None or not 0 < tid < 2**31:
-                tid = _SYNTHETIC_TID + zlib.crc32(repr(key).encode()) % (1 << 28)
-            out[key] = tid
+            tid = s.thread_id
+            out[key] = tid if 0 < tid < 2**31 else _SYNTHETIC_TID + zlib.crc32(repr(key).encode()) % (1 << 28)
     return out
 
 

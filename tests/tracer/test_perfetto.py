@@ -142,6 +142,9 @@ def test_one_thread_track_per_thread_under_the_host_process(written, rec):
     threads = {t.uuid: t for t in d["tracks"].values() if t.HasField("thread")}
     assert sorted(t.thread.thread_name for t in threads.values()) == ["MainThread", "worker-base", "worker-spec"]
     assert all(t.thread.pid == os.getpid() and 0 < t.thread.tid < 2**31 for t in threads.values())
+    # the OS thread id each span was recorded on (what top, py-spy and the XPlane show)
+    assert {t.thread.thread_name: t.thread.tid for t in threads.values()} == {
+        s.thread_name: s.thread_id for s in rec.spans}
     by_name = {t.thread.thread_name: uuid for uuid, t in threads.items()}
     for track, name, _, _, args, _ in slices_of(d):
         if name == "prefill.chunk" and "spectrace.span_id" in args:
