@@ -170,11 +170,11 @@ class BaseEngine:
         with tracer.span("tokenize", stage="max_length", engine=self.name):
             ids = np.full(num_chunks * T, self.tokenizer.pad_token_id, np.int32)
             ids[:padded_len] = first
-            mask = np.arange(num_chunks * T) < padded_len
+            positions = np.full(num_chunks * T, -1, np.int32)
+            positions[:padded_len] = np.arange(padded_len)
         if ids.max() >= self.config.vocab_size:
             raise ValueError(f"the tokenizer produced token id {ids.max()}, beyond the model's "
                              f"vocab_size={self.config.vocab_size}: tokenizer and checkpoint do not match")
-        positions = np.where(mask, np.cumsum(mask) - 1, -1).astype(np.int32)
         return ids, positions, num_chunks
 
     # ---- prefill -----------------------------------------------------------------------------
@@ -280,11 +280,12 @@ class BaseEngine:
         self._serial += 1
         self._cache_len = start + n_tok
         real = positions >= 0
-        self._next_position = max(self._next_position if start else 0, int(positions[real].max()) + 1)
+        # Positions increase (checked), and a continued cache only grows them (checked): the
+        # last real position is the largest the cache holds.
+        self._next_position = next_position = int(positions[real][-1]) + 1
         return PrefillResult(
-            logits=host_logits[0].astype(np.float32), prompt_tokens=n_tok,
-            padded_len=sum(lengths),
-            num_chunks=num_chunks, next_position=int(positions[real].max()) + 1, cache_len=self._cache_len,
+            logits=host_logits[0].astype(np.float32), prompt_tokens=n_tok, padded_len=sum(lengths),
+            num_chunks=num_chunks, next_position=next_position, cache_len=self._cache_len,
             token_ids=ids[real].copy(), positions=positions[real].copy(), elapsed_s=time.perf_counter() - t0,
             queries=None if queries is None else queries[:, 0], last_logits=logits, serial=self._serial)
 

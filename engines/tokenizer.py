@@ -84,11 +84,11 @@ def encode(tokenizer, text: str, *, min_chars: int = PARALLEL_MIN_CHARS, pieces:
     a post-processor that appends tokens, a slow tokenizer) takes the single call.
     """
     cuts = _cut_points(text, pieces or os.cpu_count() or 1) if len(text) >= min_chars else []
-    backend = _parallel_backend(tokenizer) if cuts else None
-    if backend is None:
+    found = _parallel_backend(tokenizer) if cuts else None
+    if found is None:
         return list(tokenizer(text)["input_ids"])
+    backend, prefix = found
     parts = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)])]
-    backend, prefix = backend
     batch = getattr(backend, "encode_batch_fast", backend.encode_batch)(parts, add_special_tokens=False)
     return prefix + [i for enc in batch for i in enc.ids]
 
