@@ -176,17 +176,13 @@ def _merge(args) -> int:
 def _report(args) -> int:
     from .report import write_report
 
-    out = args.output and os.path.dirname(os.path.abspath(args.output)) or args.dirs[0]
     for d in args.dirs:
-        if not os.path.isfile(os.path.join(d, "ttft.json")) and not os.path.isdir(d):
+        if not os.path.isdir(d):
             raise UserError(f"spectrace report: {d!r} is not a directory holding ttft.json")
     try:
-        path = write_report(out, run_dirs=args.dirs if len(args.dirs) > 1 or args.output else None)
+        path = write_report(args.dirs[0], run_dirs=args.dirs if len(args.dirs) > 1 else None, output=args.output)
     except (OSError, ValueError) as e:
         raise UserError(f"spectrace report: {e}")
-    if args.output and os.path.abspath(args.output) != os.path.abspath(path):
-        os.replace(path, args.output)
-        path = args.output
     print(f"wrote {path}")
     return 0
 

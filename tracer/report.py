@@ -305,9 +305,10 @@ def _run_section(docs: Sequence[dict]) -> str:
     return f'<h2>Run</h2>{warn}<div class="cols">{boxes}</div>'
 
 
-def write_report(out_dir: str | os.PathLike, *,
-                 run_dirs: Sequence[str | os.PathLike] | None = None) -> pathlib.Path:
-    """Write ``out_dir/report.html`` from ``out_dir/ttft.json``, or from every ``run_dirs/ttft.json``.
+def write_report(out_dir: str | os.PathLike, *, run_dirs: Sequence[str | os.PathLike] | None = None,
+                 output: str | os.PathLike | None = None) -> pathlib.Path:
+    """Write ``out_dir/report.html`` (or ``output``) from ``out_dir/ttft.json``, or from every
+    ``run_dirs/ttft.json``.
 
     With no ``run_dirs`` and no ttft.json in ``out_dir``, its subdirectories that hold one are the
     runs (a bench output directory). Returns the path written.
@@ -320,8 +321,8 @@ def write_report(out_dir: str | os.PathLike, *,
         raise FileNotFoundError(f"no ttft.json in {out} or its subdirectories; "
                                 f"write one with `spectrace run --out {out}`")
     html_text = render_report([load_ttft(d) for d in run_dirs])
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "report.html"
+    path = pathlib.Path(output) if output else out / "report.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(html_text, encoding="utf-8")
     return path
 

@@ -22,6 +22,7 @@ import re
 import select
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -171,6 +172,13 @@ def test_several_runs_show_mean_and_std(tmp_path):
     # the runs list in one document counts the same way
     assert "4 runs" in render_report(make_ttft(n_runs=4))
     assert write_report(tmp_path / "x", run_dirs=dirs[:2]).read_text().count("2 runs") == 1
+    # -o: the combined report goes where asked; each run's own report.html stays as it was
+    (dirs[0] / "report.html").write_text("run0's own")
+    r = subprocess.run([sys.executable, "-m", "tracer.cli", "report", *map(str, dirs), "-o",
+                        str(dirs[0] / "combined.html")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "3 runs" in (dirs[0] / "combined.html").read_text()
+    assert (dirs[0] / "report.html").read_text() == "run0's own"
 
 
 def test_report_errors_say_what_is_wrong(tmp_path):
