@@ -109,7 +109,7 @@ def run_mode(engine: SpecPrefillEngine, prompt: str, *, n: int, warmup: int, gen
             if i >= warmup:
                 runs.append({**r.ttft(), "io": r.io, "kept_indices": r.kept_indices.tolist()})
     finally:
-        tracer.configure(enabled=previous["enabled"])
+        tracer.configure(**previous)
     return runs
 
 

@@ -55,7 +55,7 @@ def _seq_len(args) -> int:
     return 128 if (args.base, args.draft) == _DEFAULT_PAIR else 2048
 
 
-def _load(args, progress, *, scoring=None, **base_switches):
+def _load(args, progress, **base_switches):
     from engines import BaseEngine
     from engines.spec import SpecPrefillEngine
 
@@ -79,7 +79,7 @@ def _load(args, progress, *, scoring=None, **base_switches):
         progress.set_description("load draft")
         spec = SpecPrefillEngine.from_pretrained(
             args.draft, base=base, prefill_seq_len=seq, ctx_len=ctx, keep=args.keep, look_ahead=args.look_ahead,
-            scoring=scoring or args.scoring, layers=args.layers, dtype=args.dtype,
+            scoring=args.scoring, layers=args.layers, dtype=args.dtype,
             draft_devices=_device(args.draft_devices, "draft"))
     except (FileNotFoundError, ValueError) as e:
         raise UserError(f"spectrace: {e}")
@@ -223,11 +223,13 @@ def bench_command(args) -> int:
     progress = _Progress(total=len(variants) * (args.runs + args.warmup + 1), quiet=args.quiet)
     results = {}
     try:
+        # The scoring variants differ only in SpecPrefillEngine's ``scoring``: one load serves all.
+        loaded = None if args.variant_set == "seed003" else _load(args, progress)
         for name, switches in variants.items():
-            if args.variant_set == "seed003":
+            if loaded is None:
                 results[name] = _bench_base(args, name, switches, progress)
             else:
-                results[name] = _bench_spec(args, name, switches, progress)
+                results[name] = _bench_spec(args, name, loaded, switches, progress)
     finally:
         progress.close()
         tracer.configure(**previous)
@@ -277,8 +279,12 @@ def _bench_base(args, name, switches, progress) -> list[dict]:
     return runs
 
 
-def _bench_spec(args, name, switches, progress) -> list[dict]:
-    spec, _, prompt, _ = _load(args, progress, **switches)
+def _bench_spec(args, name, loaded, switches, progress) -> list[dict]:
+    from engines.spec import SpecPrefillEngine
+
+    engines, _, prompt, _ = loaded
+    spec = SpecPrefillEngine(engines.draft, engines.base, keep=args.keep, look_ahead=args.look_ahead,
+                             layers=args.layers, **switches)
     progress.update()
     runs = []
     for i in range(args.warmup + args.runs):
