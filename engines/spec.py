@@ -33,12 +33,9 @@ import numpy as np
 import tracer
 from engines import scoring as score
 from engines.base import BaseEngine
+from tracer.ttft import TTFT_FIELDS
 
 SCORING_MODES: tuple[str, ...] = ("host", "device")
-TTFT_FIELDS: tuple[str, ...] = (
-    "ttft_spec_device_s", "t_assemble_s", "t_score_s", "t_select_s", "ttft_host_scoring_s",
-    "ttft_spec_only_s", "ttft_base_pruned_only_s", "ttft_speculative_s", "ttft_baseline_s",
-    "prompt_tokens", "padded_len", "num_chunks", "kept_tokens", "padded_len_pruned", "num_chunks_pruned")
 # Window name -> pass key of ttft.json (docs/CONTRACTS.md).
 PASSES = {"ttft.spec_device": "spec", "ttft.host_scoring": "host_scoring", "ttft.base_pruned": "base_pruned",
           "ttft.baseline": "baseline"}

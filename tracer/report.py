@@ -23,10 +23,12 @@ from typing import Any, Iterable, Mapping, Sequence
 from tracer._record import CATEGORIES
 from tracer._svg import _chunk_chart, _e, _g, _hbars, _legend, _pm, _pm_auto, _time_unit
 from tracer.benchstats import Stat, summarize
+from tracer.ttft import PASSES as _WINDOW_PASSES
+from tracer.ttft import TTFT_FIELDS
 
 __all__ = ["render_report", "write_report", "load_ttft", "PASSES"]
 
-PASSES: tuple[str, ...] = ("spec", "baseline", "base_pruned")
+PASSES: tuple[str, ...] = tuple(_WINDOW_PASSES.values())  # the passes with chunks: spec, baseline, base_pruned
 _PASS_LABEL = {"spec": "spec (draft)", "baseline": "baseline", "base_pruned": "base_pruned"}
 # Colour-blind-safe (Tableau 10); prefill_queries is red because it is the usual suspect.
 _CAT_COLOR = {"prefill_queries": "#e15759", "past_key": "#4e79a7", "past_value": "#76b7b2",
@@ -38,10 +40,6 @@ _SPEC_SEGMENTS = (("ttft_spec_device_s", "draft device window", "#f28e2b"),
                   ("t_select_s", "select", "#ff9da7"),
                   ("ttft_base_pruned_only_s", "base prefill of kept tokens", "#59a14f"))
 _BASE_SEGMENT = ("ttft_baseline_s", "baseline prefill", "#4e79a7")
-TTFT_FIELDS = ("ttft_spec_device_s", "t_assemble_s", "t_score_s", "t_select_s",
-               "ttft_host_scoring_s", "ttft_spec_only_s", "ttft_base_pruned_only_s",
-               "ttft_speculative_s", "ttft_baseline_s", "prompt_tokens", "padded_len",
-               "num_chunks", "kept_tokens", "padded_len_pruned", "num_chunks_pruned")
 
 
 def _num(x: Any) -> float | None:
