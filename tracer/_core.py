@@ -21,7 +21,7 @@ import threading
 from time import perf_counter_ns
 
 from . import _config
-from ._record import CATEGORIES, EMPTY_IO, EMPTY_TRANSFERS, IoTotals, Span, Transfer, WindowData, category_of
+from ._record import EMPTY_IO, EMPTY_TRANSFERS, IoTotals, Span, Transfer, WindowData, category_of, io_dict
 
 _current: contextvars.ContextVar[Span | None] = contextvars.ContextVar("spectrace_span", default=None)
 _get_ident = threading.get_native_id  # the OS thread id: what Perfetto tracks show
@@ -394,12 +394,10 @@ def io_metrics() -> dict:
     binding name (bytes, ms, count, category, direction); ``categories`` has every category.
     """
     w = STATE.last_window
-    categories = {c: IoTotals().as_dict() for c in CATEGORIES}
+    categories = io_dict(w.io if w is not None else {})
     details: dict[str, dict] = {}
     if w is None:
         return {"total_bytes": 0, "total_ms": 0.0, "details": details, "categories": categories}
-    for cat, tot in w.io.items():
-        categories[cat] = tot.as_dict()
     for t in w.window_data.transfers:
         d = details.get(t.binding)
         if d is None:

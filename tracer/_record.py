@@ -80,6 +80,13 @@ class IoTotals:
         return f"IoTotals(bytes={self.bytes}, ms={self.ms:.3f}, count={self.count}, direction={self.direction!r})"
 
 
+
+def io_dict(io) -> dict:
+    """Every category's ``{bytes, ms, count, direction}`` from ``{category: IoTotals}`` (zeros
+    for categories with no traffic): the shape of ``io_metrics()["categories"]`` and ttft.json."""
+    return {c: (io[c].as_dict() if c in io else IoTotals().as_dict()) for c in CATEGORIES}
+
+
 class Transfer:
     """One host<->device copy: what moved (category, binding name), which way, how much, when."""
 

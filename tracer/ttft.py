@@ -13,7 +13,7 @@ import os
 import platform
 from collections.abc import Iterable, Mapping
 
-from ._record import CATEGORIES, IoTotals, Span
+from ._record import Span, io_dict
 
 SCHEMA = "spectrace.ttft/1"
 
@@ -26,11 +26,6 @@ TTFT_FIELDS: tuple[str, ...] = (
 
 #: Window span name -> pass key in ``ttft.json``'s ``io`` and ``chunks``.
 PASSES: dict[str, str] = {"ttft.spec_device": "spec", "ttft.baseline": "baseline", "ttft.base_pruned": "base_pruned"}
-
-
-def io_dict(io: Mapping[str, IoTotals]) -> dict:
-    """Every category's ``{bytes, ms, count, direction}`` (zeros for categories with no traffic)."""
-    return {c: (io[c].as_dict() if c in io else IoTotals().as_dict()) for c in CATEGORIES}
 
 
 def _chunk(c: Span, i: int) -> dict:
