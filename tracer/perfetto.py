@@ -160,9 +160,7 @@ def span_args(s) -> list:
     """A span's debug annotations: attributes, io totals, error, ids (what loaders read back)."""
     args = [(k, v) for k, v in s.attributes.items()]
     for cat in sorted(s.io, key=_cat_order):
-        t = s.io[cat]
-        args += [(f"io.{cat}.bytes", t.bytes), (f"io.{cat}.ms", t.ms), (f"io.{cat}.count", t.count),
-                 (f"io.{cat}.direction", t.direction)]
+        args += [(f"io.{cat}.{k}", v) for k, v in s.io[cat].as_dict().items()]
     if s.error_type is not None:
         args += [("error.type", s.error_type), ("error.message", s.error_message)]
     args += [("spectrace.span_id", s.span_id), ("spectrace.parent_id", s.parent_id),
