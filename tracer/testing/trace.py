@@ -22,7 +22,7 @@ from ._view import NO_IO, Io, SpanLookupError, SpanView, TransferView, _name_ok,
 class _Index:
     """Tree links and deterministic ids of one snapshot of the spans."""
 
-    __slots__ = ("spans", "ids", "parent", "children", "trace_ids", "roots", "t0")
+    __slots__ = ("spans", "ids", "parent", "children", "trace_ids", "roots", "t0", "categories")
 
     def __init__(self, views: list[SpanView]):
         by_raw = {v._raw_id: v for v in views if v._raw_id is not None}
@@ -58,6 +58,8 @@ class _Index:
         root_ids = {r: i for i, r in enumerate(self.roots, 1)}
         self.trace_ids = {v: root_ids[root[v]] for v in self.spans}
         self.t0 = self.spans[0].start_ns if self.spans else 0
+        extra = sorted({c for v in views for c in v.io} - set(CATEGORIES))
+        self.categories = CATEGORIES + tuple(extra)  # spectrace's, plus any other seen
 
 
 class Trace(Assertions):
@@ -142,8 +144,7 @@ class Trace(Assertions):
     @property
     def categories(self) -> tuple[str, ...]:
         """The binding categories of spectrace plus any other seen in this trace."""
-        extra = sorted({c for s in self._index().spans for c in s.io} - set(CATEGORIES))
-        return CATEGORIES + tuple(extra)
+        return self._index().categories
 
     def __len__(self) -> int:
         return len(self._index().spans)
@@ -225,8 +226,8 @@ class Trace(Assertions):
         matching = {s for s in pool if _name_ok(s.name, name) and not mismatches(s.attributes, wanted)}
         top = [s for s in pool if s in matching and not any(a in matching for a in s.ancestors)]
         total = NO_IO
-        for s in top:
-            total = total + s.io_of(category)
+        for s in top:  # the category is checked above (None: every category)
+            total = total + (s.io_of(None) if category is None else s._io.get(category, NO_IO))
         return total, top
 
     def _check_category(self, category: str) -> None:
