@@ -91,6 +91,21 @@ def test_continue_cache_equals_one_shot(make):
     np.testing.assert_allclose(second.logits, engine.forward_logits(ids)[-1], atol=ATOL, rtol=1e-5)
 
 
+def test_continue_cache_refuses_positions_not_after_the_cached_ones(make):
+    # Chunk attention takes "earlier slot" for "earlier position"; a continuation that goes back
+    # would silently attend wrongly, so it is refused, also after a decode moved the position on.
+    engine = make(8)
+    ids = ids_of(20, seed=6)
+    first = engine.prefill_from_ids(ids[:11], np.arange(11))
+    with pytest.raises(ValueError, match=r"continuing the cache at position 5: the cache already holds "
+                                         r"positions up to 10"):
+        engine.prefill_from_ids(ids[11:14], np.arange(5, 8), continue_cache=True)
+    engine.decode(first, 4, window=None)  # feeds positions 11..13
+    with pytest.raises(ValueError, match="at position 12: the cache already holds positions up to 13"):
+        engine.prefill_from_ids(ids[11:14], np.arange(12, 15), continue_cache=True)
+    assert engine.prefill_from_ids(ids[11:14], np.arange(14, 17), continue_cache=True).next_position == 17
+
+
 def teacher_forced(engine, ids, positions, generated):
     """Greedy tokens a full forward predicts when fed the prompt plus the generated tokens."""
     start = positions[-1] + 1
