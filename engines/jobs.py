@@ -126,18 +126,24 @@ def run_command(args) -> int:
         with tracer.capture():  # compiled once here; TTFT below excludes compilation
             spec.run(prompt, gen_len=args.gen_len)
         progress.update()
-        runs, spans, alignment, xplanes = _measured_runs(spec, prompt, args, out, progress)
+        runs, run_spans, xplanes = _measured_runs(spec, prompt, args, out, progress)
+        spans = [s for group in run_spans for s in group]
         progress.set_description("write trace")
         doc = ttft.build(runs, config=_config(args, spec, base, ctx), devices=_devices_of(spec, base),
                          versions=ttft.versions("jax", "jaxlib", "numpy", "transformers", "opentelemetry-sdk",
-                                                "perfetto"), alignment=alignment)
+                                                "perfetto"))
         from tracer.perfetto import write_pftrace
         from tracer.report import write_report
 
+        if xplanes:
+            from tracer.xplane import read_xplane
+
+            xplanes = [read_xplane(p) for p in xplanes]  # read once: the trace and device_time use them
         summary = write_pftrace(out / "trace.pftrace", spans, xplanes=xplanes,
                                 metadata={"command": "spectrace run", "config": doc["config"]})
         if xplanes:
             doc["alignment"] = {k: summary.get(k) for k in ("median_us", "max_us", "offset_us", "pairs")}
+            doc["device_time"] = _device_time(run_spans[-1], xplanes, summary)
         ttft.write(out / "ttft.json", doc)
         write_report(out)
         progress.update()
@@ -151,7 +157,7 @@ def run_command(args) -> int:
 def _measured_runs(spec, prompt, args, out, progress):
     import contextlib
 
-    runs, spans = [], []
+    runs, spans = [], []  # spans: one list per run
     prof_cm = contextlib.nullcontext(None)
     if args.xplane:
         from tracer import xplane
@@ -163,9 +169,19 @@ def _measured_runs(spec, prompt, args, out, progress):
             with tracer.capture() as rec:
                 result = spec.run(prompt, gen_len=args.gen_len)
             runs.append(ttft.run_entry(result, rec.spans))
-            spans.extend(rec.spans)
+            spans.append(rec.spans)
             progress.update()
-    return runs, spans, None, (prof.paths if prof is not None else [])
+    return runs, spans, (prof.paths if prof is not None else [])
+
+
+def _device_time(spans, xspaces, alignment: dict) -> list[dict]:
+    """``ttft.json``'s ``device_time``: the last run's windows and their children, with the device
+    busy/idle time and heaviest ops inside each (``tracer.device_time``)."""
+    from tracer import device_time
+
+    offsets = [round((f["offset_us"] or 0.0) * 1e3) for f in alignment["files"]]
+    ops = device_time.device_ops(xspaces, offsets)
+    return device_time.rows(spans, device_time.span_device_time(spans, ops))
 
 
 def _config(args, spec, base, ctx) -> dict:
@@ -205,8 +221,25 @@ def _print_summary(doc: dict, out: Path, *, quiet: bool) -> None:
                 print(f"  {p:<12}{cat:<17}{t['bytes']:>14,}{t['ms']:>11.3f}{t['count']:>7}")
     worst = ", ".join(f"{c['pass']}#{c['index']} {c['ms']:.2f} ms" for c in doc["slowest_chunks"])
     print(f"\nslowest chunks: {worst}")
+    if doc.get("device_time"):
+        _print_device_time(doc["device_time"])
     print(f"\nwrote {out}/trace.pftrace, ttft.json, report.html")
     print(f"open {out.resolve()}/trace.pftrace in https://ui.perfetto.dev (Open trace file)")
+
+
+def _print_device_time(rows: list[dict]) -> None:
+    print("\nDevice time per span, last run (XPlane; busy = any device op running)")
+    print(f"  {'span':<34}{'ms':>10}{'busy ms':>10}{'idle ms':>10}{'ops':>7}  heaviest op (ms, count)")
+    for r in rows:
+        label = "  " * r["depth"] + r["name"]
+        if "chunk.index" in r:
+            label += f" #{r['chunk.index']}"
+        if "engine" in r and r["depth"]:
+            label += f" [{r['engine']}]"
+        top = r["top_ops"][0] if r["top_ops"] else None
+        heaviest = f"{top['name'][:40]} ({top['ms']:.2f}, {top['count']})" if top else "-"
+        print(f"  {label:<34}{r['ms']:>10.2f}{r['device_busy_ms']:>10.2f}{r['device_idle_ms']:>10.2f}"
+              f"{r['device_ops']:>7}  {heaviest}")
 
 
 # ---- bench ---------------------------------------------------------------------------------------

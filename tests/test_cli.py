@@ -104,3 +104,22 @@ def test_bench_scoring_set_compares_host_and_device(tmp_path):
     doc = json.loads(r.stdout)
     assert [v["name"] for v in doc["variants"]] == ["baseline", "device_scoring"]
     assert "ttft_speculative_s" in doc["phases"]
+
+
+def test_run_with_xplane_attributes_device_time_to_every_chunk(tmp_path):
+    out = tmp_path / "out"
+    r = spectrace("run", "--xplane", "--prompt-len", "600", "--scoring", "device", "--out", str(out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    doc = json.loads((out / "ttft.json").read_text())
+    assert doc["alignment"]["pairs"] > 0 and doc["alignment"]["max_us"] < 1000
+    rows = doc["device_time"]
+    windows = [x["name"] for x in rows if x["depth"] == 0]
+    assert windows == ["ttft.baseline", "ttft.spec_device", "ttft.host_scoring", "ttft.base_pruned", "decode"]
+    chunks = [x for x in rows if x["name"] == "prefill.chunk"]
+    assert len(chunks) == 2 * doc["num_chunks"] + doc["num_chunks_pruned"]
+    for x in rows:
+        assert 0 <= x["device_busy_ms"] <= x["ms"] * 1.001 + 0.01, x
+    for c in chunks:  # every chunk ran XLA ops, and the heaviest are listed
+        assert c["device_ops"] > 0 and c["device_busy_ms"] > 0 and c["top_ops"], c
+    assert "Device time per span" in r.stdout
+    assert "Device time per span" in (out / "report.html").read_text()

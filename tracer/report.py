@@ -176,7 +176,7 @@ def render_report(data: dict | list[dict]) -> str:
     st["speculative"] = _stat(_spec_total(r) for r in runs)
     io = _io_stats(runs)
     parts = _headline(st, io) + [_ttft_section(st, n), _io_section(io), _chunks_section(runs),
-                                 _slowest_section(runs), _run_section(docs)]
+                                 _slowest_section(runs), _device_section(docs[-1]), _run_section(docs)]
     sub = f"{n} run{'s' if n > 1 else ''}" + (" · values are mean ± std" if n > 1 else "")
     if st["prompt_tokens"]:
         sub += f" · prompt {_pm(st['prompt_tokens'])} tokens"
@@ -291,6 +291,29 @@ def _slowest_section(runs: list[dict]) -> str:
         return "<h2>Slowest chunks</h2><p class='muted'>none recorded</p>"
     head = (["run"] if multi else []) + ["pass", "chunk", "tokens", "ms", "largest IO"]
     return "<h2>Slowest chunks</h2>" + _table(head, rows, "num")
+
+
+def _device_section(doc: dict) -> str:
+    """``device_time`` (``spectrace run --xplane``): device busy vs idle inside each span."""
+    rows = [r for r in _l(doc.get("device_time")) if isinstance(r, Mapping)]
+    if not rows:
+        return ""
+    out = []
+    for r in rows:
+        label = "\u2003" * int(_num(r.get("depth")) or 0) + _e(r.get("name"))
+        if r.get("chunk.index") is not None:
+            label += f" #{_e(r.get('chunk.index'))}"
+        if r.get("engine") is not None and r.get("depth"):
+            label += f" <span class='muted'>{_e(r.get('engine'))}</span>"
+        ms, busy = _num(r.get("ms")) or 0.0, _num(r.get("device_busy_ms")) or 0.0
+        top = ", ".join(f"<code>{_e(str(t.get('name'))[:48])}</code> {_g(_num(t.get('ms')) or 0)} ms ×{_e(t.get('count'))}"
+                        for t in _l(r.get("top_ops"))[:3] if isinstance(t, Mapping))
+        out.append((label, _g(ms), _g(busy), _g(_num(r.get("device_idle_ms")) or 0.0),
+                    f"{100 * busy / ms:.0f}%" if ms > 0 else "—", _e(r.get("device_ops")), top or "—"))
+    return ("<h2>Device time per span (last run, XPlane)</h2><p class='muted'>busy: at least one device op "
+            "running; idle: the span's time without one (launches, host work, waiting). Heaviest ops: "
+            "those starting inside the span, by summed time.</p>"
+            + _table(["span", "ms", "busy ms", "idle ms", "busy", "ops", "heaviest ops"], out, "num"))
 
 
 def _run_section(docs: Sequence[dict]) -> str:

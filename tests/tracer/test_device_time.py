@@ -1,0 +1,104 @@
+"""Device time per span: busy/idle/top ops from XPlane events, on XSpaces with known events and on
+a real ``jax.profiler`` run on this CPU."""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+import tracer
+from tracer import clock, device_time, xplane
+
+T0 = 1_700_000_000_000_000_000
+
+
+def _space(planes: dict) -> xplane.XSpace:
+    """An XSpace whose event offsets count from T0; ``planes``: name -> {line: [(name, off, dur, stats)]}."""
+    return xplane.XSpace("x.xplane.pb", T0, 0, "h", 1, {},
+                         [xplane.Plane(name, {}, list(lines.items())) for name, lines in planes.items()])
+
+
+def test_busy_is_the_union_of_ops_over_streams_clipped_to_the_span():
+    space = _space({"/device:GPU:0": {
+        "Stream #1": [("gemm", 100, 100, {}), ("fusion", 300, 50, {}), ("gemm", 400, 100, {})],
+        "Stream #2": [("MemcpyD2H", 150, 100, {})],  # overlaps gemm on the other stream
+    }})
+    ops = device_time.device_ops([space])
+    assert len(ops) == 4
+    whole = ops.inside(T0, T0 + 1000)
+    # union: [100, 250) + [300, 350) + [400, 500) = 150 + 50 + 100
+    assert (whole.busy_ns, whole.ops, whole.idle_ns) == (300, 4, 700)
+    assert whole.top[0] == ("gemm", 200, 2) and {t[0] for t in whole.top} == {"gemm", "fusion", "MemcpyD2H"}
+    part = ops.inside(T0 + 200, T0 + 450)  # clips gemm#1 and the copy, holds fusion, clips gemm#2
+    assert part.busy_ns == 50 + 50 + 50
+    assert part.ops == 2  # ops are attributed to the span they start in: fusion and gemm#2
+    assert ops.inside(T0 + 260, T0 + 290).busy_ns == 0
+    assert ops.inside(T0 + 600, T0 + 500).busy_ns == 0  # empty span
+
+
+def test_offset_moves_ops_onto_the_spans_clock():
+    space = _space({"/device:GPU:0": {"Stream #1": [("k", 1000, 100, {})]}})
+    ops = device_time.device_ops([space], [400])  # the XPlane clock runs 400 ns ahead
+    assert ops.inside(T0 + 600, T0 + 700).busy_ns == 100
+    assert ops.inside(T0 + 1000, T0 + 1100).busy_ns == 0
+
+
+def test_host_planes_count_only_xla_ops_and_only_the_innermost():
+    space = _space({"/host:CPU": {"tf_XLAEigen/1": [
+        ("ThunkExecutor::Execute", 0, 1000, {}),                # bookkeeping, no hlo_op
+        ("while.1", 100, 800, {"hlo_op": "while.1"}),           # encloses its body
+        ("fusion.1", 150, 200, {"hlo_op": "fusion.1"}),
+        ("fusion.2", 400, 300, {"hlo_op": "fusion.2"}),
+    ], "python": [("prefill.chunk", 0, 1000, {})]}})
+    d = device_time.device_ops([space]).inside(T0, T0 + 1000)
+    assert d.ops == 2 and d.busy_ns == 500
+    assert [t[0] for t in d.top] == ["fusion.2", "fusion.1"]
+
+
+def test_rows_nest_windows_and_children_and_carry_chunk_attributes():
+    previous = tracer.configure(enabled=True)
+    try:
+        with tracer.capture() as rec:
+            with tracer.window("ttft.spec_device", engine="spec"):
+                for i in range(2):
+                    with tracer.span("prefill.chunk", engine="spec", **{"chunk.index": i}):
+                        with tracer.span("inner"):
+                            pass
+    finally:
+        tracer.configure(**previous)
+    times = device_time.span_device_time(rec.spans, device_time.device_ops([]))
+    rows = device_time.rows(rec.spans, times)
+    assert [(r["name"], r["depth"], r.get("chunk.index")) for r in rows] == [
+        ("ttft.spec_device", 0, None), ("prefill.chunk", 1, 0), ("prefill.chunk", 1, 1)]
+    assert all(r["device_busy_ms"] == 0 and r["device_ops"] == 0 and r["device_idle_ms"] == r["ms"] for r in rows)
+
+
+def test_a_real_profile_puts_the_jitted_work_in_its_chunk_and_none_in_a_sleep(tmp_path):
+    f = jax.jit(lambda x: jnp.tanh(x @ x) + 1.0)
+    x = jnp.ones((256, 256), jnp.float32)
+    f(x).block_until_ready()  # compile outside the profile
+    previous = tracer.configure(enabled=True)
+    try:
+        with xplane.profile(tmp_path) as prof, tracer.capture() as rec:
+            with tracer.window("ttft.baseline"):
+                with tracer.span("prefill.chunk", **{"chunk.index": 0}):
+                    for _ in range(5):
+                        f(x).block_until_ready()
+                with tracer.span("idle"):
+                    time.sleep(0.02)
+    finally:
+        tracer.configure(**previous)
+    spaces = [xplane.read_xplane(p) for p in prof.paths]
+    marks = [(s.name, clock.to_epoch_ns(s.start_ns), clock.to_epoch_ns(s.end_ns)) for s in rec.spans]
+    offsets = [round(xplane.align(marks, sp)["offset_us"] * 1e3) for sp in spaces]
+    times = device_time.span_device_time(rec.spans, device_time.device_ops(spaces, offsets))
+    by_name = {s.name: times[s.span_id] for s in rec.spans}
+    chunk, idle = by_name["prefill.chunk"], by_name["idle"]
+    assert chunk.ops >= 5 and 0 < chunk.busy_ns <= chunk.span_ns
+    assert chunk.top and sum(t[2] for t in chunk.top) <= chunk.ops
+    assert idle.ops == 0 and idle.busy_ns == 0 and idle.idle_ns == idle.span_ns
+    window = by_name["ttft.baseline"]
+    assert window.busy_ns == pytest.approx(chunk.busy_ns, abs=1000)  # the window holds nothing else

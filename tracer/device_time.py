@@ -1,0 +1,150 @@
+"""What the device did inside each span: ops, busy time, idle time, the heaviest ops (XPlane).
+
+A chunk span says how long the host waited; the XPlane says what ran meanwhile. Joining the
+two answers the question an engineer asks of a slow chunk or decode loop: was the device busy
+(then which kernels cost it), or idle (then the time went to launches, host work or copies)?
+
+Device ops are every event on a ``/device:*`` plane (GPU kernels, memcpy, memset) and every
+event carrying an ``hlo_op`` stat elsewhere (XLA CPU thunks on host threads). Of ops nested
+on one line (a ``while`` thunk around its body), only the innermost count, so no time is
+counted twice. For a span ``[start, end)``:
+
+* ``busy``: the length of the union of all op intervals clipped to the span: time during
+  which at least one op ran on any plane (several streams or threads may overlap);
+* ``idle``: the span's duration less ``busy``;
+* ``ops`` and ``top``: the ops that *start* inside the span, and the heaviest of them by
+  summed duration, grouped by op name.
+
+XPlane times are moved onto the spans' clock by the measured offset of
+:func:`tracer.xplane.align` (``offset_us`` is subtracted). Plain Python and numbers: no JAX.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from itertools import accumulate
+
+from . import clock
+from .xplane import XSpace, event_epoch_ns
+
+__all__ = ["DeviceOps", "DeviceTime", "device_ops", "span_device_time"]
+
+
+@dataclass
+class DeviceTime:
+    """Device activity inside one span (nanoseconds)."""
+
+    span_ns: int
+    busy_ns: int
+    ops: int
+    top: list[tuple[str, int, int]] = field(default_factory=list)  # (op name, summed ns, count)
+
+    @property
+    def idle_ns(self) -> int:
+        return max(0, self.span_ns - self.busy_ns)
+
+    def as_dict(self) -> dict:
+        return {"ms": self.span_ns / 1e6, "device_busy_ms": self.busy_ns / 1e6,
+                "device_idle_ms": self.idle_ns / 1e6, "device_ops": self.ops,
+                "top_ops": [{"name": n, "ms": ns / 1e6, "count": c} for n, ns, c in self.top]}
+
+
+class DeviceOps:
+    """Leaf device ops on the epoch clock, indexed for per-span queries.
+
+    ``starts``/``ends``/``names`` are sorted by start; the union of the op intervals is kept
+    as disjoint sorted intervals with a running sum, so a span's busy time is two bisections.
+    """
+
+    def __init__(self, ops: list[tuple[int, int, str]]):
+        ops.sort()
+        self.starts = [o[0] for o in ops]
+        self.ends = [o[1] for o in ops]
+        self.names = [o[2] for o in ops]
+        merged: list[list[int]] = []
+        for s, e, _ in ops:
+            if merged and s <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], e)
+            else:
+                merged.append([s, e])
+        self._u_start = [m[0] for m in merged]
+        self._u_end = [m[1] for m in merged]
+        self._u_cum = [0, *accumulate(e - s for s, e in merged)]  # busy ns before interval i
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def busy_ns(self, start: int, end: int) -> int:
+        """Length of the union of op intervals inside ``[start, end)``."""
+        if end <= start or not self._u_start:
+            return 0
+        return max(0, self._busy_before(end) - self._busy_before(start))
+
+    def _busy_before(self, t: int) -> int:
+        i = bisect.bisect_right(self._u_start, t)  # intervals starting at or before t
+        if i == 0:
+            return 0
+        return self._u_cum[i - 1] + min(self._u_end[i - 1], t) - self._u_start[i - 1]
+
+    def inside(self, start: int, end: int, *, top: int = 5) -> DeviceTime:
+        lo, hi = bisect.bisect_left(self.starts, start), bisect.bisect_left(self.starts, end)
+        by_name: dict[str, list[int]] = {}
+        for i in range(lo, hi):
+            agg = by_name.setdefault(self.names[i], [0, 0])
+            agg[0] += self.ends[i] - self.starts[i]
+            agg[1] += 1
+        heaviest = sorted(by_name.items(), key=lambda kv: -kv[1][0])[:top]
+        return DeviceTime(span_ns=end - start, busy_ns=self.busy_ns(start, end), ops=hi - lo,
+                          top=[(n, ns, c) for n, (ns, c) in heaviest])
+
+
+def device_ops(spaces: list[XSpace], offsets_ns: list[int] | None = None) -> DeviceOps:
+    """The leaf device ops of ``spaces`` (each shifted by its ``offsets_ns``, default 0)."""
+    ops: list[tuple[int, int, str]] = []
+    for space, offset in zip(spaces, offsets_ns or [0] * len(spaces)):
+        for plane in space.planes:
+            device = plane.name.startswith("/device:")
+            for _, events in plane.lines:
+                line = sorted(((event_epoch_ns(space, st) - offset, round(dur), name)
+                               for name, st, dur, stats in events if device or "hlo_op" in stats),
+                              key=lambda o: (o[0], -o[1]))
+                for i, (s, dur, name) in enumerate(line):
+                    if i + 1 < len(line) and line[i + 1][0] + line[i + 1][1] <= s + dur and dur:
+                        continue  # it encloses the next op: the children carry the time
+                    ops.append((s, s + dur, name))
+    return DeviceOps(ops)
+
+
+def span_device_time(spans, ops: DeviceOps, *, top: int = 5) -> dict[int, DeviceTime]:
+    """``span_id -> DeviceTime`` for finished tracer spans (``perf_counter_ns`` times)."""
+    to_epoch = clock.to_epoch_ns
+    return {s.span_id: ops.inside(to_epoch(s.start_ns), to_epoch(s.end_ns), top=top)
+            for s in spans if s.end_ns}
+
+
+def rows(spans, times: dict[int, DeviceTime], *, max_depth: int = 1) -> list[dict]:
+    """One row per span down to ``max_depth`` (0 = roots: the windows), in start order.
+
+    Each row: ``name``, ``depth``, ``engine`` and ``chunk.index`` where the span has them, and
+    :meth:`DeviceTime.as_dict`'s fields. What ``ttft.json``'s ``device_time`` holds.
+    """
+    spans = [s for s in spans if s.end_ns and s.span_id in times]
+    ids = {s.span_id: s for s in spans}
+
+    def depth(s) -> int:
+        d = 0
+        while s.parent_id in ids:
+            s, d = ids[s.parent_id], d + 1
+        return d
+
+    out = []
+    for s in sorted(spans, key=lambda s: (s.start_ns, -s.end_ns)):
+        d = depth(s)
+        if d > max_depth:
+            continue
+        row = {"name": s.name, "depth": d}
+        row.update({k: s.attributes[k] for k in ("engine", "chunk.index") if k in s.attributes})
+        row.update(times[s.span_id].as_dict())
+        out.append(row)
+    return out
