@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 
 # JAX must not take 75% of GPU memory when PyTorch shares the GPU in this process.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+from tracer import benchstats  # noqa: E402
 
 HBM_BYTES_PER_S = {"H100": 3.35e12, "H200": 4.8e12}  # by device_kind substring (datasheet figures)
 DEFAULT_HBM_BYTES_PER_S = 3.35e12
@@ -37,15 +37,8 @@ def hbm_bytes_per_s(device_kind: str) -> float:
     return next((bw for name, bw in HBM_BYTES_PER_S.items() if name in device_kind), DEFAULT_HBM_BYTES_PER_S)
 
 
-def _stats(xs: list[float]) -> tuple[float, float]:
-    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
-
-
 def _fmt(xs: list[float] | None) -> str:
-    if not xs:
-        return "n/a"
-    m, s = _stats(xs)
-    return f"{m:.2f} ± {s:.2f}"
+    return benchstats.summarize(xs).format(2) if xs else "n/a"  # mean ± sample std, as seed 003
 
 
 def bench_engine(args) -> dict:
@@ -76,40 +69,16 @@ def bench_engine(args) -> dict:
 def bench_hf(args, engine, ids) -> dict | None:
     try:
         import torch
-        from transformers import LlamaConfig as HFLlamaConfig
-        from transformers import LlamaForCausalLM
+        import transformers
     except ImportError as exc:
         print(f"transformers baseline skipped: {exc}", file=sys.stderr)
         return None
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}[str(engine.dtype)]
-    hf_cfg = HFLlamaConfig(**engine.config.to_hf_dict())
-    hf_cfg._attn_implementation = "sdpa"
-    torch.manual_seed(0)
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device(device):  # weights are created on the GPU, in the target dtype
-            model = LlamaForCausalLM(hf_cfg).eval()
-    finally:
-        torch.set_default_dtype(previous)
-    model.generation_config.eos_token_id = None
+    from engines.hf_baseline import hf_model, prefill_s, timed_s
+
+    model = hf_model(engine.config, engine.dtype)
+    model.generation_config.eos_token_id = None  # generate exactly n tokens
     model.generation_config.pad_token_id = 0
-    input_ids = torch.tensor(ids[None].astype("int64"), device=device)
-
-    def sync():
-        if device == "cuda":
-            torch.cuda.synchronize()
-
-    def timed(fn) -> float:
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        return time.perf_counter() - t0
-
-    def prefill():
-        return model(input_ids=input_ids, logits_to_keep=1).logits[:, -1].float().cpu()
+    input_ids = torch.tensor(ids[None].astype("int64"), device=model.device)
 
     def generate(n):
         return model.generate(input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=n,
@@ -118,22 +87,22 @@ def bench_hf(args, engine, ids) -> dict | None:
     prefill_ms, decode_ms = [], []
     with torch.inference_mode():
         for run in range(args.warmup + args.runs):
-            t_prefill = timed(prefill)
+            t_prefill = prefill_s(model, input_ids)
             if args.gen > 1:
-                t_one = timed(lambda: generate(1))
-                t_all = timed(lambda: generate(args.gen))
+                t_one = timed_s(lambda: generate(1), model.device)
+                t_all = timed_s(lambda: generate(args.gen), model.device)
             if run >= args.warmup:
                 prefill_ms.append(1e3 * t_prefill)
                 if args.gen > 1:
                     decode_ms.append(1e3 * (t_all - t_one) / (args.gen - 1))
-    return {"prefill_ms": prefill_ms, "decode_ms": decode_ms, "device": device,
-            "versions": f"transformers {__import__('transformers').__version__}, torch {torch.__version__}"}
+    return {"prefill_ms": prefill_ms, "decode_ms": decode_ms, "device": model.device.type,
+            "versions": f"transformers {transformers.__version__}, torch {torch.__version__}"}
 
 
 def _ratio(hf: list[float] | None, ours: list[float]) -> str:
     if not hf or not ours:
         return "n/a"
-    return f"{statistics.fmean(hf) / statistics.fmean(ours):.2f}x"
+    return f"{benchstats.summarize(hf).mean / benchstats.summarize(ours).mean:.2f}x"
 
 
 def main(argv=None) -> int:
@@ -173,7 +142,8 @@ def main(argv=None) -> int:
           f"{_ratio(hf and hf['prefill_ms'], ours['prefill_ms'])} |")
     print(f"| decode (ms/token) | {_fmt(ours['decode_ms'])} | {_fmt(hf and hf['decode_ms'])} | "
           f"{_ratio(hf and hf['decode_ms'], ours['decode_ms'])} |")
-    floor_ratio = (f"{statistics.fmean(ours['decode_ms']) / floor_ms:.1f}x floor" if ours["decode_ms"] else "n/a")
+    floor_ratio = (f"{benchstats.summarize(ours['decode_ms']).mean / floor_ms:.1f}x floor" if ours["decode_ms"]
+                   else "n/a")
     print(f"| decode floor: {ours['weight_bytes'] / 1e9:.3f} GB weights / {bandwidth / 1e12:.2f} TB/s (ms/token) | "
           f"{floor_ms:.3f} | | spectrace at {floor_ratio} |")
     return 0

@@ -5,7 +5,7 @@ Llama-3.2-1B draft (random weights, real shapes), keep 0.10, is speculative TTFT
 base model's full prefill, and how much of it is the host-scoring design (bytes and ms per
 binding category)? Every variant runs ``n`` times after ``warmup`` runs and is reported as
 mean ± std (seed 003's protocol); the reference is transformers' full prefill of the same base
-shape (sdpa, ``logits_to_keep=1``) measured in the same process.
+shape (:mod:`engines.hf_baseline`: sdpa, ``logits_to_keep=1``) measured in the same process.
 
 By hand on an H100 (not CI)::
 
@@ -20,7 +20,6 @@ import json
 import os
 import platform
 import sys
-import time
 
 # PyTorch shares the GPU in this process: JAX must not take 75% of it up front.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
@@ -30,8 +29,9 @@ import numpy as np  # noqa: E402
 
 import tracer  # noqa: E402
 from engines import BaseEngine  # noqa: E402
+from engines.hf_baseline import hf_model, prefill_s  # noqa: E402
 from engines.spec import SpecPrefillEngine  # noqa: E402
-from engines.tokenizer import corpus_text  # noqa: E402
+from engines.tokenizer import exact_prompt  # noqa: E402
 from tracer import benchstats  # noqa: E402
 
 PHASES = ("ttft_spec_device_s", "t_assemble_s", "t_score_s", "t_select_s", "ttft_host_scoring_s",
@@ -39,59 +39,21 @@ PHASES = ("ttft_spec_device_s", "t_assemble_s", "t_score_s", "t_select_s", "ttft
 IO_PASSES = ("spec", "host_scoring", "base_pruned", "baseline")
 
 
-def make_prompt(tokenizer, n_tokens: int) -> str:
-    """Repeated corpus text cut to exactly ``n_tokens`` tokens (BOS included) when possible."""
-    def count(text):
-        return len(tokenizer(text)["input_ids"])
-
-    unit = corpus_text()
-    text = unit
-    while count(text) < n_tokens:
-        text += "\n" + unit
-    lo, hi = 1, len(text)                     # smallest prefix with >= n_tokens tokens
-    while lo < hi:
-        mid = (lo + hi) // 2
-        lo, hi = (mid + 1, hi) if count(text[:mid]) < n_tokens else (lo, mid)
-    for end in range(lo, min(lo + 64, len(text) + 1)):
-        if count(text[:end]) == n_tokens:
-            return text[:end]
-    return text[:lo]
-
-
 def hf_full_prefill(base: BaseEngine, ids: np.ndarray, *, n: int, warmup: int) -> dict:
-    """Seconds of transformers' full prefill (sdpa, last-token logits) of the base's shape."""
+    """Seconds of transformers' full prefill (sdpa, last-token logits to the host) of the base's shape."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    import transformers
 
-    dev = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(str(base.dtype), torch.float32)
-    cfg = LlamaConfig(**base.config.to_hf_dict())
-    cfg._attn_implementation = "sdpa"
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device(dev):
-            model = LlamaForCausalLM(cfg).eval()  # random weights: timing depends on shapes only
-    finally:
-        torch.set_default_dtype(previous)
-    x = torch.as_tensor(ids[None], dtype=torch.long, device=dev)   # [1, P]
-    times = []
-    with torch.inference_mode():
-        for i in range(warmup + n):
-            if dev == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            model(input_ids=x, logits_to_keep=1)
-            if dev == "cuda":
-                torch.cuda.synchronize()
-            if i >= warmup:
-                times.append(time.perf_counter() - t0)
-    info = {"device": torch.cuda.get_device_name() if dev == "cuda" else platform.processor() or "cpu",
-            "dtype": str(dtype).replace("torch.", ""), "torch": torch.__version__,
-            "transformers": __import__("transformers").__version__}
+    model = hf_model(base.config, base.dtype)
+    x = torch.as_tensor(ids[None], dtype=torch.long, device=model.device)   # [1, P]
+    times = [prefill_s(model, x) for _ in range(warmup + n)][warmup:]
+    cuda = model.device.type == "cuda"
+    info = {"device": torch.cuda.get_device_name() if cuda else platform.processor() or "cpu",
+            "dtype": str(model.dtype).replace("torch.", ""), "torch": torch.__version__,
+            "transformers": transformers.__version__}
     del model
-    if dev == "cuda":
-        torch.cuda.empty_cache()
+    if cuda:
+        torch.cuda.empty_cache()  # the JAX engines still share this GPU
     return {"runs": times, "info": info}
 
 
@@ -159,7 +121,7 @@ def main(argv=None) -> int:
                                        dtype=args.dtype, devices=devices[-1], name="spec")
     base = BaseEngine.from_pretrained(args.base, prefill_seq_len=args.prefill_seq_len, ctx_len=ctx_len,
                                       dtype=args.dtype, devices=devices[0])
-    prompt = make_prompt(base.tokenizer, args.prompt_len)
+    prompt = exact_prompt(base.tokenizer, args.prompt_len)
     ids = np.asarray(base.tokenizer(prompt)["input_ids"], np.int64)
     print(f"# spec prefill bench: base {args.base}, draft {args.draft}, prompt {len(ids)} tokens, keep {args.keep}, "
           f"look_ahead {args.look_ahead}, prefill_seq_len {args.prefill_seq_len}, n={args.n} (+{args.warmup} warm-up), "

@@ -76,8 +76,12 @@ def read_safetensors_header(file: Path) -> tuple[dict, int]:
     return header, 8 + n
 
 
-def _weight_files(path: Path) -> dict[str, Path]:
-    """HF tensor name -> the safetensors file holding it."""
+def _weight_files(path: Path) -> tuple[dict[str, Path], dict[Path, tuple[dict, int]]]:
+    """(HF tensor name -> the safetensors file holding it, the headers parsed to find that out).
+
+    A single file's names come from its header; handing the parsed header on lets the reader
+    skip parsing it again (a sharded checkpoint's names come from the index instead).
+    """
     index = path / "model.safetensors.index.json"
     single = path / "model.safetensors"
     if index.is_file():
@@ -86,10 +90,10 @@ def _weight_files(path: Path) -> dict[str, Path]:
         for f in sorted(set(files.values())):
             if not f.is_file():
                 raise FileNotFoundError(f"{f} is missing: {index.name} lists it as a shard")
-        return files
+        return files, {}
     if single.is_file():
-        header, _ = read_safetensors_header(single)
-        return {name: single for name in header}
+        parsed = read_safetensors_header(single)
+        return {name: single for name in parsed[0]}, {single: parsed}
     raise FileNotFoundError(f"no weights in {path}: expected model.safetensors or "
                             "model.safetensors.index.json with its shards")
 
@@ -97,9 +101,9 @@ def _weight_files(path: Path) -> dict[str, Path]:
 class _Reader:
     """Memory-maps tensors on demand and checks their shapes (one header parse per file)."""
 
-    def __init__(self, files: dict[str, Path]):
+    def __init__(self, files: dict[str, Path], headers: dict[Path, tuple[dict, int]]):
         self.files = files
-        self._headers: dict[Path, tuple[dict, int]] = {}
+        self._headers = dict(headers)
 
     def get(self, name: str, expected: tuple) -> np.ndarray:
         file = self.files.get(name)
@@ -160,7 +164,7 @@ def load_weights(path: str | Path, cfg: LlamaConfig, *, dtype, device) -> dict:
     a time, so the host never holds more than one stacked weight beyond the memory-mapped files.
     """
     path = Path(path)
-    reader = _Reader(_weight_files(path))
+    reader = _Reader(*_weight_files(path))
     for name in reader.files:
         if name.endswith(".bias"):
             raise CheckpointError(f"{reader.files[name].name}: tensor {name!r} is a bias; Llama has none")

@@ -23,6 +23,33 @@ def corpus_text() -> str:
     return resources.files("engines").joinpath("data/corpus.txt").read_text(encoding="utf-8")
 
 
+def exact_prompt(tokenizer, n_tokens: int) -> str:
+    """The bundled corpus, repeated (joined by ``"\\n"``), cut to a non-empty prefix of ``n_tokens`` tokens.
+
+    For benchmarks that must prefill an exact length. Guarantees
+    ``len(tokenizer(text)["input_ids"]) >= n_tokens`` (special tokens such as BOS included), and
+    ``== n_tokens`` unless no cut within 64 characters past the shortest non-empty long-enough
+    prefix gives that count (one more character can add several tokens, e.g. a multi-byte one in
+    a byte-level BPE; and one character plus BOS is already 2). The text is cut, not decoded from
+    cut ids, so it tokenizes back to the count measured. Deterministic for a given tokenizer.
+    """
+    def count(text):
+        return len(tokenizer(text)["input_ids"])
+
+    unit = corpus_text()
+    text = unit
+    while count(text) < n_tokens:
+        text += "\n" + unit
+    lo, hi = 1, len(text)                     # smallest prefix with >= n_tokens tokens
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (mid + 1, hi) if count(text[:mid]) < n_tokens else (lo, mid)
+    for end in range(lo, min(lo + 64, len(text) + 1)):
+        if count(text[:end]) == n_tokens:
+            return text[:end]
+    return text[:lo]
+
+
 def train_embedded_tokenizer():
     """Train the embedded byte-level BPE; returns a ``tokenizers.Tokenizer`` that prepends BOS."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers

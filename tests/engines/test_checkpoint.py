@@ -146,3 +146,16 @@ def test_missing_tokenizer(ckpt):
         f.unlink()
     with pytest.raises(FileNotFoundError, match="no tokenizer in"):
         BaseEngine.from_pretrained(ckpt, prefill_seq_len=8, ctx_len=32)
+
+
+@pytest.mark.parametrize("shard_bytes", [None, 20_000])
+def test_each_safetensors_header_is_parsed_once(reference_models, tmp_path, monkeypatch, shard_bytes):
+    from engines import checkpoint
+
+    path = reference_models[NAME] if shard_bytes is None else write_reference_model(
+        NAME, tmp_path / "sharded", max_shard_bytes=shard_bytes)
+    parsed = []
+    real = checkpoint.read_safetensors_header
+    monkeypatch.setattr(checkpoint, "read_safetensors_header", lambda f: parsed.append(f.name) or real(f))
+    load_weights(path, CFG, dtype=np.float32, device=CPU)
+    assert sorted(parsed) == sorted(f.name for f in path.glob("*.safetensors"))

@@ -1,0 +1,71 @@
+"""The Hugging Face transformers baseline the benches time against: one model, one prefill timing.
+
+``engines.bench_base`` and ``engines.bench_spec`` both compare the engines with transformers'
+``LlamaForCausalLM`` of the same shapes; building it and timing its prefill here keeps the two
+tables measuring the same thing. Weights are random: the timing depends on shapes only, so no
+checkpoint has to be converted or downloaded.
+
+``torch`` and ``transformers`` are imported inside the functions: the benches run on a GPU
+machine, but ``import engines.bench_*`` (and the ``--no-hf`` runs the CPU tests make) must work
+where PyTorch is not installed.
+"""
+
+from __future__ import annotations
+
+import time
+
+from engines.config import LlamaConfig
+
+_TORCH_DTYPES = ("bfloat16", "float16", "float32")
+
+
+def hf_model(config: LlamaConfig, dtype, *, seed: int = 0):
+    """Random-weight ``LlamaForCausalLM`` of ``config`` in ``dtype`` (a JAX dtype or its name), sdpa
+    attention, eval mode, on the GPU when torch sees one (else the CPU).
+
+    The weights are created on the device and in the target dtype directly: an 8B model built in
+    float32 on the host first would need 32 GB of host memory and a slow copy.
+    """
+    import torch
+    from transformers import LlamaConfig as HFLlamaConfig
+    from transformers import LlamaForCausalLM
+
+    if str(dtype) not in _TORCH_DTYPES:
+        raise ValueError(f"no transformers baseline in dtype {dtype}; expected one of {list(_TORCH_DTYPES)}")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    hf_cfg = HFLlamaConfig(**config.to_hf_dict())
+    hf_cfg._attn_implementation = "sdpa"
+    torch.manual_seed(seed)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(getattr(torch, str(dtype)))
+    try:
+        with torch.device(device):
+            return LlamaForCausalLM(hf_cfg).eval()
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def timed_s(fn, device) -> float:
+    """Seconds ``fn()`` takes, with the GPU's queue drained before and after (its kernels run async)."""
+    import torch
+
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    sync()
+    t0 = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - t0
+
+
+def prefill_s(model, input_ids) -> float:
+    """Seconds of one full prefill of ``input_ids`` [1, P] until the last token's logits are on the host.
+
+    ``logits_to_keep=1`` computes the LM head for the last position only, and the host copy is
+    timed, like the engines' TTFT (``prefill_from_ids`` ends with the logits on the host).
+    """
+    import torch
+
+    with torch.inference_mode():
+        return timed_s(lambda: model(input_ids=input_ids, logits_to_keep=1).logits[:, -1].float().cpu(),
+                       input_ids.device)
+
