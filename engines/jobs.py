@@ -18,22 +18,18 @@ from tracer import benchstats, ttft
 from tracer.errors import UserError
 
 DEFAULT_PROMPT_TOKENS = 3000
-_CORPUS = Path(__file__).with_name("data") / "corpus.txt"
 _DEFAULT_PAIR = ("default-base", "default-draft")
 
 
 # ---- inputs --------------------------------------------------------------------------------------
 def make_prompt(tokenizer, n_tokens: int | None = None, text: str | None = None) -> str:
-    """The prompt: ``text`` as given, or the bundled corpus repeated and cut to about ``n_tokens``."""
+    """The prompt: ``text`` as given, or the bundled corpus cut to ``n_tokens`` tokens
+    (``engines.tokenizer.exact_prompt``: the same prompt ``engines.bench_spec`` times)."""
     if text is not None:
         return text
-    n = n_tokens or DEFAULT_PROMPT_TOKENS
-    corpus = _CORPUS.read_text(encoding="utf-8")
-    ids: list[int] = []
-    unit = list(tokenizer(corpus)["input_ids"])
-    while len(ids) < n:
-        ids.extend(unit)
-    return tokenizer.decode(ids[:n], skip_special_tokens=True)
+    from engines.tokenizer import exact_prompt
+
+    return exact_prompt(tokenizer, n_tokens or DEFAULT_PROMPT_TOKENS)
 
 
 def _device(indices, which):
@@ -55,31 +51,45 @@ def _seq_len(args) -> int:
     return 128 if (args.base, args.draft) == _DEFAULT_PAIR else 2048
 
 
-def _load(args, progress, **base_switches):
+def _load_base(args, progress, *, prompt_len: int | None, room: int, **switches):
+    """The base engine, the prompt, and a context of the prompt plus ``room`` tokens in whole chunks.
+
+    The context is sized once the tokenizer has measured the prompt. Raises ``UserError`` for
+    a bad checkpoint, preset or ``--ctx-len``.
+    """
     from engines import BaseEngine
-    from engines.spec import SpecPrefillEngine
+    from engines.presets import resolve
 
     seq = _seq_len(args)
     try:
-        from engines.presets import resolve
-
-        for model in (args.base, args.draft):  # fail on a bad name before loading anything
-            resolve(model)
+        for model in (args.base, getattr(args, "draft", None)):  # fail on a bad name before loading anything
+            if model is not None:
+                resolve(model)
         progress.set_description("load base")
         base = BaseEngine.from_pretrained(args.base, prefill_seq_len=seq, ctx_len=args.ctx_len or seq,
-                                          dtype=args.dtype, devices=_device(args.base_devices, "base"),
-                                          **base_switches)
-        prompt = make_prompt(base.tokenizer, args.prompt_len, args.prompt_text)
+                                          dtype=args.dtype, devices=_device(args.base_devices, "base"), **switches)
+        prompt = make_prompt(base.tokenizer, prompt_len, args.prompt_text)
         n = len(base.tokenizer(prompt)["input_ids"])
-        ctx = args.ctx_len or -((n + args.gen_len + args.look_ahead) // -seq) * seq
         if args.ctx_len and n + args.gen_len > args.ctx_len:
             raise UserError(f"spectrace: the prompt has {n} tokens; with --gen-len {args.gen_len} it needs "
                             f"--ctx-len >= {n + args.gen_len}, got {args.ctx_len}")
-        base.resize(ctx)  # the prompt's length is known only once the tokenizer is loaded
+        ctx = args.ctx_len or -((n + room) // -seq) * seq
+        base.resize(ctx)
+    except (FileNotFoundError, ValueError) as e:
+        raise UserError(f"spectrace: {e}")
+    return base, prompt, ctx
+
+
+def _load(args, progress):
+    """The speculative engine (draft + base), the prompt and the context length."""
+    from engines.spec import SpecPrefillEngine
+
+    base, prompt, ctx = _load_base(args, progress, prompt_len=args.prompt_len, room=args.gen_len + args.look_ahead)
+    try:
         progress.set_description("load draft")
         spec = SpecPrefillEngine.from_pretrained(
-            args.draft, base=base, prefill_seq_len=seq, ctx_len=ctx, keep=args.keep, look_ahead=args.look_ahead,
-            scoring=args.scoring, layers=args.layers, dtype=args.dtype,
+            args.draft, base=base, prefill_seq_len=base.prefill_seq_len, ctx_len=ctx, keep=args.keep,
+            look_ahead=args.look_ahead, scoring=args.scoring, layers=args.layers, dtype=args.dtype,
             draft_devices=_device(args.draft_devices, "draft"))
     except (FileNotFoundError, ValueError) as e:
         raise UserError(f"spectrace: {e}")
@@ -285,31 +295,19 @@ def bench_command(args) -> int:
 
 
 def _bench_base(args, name, switches, progress) -> list[dict]:
-    from engines import BaseEngine
-
-    seq = _seq_len(args)
     progress.set_description(f"{name}: load")
-    try:
-        eng = BaseEngine.from_pretrained(args.base, prefill_seq_len=seq, ctx_len=seq, dtype=args.dtype,
-                                         devices=_device(args.base_devices, "base"), **switches)
-        prompt = make_prompt(eng.tokenizer, args.prompt_len or 512, args.prompt_text)
-        n = len(eng.tokenizer(prompt)["input_ids"])
-        eng.resize(args.ctx_len or -((n + args.gen_len) // -seq) * seq)
-    except (FileNotFoundError, ValueError) as e:
-        raise UserError(f"spectrace: {e}")
+    eng, prompt, _ = _load_base(args, progress, prompt_len=args.prompt_len or 512, room=args.gen_len, **switches)
     progress.update()
-    runs = []
-    for i in range(args.warmup + args.runs):
-        progress.set_description(f"{name}: {'warm-up' if i < args.warmup else 'run'}")
+
+    def once():
         t0 = time.perf_counter()
         pre = eng.prefill(prompt)
         t1 = time.perf_counter()
         eng.decode(pre, args.gen_len)
         t2 = time.perf_counter()
-        if i >= args.warmup:
-            runs.append({"prefill": t1 - t0, "generation": t2 - t1, "total": t2 - t0})
-        progress.update()
-    return runs
+        return {"prefill": t1 - t0, "generation": t2 - t1, "total": t2 - t0}
+
+    return _repeat(args, name, progress, once)
 
 
 def _bench_spec(args, name, loaded, switches, progress) -> list[dict]:
@@ -319,14 +317,22 @@ def _bench_spec(args, name, loaded, switches, progress) -> list[dict]:
     spec = SpecPrefillEngine(engines.draft, engines.base, keep=args.keep, look_ahead=args.look_ahead,
                              layers=args.layers, **switches)
     progress.update()
+
+    def once():
+        with tracer.capture():
+            r = spec.run(prompt, gen_len=args.gen_len)
+        return {f: getattr(r, f) for f in benchstats.TTFT_PHASES}
+
+    return _repeat(args, name, progress, once)
+
+
+def _repeat(args, name, progress, once) -> list[dict]:
+    """``--warmup`` unrecorded calls of ``once()``, then ``--runs`` recorded ones."""
     runs = []
     for i in range(args.warmup + args.runs):
         progress.set_description(f"{name}: {'warm-up' if i < args.warmup else 'run'}")
-        with tracer.capture():
-            r = spec.run(prompt, gen_len=args.gen_len)
+        result = once()
         if i >= args.warmup:
-            runs.append({f: getattr(r, f) for f in benchstats.TTFT_PHASES})
+            runs.append(result)
         progress.update()
     return runs
-
-

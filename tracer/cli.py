@@ -87,7 +87,7 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--base", default="default-base", help="base model: checkpoint directory or preset (default default-base)")
     g.add_argument("--draft", default="default-draft", help="draft model: checkpoint directory or preset (default default-draft)")
     g.add_argument("--prompt-file", help="prompt text file (default: the built-in long prompt)")
-    g.add_argument("--prompt-len", type=_positive_int("--prompt-len"), help="synthetic prompt of about this many tokens")
+    g.add_argument("--prompt-len", type=_positive_int("--prompt-len"), help="synthetic prompt of this many tokens (BOS included)")
     g.add_argument("--keep", type=_keep, default=0.10, help="fraction of prompt chunks the base prefills (default 0.10)")
     g.add_argument("--scoring", choices=["host", "device"], default="host",
                    help="host: QEfficient's flow (copy queries every chunk); device: score on the device")
