@@ -291,13 +291,15 @@ class BaseEngine:
 
     # ---- decode ------------------------------------------------------------------------------
     def decode(self, prefill: PrefillResult, max_new_tokens: int, *, return_queries: bool = False,
-               window: str | None = "decode", span_name: str = "decode") -> GenerateResult:
+               window: str | None = "decode", span_name: str = "decode", unroll: bool = False) -> GenerateResult:
         """Greedy decode continuing the cache of ``prefill`` (which must be this engine's latest).
 
         Generates ``max_new_tokens`` tokens (the first is the prefill logits' argmax, so
         ``max_new_tokens - 1`` forward steps), starting at ``prefill.next_position``.
         ``window``: the tracer window to open; None opens a plain span ``span_name`` instead
-        (e.g. the speculative engine's look-ahead inside its own window).
+        (e.g. the speculative engine's look-ahead inside its own window). ``unroll``: compile
+        the steps as straight-line code instead of a device loop (see ``model.decode_scan``;
+        for a few steps, compiled once per step count).
         """
         if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
             raise ValueError(f"max_new_tokens={max_new_tokens!r} must be a positive int")
@@ -313,19 +315,19 @@ class BaseEngine:
         with _window_or_span(window, span_name, **attrs) as span:
             t0 = time.perf_counter()
             (position,) = _h2d(self.device, [np.full((1,), prefill.next_position, np.int32)])
-            first = jnp.argmax(prefill.last_logits, axis=-1).astype(jnp.int32)       # [B]
-            if self.options.decode == "scan" or steps == 0:
-                if steps:
-                    rest, self.cache, queries = model.decode_scan_jit(
-                        self.params, self.cache, first, position, cfg=self.config, opts=self.options,
-                        steps=steps, return_queries=return_queries)
-                    tokens = jnp.concatenate([first[None], rest], axis=0)            # [G, B]
+            if steps and self.options.decode == "python":
+                first = jnp.argmax(prefill.last_logits, axis=-1).astype(jnp.int32)   # [B]
+                host, queries = self._decode_python(first, position, steps, return_queries)
+            else:
+                if steps:  # the first token is the prefill's argmax, taken inside the same program
+                    tokens, self.cache, queries = model.decode_scan_jit(             # [G, B]
+                        self.params, self.cache, prefill.last_logits, position, cfg=self.config,
+                        opts=self.options, steps=steps, return_queries=return_queries,
+                        unroll=steps if unroll else 1)
                 else:
-                    tokens = first[None]                                             # [1, B]
+                    tokens = jnp.argmax(prefill.last_logits, axis=-1).astype(jnp.int32)[None]  # [1, B]
                 with tracer.transfer("other", "d2h", tokens.nbytes):
                     host = np.asarray(tokens)[:, 0]
-            else:
-                host, queries = self._decode_python(first, position, steps, return_queries)
             elapsed = time.perf_counter() - t0
             span.set("gen_ai.usage.output_tokens", int(max_new_tokens))
             span.set("decode.tokens_per_s", float(max_new_tokens) / elapsed if elapsed > 0 else 0.0)

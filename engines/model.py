@@ -210,21 +210,29 @@ def decode_step(params, cache: KVCache, token, position, *, cfg: LlamaConfig, op
     return jnp.argmax(logits, axis=-1).astype(jnp.int32), cache, q
 
 
-def decode_scan(params, cache: KVCache, token, position, *, cfg: LlamaConfig, opts: EngineOptions,
-                steps: int, return_queries: bool):
-    """``steps`` greedy steps as one ``lax.scan``, starting by feeding token [B] at position [B].
+def decode_scan(params, cache: KVCache, logits, position, *, cfg: LlamaConfig, opts: EngineOptions,
+                steps: int, return_queries: bool, unroll: int = 1):
+    """Greedy decoding on the device: the argmax of ``logits`` [B, V] (the prefill's last row) is
+    the first token, fed at ``position`` [B]; then ``steps`` steps as one ``lax.scan``.
 
-    Returns (tokens [steps, B] (the token after each step), cache, queries [steps, L, B, N, H]
-    of the fed tokens, or None).
+    ``unroll``: scan iterations per loop trip (``steps`` = straight-line code). An XLA GPU
+    loop whose body is not captured in a CUDA graph reads its predicate back on the host every
+    trip, so the GPU drains and waits for the next trip's launches; short loops (the draft's
+    look-ahead) unrolled in full avoid that, at the price of compiling each step.
+
+    Returns (tokens [steps + 1, B] (the first token, then the token after each step), cache,
+    queries [steps, L, B, N, H] of the fed tokens, or None).
     """
     def step(carry, _):
         cache, tok, pos = carry
         nxt, cache, q = decode_step(params, cache, tok, pos, cfg=cfg, opts=opts, return_queries=return_queries)
         return (cache, nxt, pos + 1), (nxt, q)
 
+    first = jnp.argmax(logits, axis=-1).astype(jnp.int32)                          # [B]
     with jax.named_scope("decode"):
-        (cache, _, _), (tokens, queries) = lax.scan(step, (cache, token, position), None, length=steps)
-    return tokens, cache, queries
+        (cache, _, _), (tokens, queries) = lax.scan(step, (cache, first, position), None, length=steps,
+                                                    unroll=unroll)
+    return jnp.concatenate([first[None], tokens], axis=0), cache, queries          # [steps + 1, B]
 
 
 # Compiled forms: config/options static (hashable dataclasses), the cache donated so XLA updates it
@@ -233,6 +241,6 @@ chunk_forward_jit = jax.jit(chunk_forward, static_argnames=("cfg", "opts", "retu
                             donate_argnames=("cache",))
 decode_step_jit = jax.jit(decode_step, static_argnames=("cfg", "opts", "return_queries"),
                           donate_argnames=("cache",))
-decode_scan_jit = jax.jit(decode_scan, static_argnames=("cfg", "opts", "steps", "return_queries"),
+decode_scan_jit = jax.jit(decode_scan, static_argnames=("cfg", "opts", "steps", "return_queries", "unroll"),
                           donate_argnames=("cache",))
 forward_jit = jax.jit(forward, static_argnames=("cfg", "opts"))

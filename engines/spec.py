@@ -235,7 +235,8 @@ class SpecPrefillEngine:
         lookahead = None                                                           # [A-1, L, N, H]
         steps = min(self.look_ahead - 1, d.ctx_len - pre.prompt_tokens)
         if steps > 0:
-            gen = d.decode(pre, steps + 1, return_queries=True, window=None, span_name="lookahead")
+            # A handful of steps: straight-line code, no device loop (model.decode_scan).
+            gen = d.decode(pre, steps + 1, return_queries=True, window=None, span_name="lookahead", unroll=True)
             # Anchors stop at the first fed EOS: a query past the end of the answer says nothing.
             fed = gen.tokens[:-1]
             stop = np.flatnonzero(fed == d.config.eos_token_id)

@@ -5,14 +5,15 @@
 #   2. engines.bench_spec: base llama-3.1-8b + draft llama-3.2-1b, keep 0.10, host vs device scoring;
 #   3. spectrace run of that pair (device scoring): the trace whose span tree says where TTFT went;
 #   4. the same run with --xplane: device busy/idle and the heaviest kernels inside every span
-#      (the trace stays in /tmp: too large to bring back; ttft.json and the printed table come back).
-# Needs the wheels from scripts/fetch_device_wheels.sh carried as .whl. STEPS picks steps (default "0 1 2 3 4"), PSL the prefill_seq_len (4096).
+#      (the trace stays in /tmp: too large to bring back; ttft.json and the printed table come back);
+#   5. scripts/bench_lookahead.py: the draft's 7 look-ahead steps as a device loop vs unrolled.
+# Needs the wheels from scripts/fetch_device_wheels.sh carried as .whl. STEPS picks steps (default "0 1 2 3 4 5"), PSL the prefill_seq_len (4096).
 set -euo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 export PYTHONPATH="$PWD:/tmp/site"
 OUT=${OUT:-/tmp/out}
-STEPS=${STEPS:-0 1 2 3 4}
+STEPS=${STEPS:-0 1 2 3 4 5}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 for step in $STEPS; do case $step in
 0) python3 - <<'PY' 2>&1 | tee "$OUT/check.txt"
@@ -38,4 +39,5 @@ PY
 4) python3 -m tracer.cli run --base llama-3.1-8b --draft llama-3.2-1b --prompt-len 10741 --scoring device \
        --prefill-seq-len "${PSL:-4096}" --gen-len 16 --xplane --out /tmp/run8b_xplane 2>&1 | tee "$OUT/run8b_xplane.txt"
    cp /tmp/run8b_xplane/ttft.json "$OUT/run8b_xplane_ttft.json" ;;
+5) python3 scripts/bench_lookahead.py 2>&1 | tee "$OUT/bench_lookahead.txt" ;;
 esac; done

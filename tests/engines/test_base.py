@@ -185,6 +185,23 @@ def test_decode_returns_lookahead_queries(make):
     assert engine.cache_keys(9).shape == (CFG.n_layers, 9, CFG.n_kv_heads, CFG.head_dim)
 
 
+def test_unrolled_decode_is_straight_line_code_with_the_same_tokens_and_queries(make):
+    engine = make(8)
+    out = {}
+    for unroll in (False, True):
+        result = engine.prefill_from_ids(ids_of(9), np.arange(9), return_queries=True)
+        out[unroll] = engine.decode(result, 6, return_queries=True, unroll=unroll)
+    np.testing.assert_array_equal(out[True].tokens, out[False].tokens)
+    np.testing.assert_allclose(np.asarray(out[True].queries), np.asarray(out[False].queries), atol=ATOL)
+    from engines import model
+
+    def hlo(unroll):
+        return model.decode_scan_jit.lower(engine.params, engine.cache, result.last_logits, np.zeros(1, np.int32),
+                                           cfg=engine.config, opts=engine.options, steps=5, return_queries=True,
+                                           unroll=unroll).as_text()
+    assert "while" in hlo(1) and "while" not in hlo(5)
+
+
 def test_chunk_fn_contract(make, params):
     engine = make(8)
     fn = engine.chunk_fn(return_queries=True)
