@@ -198,13 +198,14 @@ class BaseEngine:
                              bind_attrs=None if window else {**attrs, "gen_ai.usage.input_tokens": n_real})
 
     def prefill_from_ids(self, ids, positions, *, continue_cache: bool = False, window: str | None = None,
-                         return_queries: bool = False, on_chunk=None) -> PrefillResult:
+                         return_queries: bool = False, on_chunk=None, host_logits: bool = True) -> PrefillResult:
         """Prefill token ``ids`` with explicit ``positions`` (sorted, possibly gapped: a pruned prompt).
 
         Starts from an empty cache unless ``continue_cache``. Chunking is as in :meth:`prefill`
         (padded to a multiple of ``prefill_seq_len`` with position -1). Each token attends to the
         cached tokens whose position is <= its own. Without a window, the GenAI attributes go
-        on the ``bind`` span.
+        on the ``bind`` span. ``host_logits=False``: the last token's logits stay on the device
+        (``last_logits``; ``logits`` is None), for a caller that only decodes from them.
         """
         t0 = time.perf_counter()
         ids = np.asarray(ids)
@@ -226,9 +227,11 @@ class BaseEngine:
         with tracer.window(window, **attrs) if window else contextlib.nullcontext():
             return self._run(ids_p, pos_p, num_chunks, continue_cache=continue_cache,
                              return_queries=return_queries, on_chunk=on_chunk, t0=t0,
-                             bind_attrs=None if window else attrs)
+                             bind_attrs=None if window else attrs, host_logits=host_logits)
 
-    def _run(self, ids, positions, num_chunks, *, continue_cache, return_queries, on_chunk, t0, bind_attrs):
+    def _run(self, ids, positions, num_chunks, *, continue_cache, return_queries, on_chunk, t0, bind_attrs,
+             host_logits=True):
+        logits_h = None  # [V] float32 on the host, when host_logits
         T = self.prefill_seq_len
         python = self.options.prefill == "python"
         real_per_chunk = (positions.reshape(num_chunks, T) >= 0).sum(axis=1)
@@ -274,9 +277,9 @@ class BaseEngine:
                 jax.block_until_ready((logits, self.cache))
                 if on_chunk is not None:
                     on_chunk(i, None if queries is None else queries[:, 0])
-                if i == num_chunks - 1:
+                if i == num_chunks - 1 and host_logits:
                     with tracer.transfer("logits", "d2h", logits.nbytes):
-                        host_logits = np.asarray(logits)
+                        logits_h = np.asarray(logits)[0].astype(np.float32)      # [V]
         self._serial += 1
         self._cache_len = start + n_tok
         real = positions >= 0
@@ -284,7 +287,7 @@ class BaseEngine:
         # last real position is the largest the cache holds.
         self._next_position = next_position = int(positions[real][-1]) + 1
         return PrefillResult(
-            logits=host_logits[0].astype(np.float32), prompt_tokens=n_tok, padded_len=sum(lengths),
+            logits=logits_h, prompt_tokens=n_tok, padded_len=sum(lengths),
             num_chunks=num_chunks, next_position=next_position, cache_len=self._cache_len,
             token_ids=ids[real].copy(), positions=positions[real].copy(), elapsed_s=time.perf_counter() - t0,
             queries=None if queries is None else queries[:, 0], last_logits=logits, serial=self._serial)

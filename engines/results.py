@@ -20,7 +20,7 @@ class PrefillResult:
     real token in every layer, ``[L, N, H]`` float32, left on the device.
     """
 
-    logits: np.ndarray               # [V] float32, the last real token's
+    logits: np.ndarray | None        # [V] float32, the last real token's (None: left on the device)
     prompt_tokens: int
     padded_len: int
     num_chunks: int

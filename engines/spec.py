@@ -230,8 +230,10 @@ class SpecPrefillEngine:
                     with tracer.transfer(f"past_key.{l}_RetainedState", "d2h", k.nbytes):
                         out.keys.append(np.asarray(k))
 
+        # The draft's logits feed only the look-ahead, on the device: host mode copies them as
+        # QEfficient's session returns them; device mode leaves them where they are.
         out.prefill = pre = d.prefill_from_ids(ids[real], positions[real], window=None, return_queries=True,
-                                               on_chunk=on_chunk)
+                                               on_chunk=on_chunk, host_logits=host)
         lookahead = None                                                           # [A-1, L, N, H]
         steps = min(self.look_ahead - 1, d.ctx_len - pre.prompt_tokens)
         if steps > 0:

@@ -116,6 +116,7 @@ def test_device_mode_brings_back_only_indices(device, trace):
     spec = trace.one("ttft.spec_device")
     trace.assert_bytes("prefill_queries", 0)
     trace.assert_bytes("past_key", 0, span=spec)
+    trace.assert_bytes("logits", 0, span=spec)  # the draft's logits feed the look-ahead on the device
     scoring = trace.one("ttft.host_scoring")
     [copy_back] = [t for t in trace.transfers if t.span is not None and t.span.name == "score.select"]
     assert copy_back.category == "other" and copy_back.direction == "d2h"
