@@ -13,7 +13,7 @@ import bisect
 import collections
 import json
 
-from tracer.perfetto import read_pftrace
+from tracer._perfetto_read import SPAN_ID, read_pftrace
 
 
 def _process_name(tr, tracks) -> str:
@@ -45,7 +45,7 @@ def main(argv=None) -> None:
 
     device = [s for s in p.slices if is_device(s)]
     starts = sorted(s.start_ns for s in device)
-    chunks = [s for s in p.slices if s.name == "prefill.chunk" and "spectrace.span_id" in s.args]
+    chunks = [s for s in p.slices if s.name == "prefill.chunk" and SPAN_ID in s.args]
     per_chunk = []
     for c in chunks:
         n = bisect.bisect_right(starts, c.end_ns) - bisect.bisect_left(starts, c.start_ns)

@@ -8,11 +8,11 @@ instant, process/thread names as ``ph: M``. ``ts``/``dur`` are epoch µs (a doub
 
 from __future__ import annotations
 
+import io
 import json
 import os
-import tempfile
 
-from ._perfetto_read import read_pftrace
+from ._perfetto_read import decode, parse_trace, read_pftrace
 from ._perfetto_writer import atomic_output
 
 _CHILD_TID_BASE = 1 << 31  # tids for tracks that are not OS threads (XPlane lines, io, overflow)
@@ -28,10 +28,9 @@ def export_chrome_json(source, out_json, *, xplanes=(), metadata: dict | None = 
     else:
         from .perfetto import write_pftrace
 
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "trace.pftrace")
-            write_pftrace(path, source, xplanes=xplanes, metadata=metadata)
-            data = read_pftrace(path)
+        buf = io.BytesIO()
+        write_pftrace(buf, source, xplanes=xplanes, metadata=metadata)
+        data = decode(parse_trace(buf.getvalue()))
     events = []
     place: dict[int, tuple[int, int]] = {}
     named_procs: set[int] = set()

@@ -17,6 +17,13 @@ _BEGIN, _END = pb.TrackEvent.TYPE_SLICE_BEGIN, pb.TrackEvent.TYPE_SLICE_END
 _INSTANT, _COUNTER = pb.TrackEvent.TYPE_INSTANT, pb.TrackEvent.TYPE_COUNTER
 _CLEARED = pb.TracePacket.SEQ_INCREMENTAL_STATE_CLEARED
 
+# What the writer (tracer.perfetto) stamps and readers look for: the debug-annotation keys of a
+# span slice (its recorder ids: parents survive threads and overlap lanes; a transfer slice has
+# SPAN_ID only) and the name of the run-metadata instant.
+SPAN_ID, PARENT_ID, TRACE_ID = "spectrace.span_id", "spectrace.parent_id", "spectrace.trace_id"
+WINDOW = "spectrace.window"
+METADATA_EVENT = "spectrace.metadata"
+
 
 class Track:
     """A TrackDescriptor: process (``pid``), thread (``pid`` + ``tid``), counter or named child."""
@@ -77,7 +84,7 @@ class Pftrace:
 
     def metadata(self) -> list[dict]:
         """Args of every ``spectrace.metadata`` event (one per write, one per merge)."""
-        return [args for _, _, name, args in self.instants if name == "spectrace.metadata"]
+        return [args for _, _, name, args in self.instants if name == METADATA_EVENT]
 
 
 def _value(a):

@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import tempfile
+import secrets
 
 from perfetto.protos.perfetto.trace import perfetto_trace_pb2 as pb
 
@@ -41,8 +41,11 @@ _INT64 = (-(1 << 63), (1 << 63) - 1)
 def atomic_output(path):
     """Open ``path`` for binary writing; it appears (by rename) only if the block succeeds."""
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    folder, name = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{name}.{secrets.token_hex(6)}.tmp")
+    # Created like open(path, "w") would (0o666 less the umask), not mkstemp's 0o600: the
+    # rename makes this file the output. O_EXCL: a name clash fails instead of clobbering.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb", buffering=1 << 20) as f:
             yield f
@@ -272,3 +275,17 @@ class Sequence:
             stack.append(end)
         while stack:
             self.end(stack.pop(), track)
+
+    def lanes(self, items, lane_track, overflow_args=()) -> None:
+        """Write ``items`` as :meth:`slices` does, on as many tracks as :func:`nest_lanes` needs.
+
+        ``lane_track(lane)`` declares (or returns) lane ``lane``'s track just before its slices;
+        lane 0 holds everything that nests. Slices on later lanes also get ``overflow_args``:
+        what lane 0's track says about them (a thread's name) and an extra track no longer does.
+        """
+        lanes = nest_lanes([(it[0], it[1]) for it in items])
+        for lane in range(max(lanes, default=0) + 1):
+            mine = (it for it, ln in zip(items, lanes) if ln == lane)
+            if lane and overflow_args:
+                mine = ((a, b, n, [*args, *overflow_args]) for a, b, n, args in mine)
+            self.slices(lane_track(lane), mine)

@@ -9,8 +9,8 @@ offset measured by :func:`tracer.xplane.align` is subtracted from every timestam
 
 from __future__ import annotations
 
-from ._perfetto_writer import PacketWriter, nest_lanes, uuid_for
-from .xplane import _ABSOLUTE_NS, XSpace
+from ._perfetto_writer import PacketWriter, uuid_for
+from .xplane import XSpace, event_epoch_ns
 
 # Pids handed to XPlane processes start here: above Linux's pid_max (2**22), inside int32.
 XPLANE_PID_BASE = 1 << 30
@@ -25,7 +25,6 @@ def emit_xspace(writer: PacketWriter, xspace: XSpace, *, offset_ns: int, first_p
     dropped: they double the size of a profile and say nothing about time.
     """
     seq = writer.sequence()
-    base = xspace.start_ns - offset_ns
     pid = first_pid
     written = 0
     owner = f"{xspace.host} pid {xspace.pid}" if xspace.pid is not None else xspace.host
@@ -35,17 +34,13 @@ def emit_xspace(writer: PacketWriter, xspace: XSpace, *, offset_ns: int, first_p
         for l_index, (line_name, events) in enumerate(plane.lines):
             items = []
             for name, start, dur, stats in events:
-                s = int(start) - offset_ns if start >= _ABSOLUTE_NS else base + round(start)
+                s = event_epoch_ns(xspace, start) - offset_ns
                 args = [(k, v) for k, v in stats.items() if not k.startswith("_")]
                 items.append((s, s + round(dur), name, args))
             items.sort(key=lambda it: (it[0], -it[1]))
-            lanes = nest_lanes([(it[0], it[1]) for it in items])
-            n_lanes = max(lanes) + 1 if lanes else 1
-            for lane in range(n_lanes):
-                label = line_name if lane == 0 else f"{line_name} ({lane + 1})"
-                track = seq.track(uuid_for(*key, l_index, lane), label, parent=proc,
-                                  rank=l_index * 16 + min(lane, 15))
-                seq.slices(track, (it for it, ln in zip(items, lanes) if ln == lane))
+            seq.lanes(items, lambda lane: seq.track(  # noqa: B023 (called before the loop moves on)
+                uuid_for(*key, l_index, lane), line_name if lane == 0 else f"{line_name} ({lane + 1})",
+                parent=proc, rank=l_index * 16 + min(lane, 15)))
             written += len(items)
         pid += 1
     return written, pid

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from ._perfetto_read import decode, parse_trace
+from ._perfetto_read import SPAN_ID, decode, parse_trace
 from ._perfetto_writer import PacketWriter, atomic_output
 from .perfetto import SCHEMA, _emit_spaces, _read_spaces, align_file, emit_metadata, summarize_alignment
 
@@ -38,7 +38,7 @@ def merge(trace_path, xplane_paths, out_path, *, align: bool = True) -> dict:
     spaces = _read_spaces(list(xplane_paths))
     meta = next(iter(info.metadata()), {})
     pid, host = meta.get("pid"), meta.get("host")
-    marks = [(s.name, s.start_ns, s.end_ns) for s in info.slices if "spectrace.span_id" in s.args] if align else []
+    marks = [(s.name, s.start_ns, s.end_ns) for s in info.slices if SPAN_ID in s.args] if align else []
     files = [align_file(sp, marks, pid, host) for sp in spaces]
     summary = summarize_alignment(files)
     starts = [s.start_ns for s in info.slices] + [sp.start_ns for sp in spaces]

@@ -13,6 +13,7 @@ knows the wire conventions, this module only decides what goes on which track.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -22,21 +23,21 @@ import zlib
 
 from . import clock
 from ._perfetto_chrome import export_chrome_json
-from ._perfetto_read import read_pftrace
-from ._perfetto_writer import PacketWriter, Sequence, atomic_output, nest_lanes, uuid_for
+from ._perfetto_read import METADATA_EVENT, PARENT_ID, SPAN_ID, TRACE_ID, WINDOW, read_pftrace
+from ._perfetto_writer import PacketWriter, Sequence, atomic_output, uuid_for
 from ._record import CATEGORIES
 
 __all__ = ["export_chrome_json", "read_pftrace", "write_pftrace", "summarize_alignment"]
 
 SCHEMA = "spectrace.pftrace/1"
-METADATA_EVENT = "spectrace.metadata"
 _SYNTHETIC_TID = 0x60000000  # tids for threads whose OS id is unknown: far above pid_max
 
 
 def write_pftrace(path, spans, *, xplanes=(), metadata: dict | None = None,
                   process_name: str | None = None) -> dict:
     """Write ``spans`` (finished ``tracer.Span`` records or a ``tracer.capture()`` recording)
-    and the XPlane files ``xplanes`` (paths or :class:`tracer.xplane.XSpace`) to ``path``.
+    and the XPlane files ``xplanes`` (paths or :class:`tracer.xplane.XSpace`) to ``path`` (or
+    to a binary file object, e.g. ``io.BytesIO``, written as is).
 
     Returns the alignment summary (also stored in the trace's metadata event):
     ``{"median_us", "max_us", "offset_us", "pairs", "files": [per XPlane file]}``, ``None``
@@ -51,7 +52,8 @@ def write_pftrace(path, spans, *, xplanes=(), metadata: dict | None = None,
     files = [align_file(sp, marks, pid, host) for sp in spaces]
     summary = summarize_alignment(files)
     t0 = min([m[1] for m in marks] or [sp.start_ns for sp in spaces] or [clock.ANCHOR[1]])
-    with atomic_output(path) as f, PacketWriter(f) as w:
+    out = contextlib.nullcontext(path) if hasattr(path, "write") else atomic_output(path)
+    with out as f, PacketWriter(f) as w:
         seq = w.sequence()
         seq.clock_snapshot(_clock_readings())
         proc = seq.track(uuid_for("spectrace", host, pid), pid=pid,
@@ -74,22 +76,21 @@ def _read_spaces(xplanes) -> list:
 
 def align_file(space, marks, pid: int | None, host: str | None) -> dict:
     """Align one XSpace against span marks, only if it profiled the process that made them."""
-    from .xplane import align
+    from .xplane import align, no_alignment
 
     info = {"path": space.path, "host": space.host, "pid": space.pid, "events": space.n_events}
     same = (space.pid is None or pid is None or space.pid == pid) and \
         (not host or space.host.split(".")[0] == host.split(".")[0])
-    if same and marks:
-        info.update(align(marks, space))
-    else:
-        info.update({"offset_us": None, "median_us": None, "max_us": None, "pairs": 0})
+    info.update(align(marks, space) if same and marks else no_alignment())
     return info
 
 
 def summarize_alignment(files: list[dict]) -> dict:
     """One alignment for ``ttft.json``: over every file with paired spans."""
+    from .xplane import no_alignment
+
     measured = [f for f in files if f["pairs"]]
-    out = {"median_us": None, "max_us": None, "offset_us": None, "pairs": 0, "files": files}
+    out = {**no_alignment(), "files": files}
     if measured:
         best = max(measured, key=lambda f: f["pairs"])
         out.update(median_us=max(f["median_us"] for f in measured),
@@ -163,10 +164,9 @@ def span_args(s) -> list:
         args += [(f"io.{cat}.{k}", v) for k, v in s.io[cat].as_dict().items()]
     if s.error_type is not None:
         args += [("error.type", s.error_type), ("error.message", s.error_message)]
-    args += [("spectrace.span_id", s.span_id), ("spectrace.parent_id", s.parent_id),
-             ("spectrace.trace_id", s.trace_id)]
+    args += [(SPAN_ID, s.span_id), (PARENT_ID, s.parent_id), (TRACE_ID, s.trace_id)]
     if s.window:
-        args.append(("spectrace.window", True))
+        args.append((WINDOW, True))
     return args
 
 
@@ -186,30 +186,22 @@ def _emit_spans(seq: Sequence, spans, pid: int, proc: int) -> None:
         group = sorted(by_thread[thread], key=lambda s: (s.start_ns, -s.end_ns, s.span_id))
         items = [(to_epoch(s.start_ns), to_epoch(s.end_ns), s.name, span_args(s)) for s in group]
         track = seq.track(uuid_for("thread", pid, thread), pid=pid, tid=tid, thread_name=tname)
-        _lanes(seq, track, items, proc, f"{tname} (overlapping)", ("thread", pid, thread), rank,
-               [("thread.name", tname), ("thread.id", tid)])
+        seq.lanes(items, _overflow(seq, track, ("thread", pid, thread), f"{tname} (overlapping)", proc, rank),
+                  [("thread.name", tname), ("thread.id", tid)])
         transfers = sorted((t for s in group for t in s.transfers), key=lambda t: (t.start_ns, -t.end_ns))
         if transfers:
             titems = [(to_epoch(t.start_ns), to_epoch(t.end_ns), f"{t.category} {t.direction}",
                        [("binding", t.binding), ("bytes", t.nbytes), ("ms", t.ns / 1e6),
-                        ("spectrace.span_id", t.span_id)]) for t in transfers]
+                        (SPAN_ID, t.span_id)]) for t in transfers]
             io_track = seq.track(uuid_for("io", pid, thread), f"{tname} transfers", parent=proc,
                                  rank=1000 + rank)
-            _lanes(seq, io_track, titems, proc, f"{tname} transfers", ("io", pid, thread), rank)
+            seq.lanes(titems, _overflow(seq, io_track, ("io", pid, thread), f"{tname} transfers", proc, rank))
 
 
-def _lanes(seq: Sequence, track: int, items, proc: int, label: str, key: tuple, rank: int,
-           overflow_args=()) -> None:
-    """Slices on ``track``; ones that would break its nesting go to extra tracks, where
-    ``overflow_args`` (the thread's name) are added because the track no longer says it."""
-    lanes = nest_lanes([(it[0], it[1]) for it in items])
-    for lane in range(max(lanes, default=0) + 1):
-        if lane == 0:
-            seq.slices(track, (it for it, ln in zip(items, lanes) if ln == 0))
-            continue
-        t = seq.track(uuid_for(*key, lane), f"{label} {lane + 1}", parent=proc, rank=2000 + rank)
-        seq.slices(t, ((a, b, n, [*args, *overflow_args]) for (a, b, n, args), ln in zip(items, lanes)
-                       if ln == lane))
+def _overflow(seq: Sequence, track: int, key: tuple, label: str, proc: int, rank: int):
+    """Lane tracks for :meth:`Sequence.lanes`: ``track`` first, then ``"<label> N"`` under the process."""
+    return lambda lane: track if lane == 0 else \
+        seq.track(uuid_for(*key, lane), f"{label} {lane + 1}", parent=proc, rank=2000 + rank)
 
 
 def _emit_counters(seq: Sequence, spans, proc: int, t0: int) -> None:

@@ -190,6 +190,11 @@ def event_epoch_ns(xspace: XSpace, start_ns: float) -> int:
     return xspace.start_ns + round(start_ns)
 
 
+def no_alignment() -> dict:
+    """What :func:`align` returns when nothing could be paired (a fresh dict each call)."""
+    return {"offset_us": None, "median_us": None, "max_us": None, "pairs": 0}
+
+
 def align(marks, xspace: XSpace) -> dict:
     """Measure how far the XPlane clock is from the spans' clock.
 
@@ -238,7 +243,7 @@ def align(marks, xspace: XSpace) -> dict:
             diffs.append(sign * (e[1] - s[1]))
         pairs += m
     if not diffs:
-        return {"offset_us": None, "median_us": None, "max_us": None, "pairs": 0}
+        return no_alignment()
     offset = statistics.median(diffs)
     resid = [abs(d - offset) for d in diffs]
     return {"offset_us": offset / 1e3, "median_us": statistics.median(resid) / 1e3,

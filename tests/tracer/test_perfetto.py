@@ -259,6 +259,21 @@ def test_a_failed_write_leaves_no_file_and_keeps_the_old_one(rec, tmp_path, monk
     assert not (tmp_path / "new.pftrace").exists()
 
 
+@pytest.mark.parametrize("umask", [None, 0o002])  # None: the process's own umask
+def test_written_files_get_the_mode_a_plain_open_gives(rec, tmp_path, umask):
+    old = os.umask(umask) if umask is not None else None
+    try:
+        with open(tmp_path / "plain.txt", "w"):
+            pass
+        write_pftrace(tmp_path / "trace.pftrace", rec.spans)
+        export_chrome_json(tmp_path / "trace.pftrace", tmp_path / "trace.json")
+    finally:
+        if old is not None:
+            os.umask(old)
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in tmp_path.iterdir()}
+    assert modes["trace.pftrace"] == modes["trace.json"] == modes["plain.txt"], modes
+
+
 def test_overlapping_spans_go_to_an_extra_lane_not_a_broken_track(tmp_path):
     from tracer._record import Span
 

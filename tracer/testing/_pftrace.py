@@ -14,33 +14,33 @@ from __future__ import annotations
 
 from ._view import SpanView, TransferView
 
-_ID, _PARENT, _WINDOW = "spectrace.span_id", "spectrace.parent_id", "spectrace.window"
-
 
 def from_pftrace(data: bytes, path: str = "<bytes>") -> tuple[list[SpanView], list[TransferView]]:
-    from .._perfetto_read import decode, parse_trace
+    # Imported here: the perfetto protobuf classes cost ~70 ms, and the pytest plugin imports
+    # tracer.testing in every session.
+    from .._perfetto_read import PARENT_ID, SPAN_ID, WINDOW, decode, parse_trace
     from .loaders import split_attributes
 
     pf = decode(parse_trace(data, path))
-    ours = any(_PARENT in s.args for s in pf.slices)
+    ours = any(PARENT_ID in s.args for s in pf.slices)
     nested = {} if ours else _nesting(pf.slices)
     views, by_id, moves = [], {}, []
     for n, s in enumerate(pf.slices):
-        if ours and _PARENT not in s.args:
-            if _ID in s.args and "bytes" in s.args:
+        if ours and PARENT_ID not in s.args:
+            if SPAN_ID in s.args and "bytes" in s.args:
                 moves.append(s)
             continue
         own, io, meta = split_attributes({k: v for k, v in s.args.items() if not k.startswith("spectrace.")})
         track = pf.tracks.get(s.track)
         if ours:
-            raw_id, raw_parent = s.args[_ID], s.args[_PARENT] or None
+            raw_id, raw_parent = s.args[SPAN_ID], s.args[PARENT_ID] or None
         else:
             raw_id, raw_parent = n, nested.get(n)
         tid = meta.get("thread.id", track.tid if track is not None else None)
         v = SpanView(s.name or "", s.start_ns, s.end_ns, own, io,
                      thread=str(meta.get("thread.name", (track.name if track is not None else "") or "")),
                      thread_id=int(tid) if tid is not None else None, error_type=meta.get("error.type"),
-                     error_message=meta.get("error.message"), window=bool(s.args.get(_WINDOW, False)),
+                     error_message=meta.get("error.message"), window=bool(s.args.get(WINDOW, False)),
                      source=s, raw_id=raw_id, raw_parent=raw_parent)
         views.append(v)
         by_id[raw_id] = v
@@ -48,7 +48,7 @@ def from_pftrace(data: bytes, path: str = "<bytes>") -> tuple[list[SpanView], li
     for s in moves:
         category, _, direction = (s.name or "other").partition(" ")
         transfers.append(TransferView(category, direction, int(s.args["bytes"]), s.start_ns, s.end_ns,
-                                      str(s.args.get("binding", category)), by_id.get(s.args[_ID])))
+                                      str(s.args.get("binding", category)), by_id.get(s.args[SPAN_ID])))
     return views, transfers
 
 
