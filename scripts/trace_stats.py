@@ -33,7 +33,7 @@ def main(argv=None) -> None:
     for s in p.slices:
         tr = p.tracks.get(s.track)
         counts[(_process_name(tr, p.tracks), tr.name if tr else "?")] += 1
-    print(f"| process | track | slices |\n|---|---|---:|")
+    print("| process | track | slices |\n|---|---|---:|")
     for (proc, track), n in sorted(counts.items()):
         print(f"| {proc} | {track} | {n} |")
     meta = next(iter(p.metadata()), {})

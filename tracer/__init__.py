@@ -54,7 +54,6 @@ def configure(*, enabled=_UNSET, debug=_UNSET, max_spans=_UNSET, exporter=_UNSET
     ``"none"``, ``"console"``, ``"otlp"``, a list of these, or OpenTelemetry ``SpanExporter``
     objects (an ``InMemorySpanExporter`` for tests).
     """
-    global _exporter_setting
     st = _core.STATE
     previous = {"enabled": st.enabled, "debug": st.debug, "max_spans": st.max_spans,
                 "exporter": _exporter_setting}

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 import tracer
-from tracer import _config, _core
+from tracer import _config
 
 from helpers import run_python
 
