@@ -77,10 +77,13 @@ def chunk_causal(q, k, v, cache_k, cache_v, start):
     """
     with jax.named_scope("attention"):
         fused = jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16) and _has_cudnn()
-        part = _cudnn if fused else _xla
-        own, own_lse = part(q, k, v, causal=True)                                  # [B,T,N,H], [B,N,T]
-        # cuDNN needs a non-empty prefix: at start 0 it reads slot 0 and the merge weighs it 0.
-        prefix, prefix_lse = part(q, cache_k, cache_v, kv_len=jnp.maximum(start, 1) if fused else start)
+        if fused:
+            own, own_lse = _cudnn(q, k, v, causal=True)                            # [B,T,N,H], [B,N,T]
+            # cuDNN needs a non-empty prefix: at start 0 it reads slot 0 and the merge weighs it 0.
+            prefix, prefix_lse = _cudnn(q, cache_k, cache_v, kv_len=jnp.maximum(start, 1))
+        else:
+            own, own_lse = _xla(q, k, v, causal=True)
+            prefix, prefix_lse = _xla_prefix(q, cache_k, cache_v, start)
         return _merge(own, own_lse, prefix, prefix_lse, start > 0)
 
 
@@ -103,6 +106,41 @@ def _xla(q, k, v, *, causal=False, kv_len=None):
     else:
         mask = (jnp.arange(S) < kv_len)[None, None, :]                             # [1, 1, S]
     return _scores_softmax(q, k, v, mask)
+
+
+def _xla_prefix(q, cache_k, cache_v, start):
+    """q [B, T, N, H] over the cache's filled prefix ``[0, start)`` only, T slots at a time with
+    an online softmax (flash attention's recurrence), in plain XLA.
+
+    Masking all S slots (``_xla(kv_len=start)``) costs every chunk the whole cache; an XPlane of
+    the default CPU run showed that masked select as the largest op of every chunk. Here the
+    loop runs ceil(start / T) times (0 at start 0: the merge then ignores the part). Returns
+    (out [B, T, N, H], lse [B, N, T] float32) like :func:`_xla`.
+    """
+    B, T, N, H = q.shape
+    K = cache_k.shape[2]
+    G = N // K
+    qg = q.reshape(B, T, K, G, H)                                                  # [B, T, K, G, H]
+
+    def block(b, carry):
+        m, l, acc = carry                                                          # [B,K,G,T] x 2, [B,K,G,T,H]
+        kb = lax.dynamic_slice_in_dim(cache_k, b * T, T, axis=1)                   # [B, T', K, H]
+        vb = lax.dynamic_slice_in_dim(cache_v, b * T, T, axis=1)                   # [B, T', K, H]
+        s = jnp.einsum("BTKGH,BSKH->BKGTS", qg, kb, precision=_precision(q),
+                       preferred_element_type=jnp.float32) * jnp.float32(H ** -0.5)  # [B, K, G, T, T']
+        s = jnp.where(b * T + jnp.arange(T) < start, s, -jnp.inf)                 # slots past the prefix
+        m_new = jnp.maximum(m, s.max(-1))                                          # finite: a block has a slot
+        p = jnp.exp(s - m_new[..., None])                                          # [B, K, G, T, T']
+        scale = jnp.exp(m - m_new)                                                 # 0 on the first block
+        pv = jnp.einsum("BKGTS,BSKH->BKGTH", p.astype(vb.dtype), vb, precision=_precision(q),
+                        preferred_element_type=jnp.float32)                        # [B, K, G, T, H]
+        return m_new, l * scale + p.sum(-1), acc * scale[..., None] + pv
+
+    init = (jnp.full((B, K, G, T), -jnp.inf, jnp.float32), jnp.zeros((B, K, G, T), jnp.float32),
+            jnp.zeros((B, K, G, T, H), jnp.float32))
+    m, l, acc = lax.fori_loop(0, (start + T - 1) // T, block, init)
+    out = (acc / l[..., None]).transpose(0, 3, 1, 2, 4).reshape(B, T, N, H)       # NaN at start 0 (unused)
+    return out.astype(q.dtype), (m + jnp.log(l)).reshape(B, N, T)
 
 
 def _has_cudnn() -> bool:
