@@ -145,15 +145,13 @@ def run_command(args) -> int:
         from tracer.perfetto import write_pftrace
         from tracer.report import write_report
 
-        if xplanes:
-            from tracer.xplane import read_xplane
-
-            xplanes = [read_xplane(p) for p in xplanes]  # read once: the trace and device_time use them
         summary = write_pftrace(out / "trace.pftrace", spans, xplanes=xplanes,
                                 metadata={"command": "spectrace run", "config": doc["config"]})
         if xplanes:
             doc["alignment"] = {k: summary.get(k) for k in ("median_us", "max_us", "offset_us", "pairs")}
-            doc["device_time"] = _device_time(run_spans[-1], xplanes, summary)
+            from tracer.device_time import rows
+
+            doc["device_time"] = rows(run_spans[-1], summary["device_time"])
         ttft.write(out / "ttft.json", doc)
         write_report(out)
         progress.update()
@@ -182,16 +180,6 @@ def _measured_runs(spec, prompt, args, out, progress):
             spans.append(rec.spans)
             progress.update()
     return runs, spans, (prof.paths if prof is not None else [])
-
-
-def _device_time(spans, xspaces, alignment: dict) -> list[dict]:
-    """``ttft.json``'s ``device_time``: the last run's windows and their children, with the device
-    busy/idle time and heaviest ops inside each (``tracer.device_time``)."""
-    from tracer import device_time
-
-    offsets = [round((f["offset_us"] or 0.0) * 1e3) for f in alignment["files"]]
-    ops = device_time.device_ops(xspaces, offsets)
-    return device_time.rows(spans, device_time.span_device_time(spans, ops))
 
 
 def _config(args, spec, base, ctx) -> dict:

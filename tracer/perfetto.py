@@ -41,8 +41,11 @@ def write_pftrace(path, spans, *, xplanes=(), metadata: dict | None = None,
 
     Returns the alignment summary (also stored in the trace's metadata event):
     ``{"median_us", "max_us", "offset_us", "pairs", "files": [per XPlane file]}``, ``None``
-    values when no XPlane span could be paired. XPlane files are read before anything is
-    written, so a bad file raises (naming it) and no trace appears.
+    values when no XPlane span could be paired, plus ``device_time``: ``span_id ->``
+    :class:`tracer.device_time.DeviceTime` (empty without XPlanes), also written on every span
+    slice as ``device.busy_ms``, ``device.idle_ms``, ``device.ops``, ``device.top_op``. XPlane
+    files are read before anything is written, so a bad file raises (naming it) and no trace
+    appears.
     """
     spans = [s for s in getattr(spans, "spans", spans) if s.end_ns]
     spaces = _read_spaces(xplanes)
@@ -51,6 +54,7 @@ def write_pftrace(path, spans, *, xplanes=(), metadata: dict | None = None,
     marks = [(s.name, to_epoch(s.start_ns), to_epoch(s.end_ns)) for s in spans]
     files = [align_file(sp, marks, pid, host) for sp in spaces]
     summary = summarize_alignment(files)
+    times = _device_times(spans, spaces, files)
     t0 = min([m[1] for m in marks] or [sp.start_ns for sp in spaces] or [clock.ANCHOR[1]])
     out = contextlib.nullcontext(path) if hasattr(path, "write") else atomic_output(path)
     with out as f, PacketWriter(f) as w:
@@ -58,12 +62,22 @@ def write_pftrace(path, spans, *, xplanes=(), metadata: dict | None = None,
         seq.clock_snapshot(_clock_readings())
         proc = seq.track(uuid_for("spectrace", host, pid), pid=pid,
                          process_name=process_name or f"spectrace host ({_program()})")
-        _emit_spans(seq, spans, pid, proc)
+        _emit_spans(seq, spans, pid, proc, times)
         _emit_counters(seq, spans, proc, t0)
         meta = {"schema": SCHEMA, "host": host, "pid": pid, **(metadata or {})}
         emit_metadata(seq, t0, meta, summary, spaces)
         _emit_spaces(w, spaces, files, first_pid=None)
-    return summary
+    return {**summary, "device_time": times}
+
+
+def _device_times(spans, spaces, files) -> dict:
+    """Device busy/idle/ops per span from the aligned XPlanes (:mod:`tracer.device_time`)."""
+    if not spaces:
+        return {}
+    from .device_time import device_ops, span_device_time
+
+    offsets = [round((f["offset_us"] or 0.0) * 1e3) for f in files]
+    return span_device_time(spans, device_ops(spaces, offsets))
 
 
 def _read_spaces(xplanes) -> list:
@@ -157,11 +171,18 @@ def _thread_ids(spans) -> dict[tuple, int]:
     return out
 
 
-def span_args(s) -> list:
-    """A span's debug annotations: attributes, io totals, error, ids (what loaders read back)."""
+def span_args(s, device=None) -> list:
+    """A span's debug annotations: attributes, io totals, device time (``device``, a
+    :class:`tracer.device_time.DeviceTime`), error, ids (what loaders read back)."""
     args = [(k, v) for k, v in s.attributes.items()]
     for cat in sorted(s.io, key=_cat_order):
         args += [(f"io.{cat}.{k}", v) for k, v in s.io[cat].as_dict().items()]
+    if device is not None:
+        args += [("device.busy_ms", device.busy_ns / 1e6), ("device.idle_ms", device.idle_ns / 1e6),
+                 ("device.ops", device.ops)]
+        if device.top:
+            name, ns, count = device.top[0]
+            args.append(("device.top_op", f"{name} ({ns / 1e6:.3f} ms, {count}x)"))
     if s.error_type is not None:
         args += [("error.type", s.error_type), ("error.message", s.error_message)]
     args += [(SPAN_ID, s.span_id), (PARENT_ID, s.parent_id), (TRACE_ID, s.trace_id)]
@@ -174,7 +195,7 @@ def _cat_order(cat: str):
     return (CATEGORIES.index(cat), cat) if cat in CATEGORIES else (len(CATEGORIES), cat)
 
 
-def _emit_spans(seq: Sequence, spans, pid: int, proc: int) -> None:
+def _emit_spans(seq: Sequence, spans, pid: int, proc: int, device_times: dict) -> None:
     to_epoch = clock.to_epoch_ns
     tids = _thread_ids(spans)
     by_thread: dict[tuple, list] = {}
@@ -184,7 +205,8 @@ def _emit_spans(seq: Sequence, spans, pid: int, proc: int) -> None:
     for rank, thread in enumerate(order):
         tid, tname = tids[thread], thread[1] or f"thread {thread[0]}"
         group = sorted(by_thread[thread], key=lambda s: (s.start_ns, -s.end_ns, s.span_id))
-        items = [(to_epoch(s.start_ns), to_epoch(s.end_ns), s.name, span_args(s)) for s in group]
+        items = [(to_epoch(s.start_ns), to_epoch(s.end_ns), s.name, span_args(s, device_times.get(s.span_id)))
+                 for s in group]
         track = seq.track(uuid_for("thread", pid, thread), pid=pid, tid=tid, thread_name=tname)
         seq.lanes(items, _overflow(seq, track, ("thread", pid, thread), f"{tname} (overlapping)", proc, rank),
                   [("thread.name", tname), ("thread.id", tid)])

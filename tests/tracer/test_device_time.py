@@ -102,3 +102,27 @@ def test_a_real_profile_puts_the_jitted_work_in_its_chunk_and_none_in_a_sleep(tm
     assert idle.ops == 0 and idle.busy_ns == 0 and idle.idle_ns == idle.span_ns
     window = by_name["ttft.baseline"]
     assert window.busy_ns == pytest.approx(chunk.busy_ns, abs=1000)  # the window holds nothing else
+
+
+def test_the_trace_carries_device_time_on_every_span_slice(tmp_path):
+    from tracer.perfetto import read_pftrace, write_pftrace
+
+    f = jax.jit(lambda x: jnp.tanh(x @ x))
+    x = jnp.ones((128, 128), jnp.float32)
+    f(x).block_until_ready()
+    previous = tracer.configure(enabled=True)
+    try:
+        with xplane.profile(tmp_path / "prof") as prof, tracer.capture() as rec:
+            with tracer.span("prefill.chunk", **{"chunk.index": 0}):
+                f(x).block_until_ready()
+    finally:
+        tracer.configure(**previous)
+    summary = write_pftrace(tmp_path / "t.pftrace", rec.spans, xplanes=prof.paths)
+    (span,) = rec.spans
+    want = summary["device_time"][span.span_id]
+    (chunk,) = [s for s in read_pftrace(tmp_path / "t.pftrace").slices if s.name == "prefill.chunk"
+                and "spectrace.span_id" in s.args]
+    assert chunk.args["device.ops"] == want.ops >= 1
+    assert chunk.args["device.busy_ms"] == pytest.approx(want.busy_ns / 1e6) and want.busy_ns > 0
+    assert chunk.args["device.top_op"].startswith(want.top[0][0])
+    assert write_pftrace(tmp_path / "plain.pftrace", rec.spans)["device_time"] == {}  # no XPlane, no claim
