@@ -220,24 +220,11 @@ def _print_summary(doc: dict, out: Path, *, quiet: bool) -> None:
     worst = ", ".join(f"{c['pass']}#{c['index']} {c['ms']:.2f} ms" for c in doc["slowest_chunks"])
     print(f"\nslowest chunks: {worst}")
     if doc.get("device_time"):
-        _print_device_time(doc["device_time"])
+        from tracer.device_time import format_rows
+
+        print("\n" + format_rows(doc["device_time"], "Device time per span, last run"))
     print(f"\nwrote {out}/trace.pftrace, ttft.json, report.html")
     print(f"open {out.resolve()}/trace.pftrace in https://ui.perfetto.dev (Open trace file)")
-
-
-def _print_device_time(rows: list[dict]) -> None:
-    print("\nDevice time per span, last run (XPlane; busy = any device op running)")
-    print(f"  {'span':<34}{'ms':>10}{'busy ms':>10}{'idle ms':>10}{'ops':>7}  heaviest op (ms, count)")
-    for r in rows:
-        label = "  " * r["depth"] + r["name"]
-        if "chunk.index" in r:
-            label += f" #{r['chunk.index']}"
-        if "engine" in r and r["depth"]:
-            label += f" [{r['engine']}]"
-        top = r["top_ops"][0] if r["top_ops"] else None
-        heaviest = f"{top['name'][:40]} ({top['ms']:.2f}, {top['count']})" if top else "-"
-        print(f"  {label:<34}{r['ms']:>10.2f}{r['device_busy_ms']:>10.2f}{r['device_idle_ms']:>10.2f}"
-              f"{r['device_ops']:>7}  {heaviest}")
 
 
 # ---- bench ---------------------------------------------------------------------------------------

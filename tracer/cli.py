@@ -170,6 +170,10 @@ def _merge(args) -> int:
     med, mx = summary.get("median_us"), summary.get("max_us")
     residual = "n/a (no span paired)" if med is None else f"median {med:.1f} µs, max {mx:.1f} µs"
     print(f"wrote {args.output} ({len(paths)} XPlane file(s); alignment residual {residual})")
+    if summary["device_time"]:
+        from .device_time import format_rows
+
+        print(format_rows(summary["device_time"]))
     return 0
 
 

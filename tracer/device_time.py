@@ -28,7 +28,7 @@ from itertools import accumulate
 from . import clock
 from .xplane import XSpace, event_epoch_ns
 
-__all__ = ["DeviceOps", "DeviceTime", "device_ops", "span_device_time"]
+__all__ = ["DeviceOps", "DeviceTime", "device_ops", "format_rows", "rows", "span_device_time"]
 
 
 @dataclass
@@ -116,9 +116,10 @@ def device_ops(spaces: list[XSpace], offsets_ns: list[int] | None = None) -> Dev
     return DeviceOps(ops)
 
 
-def span_device_time(spans, ops: DeviceOps, *, top: int = 5) -> dict[int, DeviceTime]:
-    """``span_id -> DeviceTime`` for finished tracer spans (``perf_counter_ns`` times)."""
-    to_epoch = clock.to_epoch_ns
+def span_device_time(spans, ops: DeviceOps, *, top: int = 5, epoch: bool = False) -> dict[int, DeviceTime]:
+    """``span_id -> DeviceTime`` for finished tracer spans (``perf_counter_ns`` times, or epoch
+    ns with ``epoch=True``: spans read back from a trace file)."""
+    to_epoch = (lambda t: t) if epoch else clock.to_epoch_ns
     return {s.span_id: ops.inside(to_epoch(s.start_ns), to_epoch(s.end_ns), top=top)
             for s in spans if s.end_ns}
 
@@ -148,3 +149,20 @@ def rows(spans, times: dict[int, DeviceTime], *, max_depth: int = 1) -> list[dic
         row.update(times[s.span_id].as_dict())
         out.append(row)
     return out
+
+
+def format_rows(table: list[dict], title: str = "Device time per span") -> str:
+    """:func:`rows` as the text table ``spectrace run --xplane`` and ``spectrace merge`` print."""
+    out = [f"{title} (XPlane; busy = any device op running)",
+           f"  {'span':<34}{'ms':>10}{'busy ms':>10}{'idle ms':>10}{'ops':>7}  heaviest op (ms, count)"]
+    for r in table:
+        label = "  " * r["depth"] + r["name"]
+        if "chunk.index" in r:
+            label += f" #{r['chunk.index']}"
+        if "engine" in r and r["depth"]:
+            label += f" [{r['engine']}]"
+        top = r["top_ops"][0] if r["top_ops"] else None
+        heaviest = f"{top['name'][:40]} ({top['ms']:.2f}, {top['count']})" if top else "-"
+        out.append(f"  {label:<34}{r['ms']:>10.2f}{r['device_busy_ms']:>10.2f}{r['device_idle_ms']:>10.2f}"
+                   f"{r['device_ops']:>7}  {heaviest}")
+    return "\n".join(out)

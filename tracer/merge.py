@@ -3,16 +3,18 @@
 A Perfetto trace is a concatenation of packets, so merging keeps the original bytes as they
 are and appends one new packet sequence per XPlane file (fresh sequence ids, so interning
 tables cannot collide; fresh pids and track uuids, so planes of different processes never
-share a track). Spans are decoded only to measure alignment: an XPlane of the process that
-recorded the spans is shifted onto their clock; XPlanes of other processes keep their own
-``profile_start_time`` clock, and the returned summary says that nothing was paired for them.
+share a track). Spans are decoded only to measure alignment and device time: an XPlane of
+the process that recorded the spans is shifted onto their clock; XPlanes of other processes
+keep their own ``profile_start_time`` clock, and the returned summary says that nothing was
+paired for them. The merged slices keep their original arguments (the bytes are not
+rewritten); the device time per span comes back in the summary (``spectrace merge`` prints it).
 """
 
 from __future__ import annotations
 
 import os
 
-from ._perfetto_read import SPAN_ID, decode, parse_trace
+from ._perfetto_read import PARENT_ID, SPAN_ID, decode, parse_trace
 from ._perfetto_writer import PacketWriter, atomic_output
 from .perfetto import SCHEMA, _emit_spaces, _read_spaces, align_file, emit_metadata, summarize_alignment
 
@@ -25,7 +27,8 @@ def merge(trace_path, xplane_paths, out_path, *, align: bool = True) -> dict:
     ``out_path`` may equal ``trace_path`` (the file is replaced only once the merge succeeded).
     Every input is read and checked before anything is written; a missing, truncated or
     foreign file raises naming it. Returns the alignment summary (see
-    :func:`tracer.perfetto.write_pftrace`), also appended to the trace's metadata.
+    :func:`tracer.perfetto.write_pftrace`), also appended to the trace's metadata, with
+    ``device_time``: :func:`tracer.device_time.rows` of the trace's windows and their children.
     """
     from ._perfetto_xplane import XPLANE_PID_BASE
 
@@ -41,6 +44,7 @@ def merge(trace_path, xplane_paths, out_path, *, align: bool = True) -> dict:
     marks = [(s.name, s.start_ns, s.end_ns) for s in info.slices if SPAN_ID in s.args] if align else []
     files = [align_file(sp, marks, pid, host) for sp in spaces]
     summary = summarize_alignment(files)
+    device = _device_rows(info, spaces, files)
     starts = [s.start_ns for s in info.slices] + [sp.start_ns for sp in spaces]
     ts = min(starts) if starts else 0
     first_seq = max(info.sequences, default=0) + 1
@@ -51,4 +55,26 @@ def merge(trace_path, xplane_paths, out_path, *, align: bool = True) -> dict:
         emit_metadata(seq, ts, {"schema": SCHEMA, "merged_into": trace_path, "pid": pid, "host": host},
                       summary, spaces)
         _emit_spaces(w, spaces, files, first_pid=first_pid, salt=first_seq)
-    return summary
+    return {**summary, "device_time": device}
+
+
+class _SpanSlice:
+    """A span read back from a trace, shaped like the records :mod:`tracer.device_time` takes."""
+
+    def __init__(self, s):
+        self.span_id, self.parent_id = s.args[SPAN_ID], s.args.get(PARENT_ID, 0)
+        self.name, self.start_ns, self.end_ns = s.name, s.start_ns, s.end_ns
+        self.attributes = s.args
+
+
+def _device_rows(info, spaces, files) -> list[dict]:
+    """Device time of the trace's windows and their children (epoch ns; aligned files only:
+    an XPlane of another process or host has no clock offset to trust)."""
+    from .device_time import device_ops, rows, span_device_time
+
+    aligned = [(sp, round(f["offset_us"] * 1e3)) for sp, f in zip(spaces, files) if f["offset_us"] is not None]
+    if not aligned:
+        return []
+    spans = [_SpanSlice(s) for s in info.slices if SPAN_ID in s.args]
+    ops = device_ops([a[0] for a in aligned], [a[1] for a in aligned])
+    return rows(spans, span_device_time(spans, ops, epoch=True))

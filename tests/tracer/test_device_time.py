@@ -126,3 +126,28 @@ def test_the_trace_carries_device_time_on_every_span_slice(tmp_path):
     assert chunk.args["device.busy_ms"] == pytest.approx(want.busy_ns / 1e6) and want.busy_ns > 0
     assert chunk.args["device.top_op"].startswith(want.top[0][0])
     assert write_pftrace(tmp_path / "plain.pftrace", rec.spans)["device_time"] == {}  # no XPlane, no claim
+
+
+def test_merge_reports_device_time_for_the_spans_of_the_profiled_process(tmp_path):
+    from tracer.merge import merge
+    from tracer.perfetto import write_pftrace
+
+    f = jax.jit(lambda x: jnp.tanh(x @ x))
+    x = jnp.ones((128, 128), jnp.float32)
+    f(x).block_until_ready()
+    previous = tracer.configure(enabled=True)
+    try:
+        with xplane.profile(tmp_path / "prof") as prof, tracer.capture() as rec:
+            with tracer.window("ttft.baseline"):
+                with tracer.span("prefill.chunk", **{"chunk.index": 0}):
+                    f(x).block_until_ready()
+    finally:
+        tracer.configure(**previous)
+    direct = write_pftrace(tmp_path / "direct.pftrace", rec.spans, xplanes=prof.paths)["device_time"]
+    write_pftrace(tmp_path / "spans.pftrace", rec.spans)
+    rows = merge(tmp_path / "spans.pftrace", prof.paths, tmp_path / "merged.pftrace")["device_time"]
+    assert [(r["name"], r["depth"]) for r in rows] == [("ttft.baseline", 0), ("prefill.chunk", 1)]
+    chunk = next(s for s in rec.spans if s.name == "prefill.chunk")
+    assert rows[1]["device_ops"] == direct[chunk.span_id].ops >= 1
+    # Spans read back from the file, not the records: the same busy time up to rounding.
+    assert rows[1]["device_busy_ms"] == pytest.approx(direct[chunk.span_id].busy_ns / 1e6, abs=0.005)
