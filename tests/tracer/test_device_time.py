@@ -104,21 +104,29 @@ def test_a_real_profile_puts_the_jitted_work_in_its_chunk_and_none_in_a_sleep(tm
     assert window.busy_ns == pytest.approx(chunk.busy_ns, abs=1000)  # the window holds nothing else
 
 
-def test_the_trace_carries_device_time_on_every_span_slice(tmp_path):
-    from tracer.perfetto import read_pftrace, write_pftrace
-
+@pytest.fixture(scope="module")
+def profiled_window(tmp_path_factory):
+    """A real profile of one window holding one chunk of jitted work: (recording, profile)."""
     f = jax.jit(lambda x: jnp.tanh(x @ x))
     x = jnp.ones((128, 128), jnp.float32)
-    f(x).block_until_ready()
+    f(x).block_until_ready()  # compile outside the profile
     previous = tracer.configure(enabled=True)
     try:
-        with xplane.profile(tmp_path / "prof") as prof, tracer.capture() as rec:
-            with tracer.span("prefill.chunk", **{"chunk.index": 0}):
-                f(x).block_until_ready()
+        with xplane.profile(tmp_path_factory.mktemp("prof")) as prof, tracer.capture() as rec:
+            with tracer.window("ttft.baseline"):
+                with tracer.span("prefill.chunk", **{"chunk.index": 0}):
+                    f(x).block_until_ready()
     finally:
         tracer.configure(**previous)
+    return rec, prof
+
+
+def test_the_trace_carries_device_time_on_every_span_slice(profiled_window, tmp_path):
+    from tracer.perfetto import read_pftrace, write_pftrace
+
+    rec, prof = profiled_window
     summary = write_pftrace(tmp_path / "t.pftrace", rec.spans, xplanes=prof.paths)
-    (span,) = rec.spans
+    span = next(s for s in rec.spans if s.name == "prefill.chunk")
     want = summary["device_time"][span.span_id]
     (chunk,) = [s for s in read_pftrace(tmp_path / "t.pftrace").slices if s.name == "prefill.chunk"
                 and "spectrace.span_id" in s.args]
@@ -128,21 +136,11 @@ def test_the_trace_carries_device_time_on_every_span_slice(tmp_path):
     assert write_pftrace(tmp_path / "plain.pftrace", rec.spans)["device_time"] == {}  # no XPlane, no claim
 
 
-def test_merge_reports_device_time_for_the_spans_of_the_profiled_process(tmp_path):
+def test_merge_reports_device_time_for_the_spans_of_the_profiled_process(profiled_window, tmp_path):
     from tracer.merge import merge
     from tracer.perfetto import write_pftrace
 
-    f = jax.jit(lambda x: jnp.tanh(x @ x))
-    x = jnp.ones((128, 128), jnp.float32)
-    f(x).block_until_ready()
-    previous = tracer.configure(enabled=True)
-    try:
-        with xplane.profile(tmp_path / "prof") as prof, tracer.capture() as rec:
-            with tracer.window("ttft.baseline"):
-                with tracer.span("prefill.chunk", **{"chunk.index": 0}):
-                    f(x).block_until_ready()
-    finally:
-        tracer.configure(**previous)
+    rec, prof = profiled_window
     direct = write_pftrace(tmp_path / "direct.pftrace", rec.spans, xplanes=prof.paths)["device_time"]
     write_pftrace(tmp_path / "spans.pftrace", rec.spans)
     rows = merge(tmp_path / "spans.pftrace", prof.paths, tmp_path / "merged.pftrace")["device_time"]
