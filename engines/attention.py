@@ -83,7 +83,11 @@ def chunk_causal(q, k, v, cache_k, cache_v, start):
             prefix, prefix_lse = _cudnn(q, cache_k, cache_v, kv_len=jnp.maximum(start, 1))
         else:
             own, own_lse = _xla(q, k, v, causal=True)
-            prefix, prefix_lse = _xla_prefix(q, cache_k, cache_v, start)
+            # CPU: a loop over the filled prefix only. Elsewhere (float32 or no cuDNN on a GPU)
+            # one masked pass: a data-dependent loop would run trip by trip from the host.
+            cpu = jax.default_backend() == "cpu"
+            prefix, prefix_lse = _xla_prefix(q, cache_k, cache_v, start) if cpu else \
+                _xla(q, cache_k, cache_v, kv_len=start)
         return _merge(own, own_lse, prefix, prefix_lse, start > 0)
 
 

@@ -302,7 +302,7 @@ class BaseEngine:
         ``window``: the tracer window to open; None opens a plain span ``span_name`` instead
         (e.g. the speculative engine's look-ahead inside its own window). ``unroll``: compile
         the steps as straight-line code instead of a device loop (see ``model.decode_scan``;
-        for a few steps, compiled once per step count).
+        for a few steps: the program grows with their number).
         """
         if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
             raise ValueError(f"max_new_tokens={max_new_tokens!r} must be a positive int")

@@ -215,12 +215,13 @@ def decode_scan(params, cache: KVCache, logits, position, *, cfg: LlamaConfig, o
     """Greedy decoding on the device: the argmax of ``logits`` [B, V] (the prefill's last row) is
     the first token, fed at ``position`` [B]; then ``steps`` steps as one ``lax.scan``.
 
-    ``unroll``: scan iterations per loop trip (``steps`` = straight-line code). XLA runs a GPU
-    while loop trip by trip from the host (reading the predicate back unless it proves the trip
-    count) unless the loop is captured in a CUDA graph; straight-line code is launched as one
-    stream of kernels. The draft's look-ahead (7 steps of ~2.3 ms on an H200 where the weights
-    stream in ~0.5 ms) is unrolled in full, at the price of compiling each step; whether that
-    pays is what ``scripts/bench_lookahead.py`` measures (not yet run on a GPU).
+    ``unroll``: scan iterations per loop trip (``steps`` = straight-line code). A GPU loop
+    that is not captured whole in a CUDA graph is driven trip by trip from the host (each trip
+    a separate launch sequence, the GPU idle in between); straight-line code is one sequence
+    of kernels that XLA can capture and schedule as a whole. The draft's look-ahead (7 steps of
+    ~2.3 ms on an H200 where the weights stream in ~0.5 ms) is unrolled in full; the compiled
+    program grows with ``steps``. Whether that pays is what ``scripts/bench_lookahead.py``
+    measures (not yet run on a GPU).
 
     Returns (tokens [steps + 1, B] (the first token, then the token after each step), cache,
     queries [steps, L, B, N, H] of the fed tokens, or None).

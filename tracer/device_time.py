@@ -5,9 +5,10 @@ two answers the question an engineer asks of a slow chunk or decode loop: was th
 (then which kernels cost it), or idle (then the time went to launches, host work or copies)?
 
 Device ops are every event on a ``/device:*`` plane (GPU kernels, memcpy, memset) and every
-event carrying an ``hlo_op`` stat elsewhere (XLA CPU thunks on host threads). Of ops nested
-on one line (a ``while`` thunk around its body), only the innermost count, so no time is
-counted twice. For a span ``[start, end)``:
+event carrying an ``hlo_op`` stat elsewhere (XLA CPU thunks on host threads). Of XLA ops
+nested on one host line (a ``while`` thunk around its body), only the innermost count. Only
+XPlanes whose clock offset was measured against the spans are used (:func:`aligned`). For a
+span ``[start, end)``:
 
 * ``busy``: the length of the union of all op intervals clipped to the span: time during
   which at least one op ran on any plane (several streams or threads may overlap);
@@ -28,7 +29,7 @@ from itertools import accumulate
 from . import clock
 from .xplane import XSpace, event_epoch_ns
 
-__all__ = ["DeviceOps", "DeviceTime", "device_ops", "format_rows", "rows", "span_device_time"]
+__all__ = ["DeviceOps", "DeviceTime", "aligned", "device_ops", "format_rows", "rows", "span_device_time"]
 
 
 @dataclass
@@ -100,7 +101,12 @@ class DeviceOps:
 
 
 def device_ops(spaces: list[XSpace], offsets_ns: list[int] | None = None) -> DeviceOps:
-    """The leaf device ops of ``spaces`` (each shifted by its ``offsets_ns``, default 0)."""
+    """The device ops of ``spaces`` (each shifted by its ``offsets_ns``, default 0).
+
+    On host lines only the innermost XLA ops count (a thunk around its body would count the
+    body twice); on ``/device:*`` lines every event counts, since kernels of one stream line
+    may overlap without one being the other's parent (the union absorbs the overlap).
+    """
     ops: list[tuple[int, int, str]] = []
     for space, offset in zip(spaces, offsets_ns or [0] * len(spaces)):
         for plane in space.planes:
@@ -110,10 +116,23 @@ def device_ops(spaces: list[XSpace], offsets_ns: list[int] | None = None) -> Dev
                                for name, st, dur, stats in events if device or "hlo_op" in stats),
                               key=lambda o: (o[0], -o[1]))
                 for i, (s, dur, name) in enumerate(line):
-                    if i + 1 < len(line) and line[i + 1][0] + line[i + 1][1] <= s + dur and dur:
-                        continue  # it encloses the next op: the children carry the time
+                    if not device and i + 1 < len(line) and _encloses((s, dur), line[i + 1]):
+                        continue  # the children carry the time
                     ops.append((s, s + dur, name))
     return DeviceOps(ops)
+
+
+def _encloses(outer, inner) -> bool:
+    """Whether ``inner`` (start, duration) is a child of ``outer``: it lies inside and has length."""
+    return inner[1] > 0 and outer[0] <= inner[0] and inner[0] + inner[1] <= outer[0] + outer[1]
+
+
+def aligned(spaces: list[XSpace], files: list[dict]) -> tuple[list[XSpace], list[int]]:
+    """The XSpaces whose clock offset to the spans was measured (``files``: the per-file results
+    of :func:`tracer.perfetto.align_file`), with that offset in ns. An XPlane of another process
+    or host, or one nothing could be paired in, has no offset to trust: it is left out."""
+    kept = [(sp, round(f["offset_us"] * 1e3)) for sp, f in zip(spaces, files) if f["offset_us"] is not None]
+    return [k[0] for k in kept], [k[1] for k in kept]
 
 
 def span_device_time(spans, ops: DeviceOps, *, top: int = 5, epoch: bool = False) -> dict[int, DeviceTime]:

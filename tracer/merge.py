@@ -41,7 +41,7 @@ def merge(trace_path, xplane_paths, out_path, *, align: bool = True) -> dict:
     spaces = _read_spaces(list(xplane_paths))
     meta = next(iter(info.metadata()), {})
     pid, host = meta.get("pid"), meta.get("host")
-    marks = [(s.name, s.start_ns, s.end_ns) for s in info.slices if SPAN_ID in s.args] if align else []
+    marks = [(s.name, s.start_ns, s.end_ns) for s in info.slices if PARENT_ID in s.args] if align else []
     files = [align_file(sp, marks, pid, host) for sp in spaces]
     summary = summarize_alignment(files)
     device = _device_rows(info, spaces, files)
@@ -68,13 +68,12 @@ class _SpanSlice:
 
 
 def _device_rows(info, spaces, files) -> list[dict]:
-    """Device time of the trace's windows and their children (epoch ns; aligned files only:
-    an XPlane of another process or host has no clock offset to trust)."""
-    from .device_time import device_ops, rows, span_device_time
+    """Device time of the trace's windows and their children (epoch ns; aligned XPlanes only)."""
+    from .device_time import aligned, device_ops, rows, span_device_time
 
-    aligned = [(sp, round(f["offset_us"] * 1e3)) for sp, f in zip(spaces, files) if f["offset_us"] is not None]
-    if not aligned:
+    kept, offsets = aligned(spaces, files)
+    if not kept:
         return []
-    spans = [_SpanSlice(s) for s in info.slices if SPAN_ID in s.args]
-    ops = device_ops([a[0] for a in aligned], [a[1] for a in aligned])
-    return rows(spans, span_device_time(spans, ops, epoch=True))
+    # Span slices carry a parent id; transfer slices only their owner's span id.
+    spans = [_SpanSlice(s) for s in info.slices if PARENT_ID in s.args]
+    return rows(spans, span_device_time(spans, device_ops(kept, offsets), epoch=True))

@@ -74,10 +74,9 @@ def _device_times(spans, spaces, files) -> dict:
     """Device busy/idle/ops per span from the aligned XPlanes (:mod:`tracer.device_time`)."""
     if not spaces:
         return {}
-    from .device_time import device_ops, span_device_time
+    from .device_time import aligned, device_ops, span_device_time
 
-    offsets = [round((f["offset_us"] or 0.0) * 1e3) for f in files]
-    return span_device_time(spans, device_ops(spaces, offsets))
+    return span_device_time(spans, device_ops(*aligned(spaces, files)))
 
 
 def _read_spaces(xplanes) -> list:
