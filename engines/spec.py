@@ -36,6 +36,7 @@ from engines.base import BaseEngine
 from tracer.ttft import TTFT_FIELDS
 
 SCORING_MODES: tuple[str, ...] = ("host", "device")
+MAX_UNROLLED_STEPS = 15  # look-ahead steps compiled as straight-line code (the default look_ahead 8 has 7)
 # Window name -> pass key of ttft.json (docs/CONTRACTS.md).
 PASSES = {"ttft.spec_device": "spec", "ttft.host_scoring": "host_scoring", "ttft.base_pruned": "base_pruned",
           "ttft.baseline": "baseline"}
@@ -237,8 +238,10 @@ class SpecPrefillEngine:
         lookahead = None                                                           # [A-1, L, N, H]
         steps = min(self.look_ahead - 1, d.ctx_len - pre.prompt_tokens)
         if steps > 0:
-            # A handful of steps: straight-line code, no device loop (model.decode_scan).
-            gen = d.decode(pre, steps + 1, return_queries=True, window=None, span_name="lookahead", unroll=True)
+            # A handful of steps: straight-line code, no device loop (model.decode_scan); a long
+            # look-ahead stays a loop (an unrolled program grows with its steps, and so does compiling it).
+            gen = d.decode(pre, steps + 1, return_queries=True, window=None, span_name="lookahead",
+                           unroll=steps <= MAX_UNROLLED_STEPS)
             # Anchors stop at the first fed EOS: a query past the end of the answer says nothing.
             fed = gen.tokens[:-1]
             stop = np.flatnonzero(fed == d.config.eos_token_id)

@@ -7,6 +7,7 @@
 #   4. the same run with --xplane: device busy/idle and the heaviest kernels inside every span
 #      (the trace stays in /tmp: too large to bring back; ttft.json and the printed table come back);
 #   5. scripts/bench_lookahead.py: the draft's 7 look-ahead steps as a device loop vs unrolled.
+# All steps take more than one device call's 10 minutes: run STEPS="0 1 2" and STEPS="3 4 5" as two calls.
 # Needs the wheels from scripts/fetch_device_wheels.sh carried as .whl. STEPS picks steps (default "0 1 2 3 4 5"), PSL the prefill_seq_len (4096).
 set -euo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
