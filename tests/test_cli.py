@@ -122,7 +122,8 @@ def test_run_with_xplane_attributes_device_time_to_every_chunk(tmp_path):
     for c in chunks:  # every chunk ran XLA ops, and the heaviest are listed
         assert c["device_ops"] > 0 and c["device_busy_ms"] > 0 and c["top_ops"], c
     assert "Device time per span" in r.stdout
-    assert "Device time per span" in (out / "report.html").read_text()
+    html = (out / "report.html").read_text()
+    assert "Device time per span" in html and 'data-mark="device busy"' in html
     # spectrace merge of a trace with its own process's XPlane prints the same per-span table.
     r = spectrace("merge", str(out / "trace.pftrace"), str(out / "xplane"), "-o", str(out / "merged.pftrace"))
     assert r.returncode == 0, r.stderr[-3000:]

@@ -34,6 +34,7 @@ _PASS_LABEL = {"spec": "spec (draft)", "baseline": "baseline", "base_pruned": "b
 _CAT_COLOR = {"prefill_queries": "#e15759", "past_key": "#4e79a7", "past_value": "#76b7b2",
               "logits": "#f28e2b", "other": "#b07aa1"}
 _REST_COLOR = "#c9ced6"
+_BUSY_COLOR = "#59a14f"  # device time per span: busy (green) vs idle (_REST_COLOR)
 # (field, label, colour): the speculative bar's segments; host scoring's three parts if present.
 _SPEC_SEGMENTS = (("ttft_spec_device_s", "draft device window", "#f28e2b"),
                   ("t_assemble_s", "assemble", "#edc948"), ("t_score_s", "score", "#e15759"),
@@ -310,9 +311,16 @@ def _device_section(doc: dict) -> str:
                         for t in _l(r.get("top_ops"))[:3] if isinstance(t, Mapping))
         out.append((label, _g(ms), _g(busy), _g(_num(r.get("device_idle_ms")) or 0.0),
                     f"{100 * busy / ms:.0f}%" if ms > 0 else "—", _e(r.get("device_ops")), top or "—"))
+    windows = [(str(r.get("name")), [("device busy", (_num(r.get("device_busy_ms")) or 0.0) / 1e3, _BUSY_COLOR),
+                                     ("device idle", (_num(r.get("device_idle_ms")) or 0.0) / 1e3, _REST_COLOR)], 0.0)
+               for r in rows if not r.get("depth")]
+    scale, unit = _time_unit(max((sum(v for _, v, _ in segs) for _, segs, _ in windows), default=0.0))
+    chart = (_legend([("device busy", _BUSY_COLOR), ("device idle", _REST_COLOR)])
+             + _hbars("device-windows", "device busy and idle time per window", windows, scale, unit, "time")
+             if windows else "")
     return ("<h2>Device time per span (last run, XPlane)</h2><p class='muted'>busy: at least one device op "
             "running; idle: the span's time without one (launches, host work, waiting). Heaviest ops: "
-            "those starting inside the span, by summed time.</p>"
+            "those starting inside the span, by summed time.</p>" + chart
             + _table(["span", "ms", "busy ms", "idle ms", "busy", "ops", "heaviest ops"], out, "num"))
 
 
