@@ -98,12 +98,19 @@ def _effect(variant: Stat, baseline: Stat) -> Effect:
     return Effect(delta, pct)
 
 
+def finite(x: Any) -> float | None:
+    """``x`` as a float if it is a finite real number (not a bool), else None."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+        return None
+    return float(x)
+
+
 def _value(variant: str, i: int, phase: str, run: Mapping[str, Any]) -> float:
-    v = run[phase]
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+    v = finite(run[phase])
+    if v is None:
         raise ValueError(f"variant {variant!r} run {i}: phase {phase!r} must be a finite number of "
-                         f"seconds, got {v!r}")
-    return float(v)
+                         f"seconds, got {run[phase]!r}")
+    return v
 
 
 def compare(runs: Mapping[str, Sequence[Mapping[str, Any]]], *, baseline: str = "baseline",

@@ -15,7 +15,6 @@ values are means and tables show mean ± std.
 from __future__ import annotations
 
 import json
-import math
 import os
 import pathlib
 from typing import Any, Iterable, Mapping, Sequence
@@ -23,6 +22,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from tracer._record import CATEGORIES
 from tracer._svg import _chunk_chart, _e, _g, _hbars, _legend, _pm, _pm_auto, _time_unit
 from tracer.benchstats import Stat, summarize
+from tracer.benchstats import finite as _num  # a finite real number, else None
 from tracer.ttft import PASSES as _WINDOW_PASSES
 from tracer.ttft import TTFT_FIELDS
 
@@ -41,12 +41,6 @@ _SPEC_SEGMENTS = (("ttft_spec_device_s", "draft device window", "#f28e2b"),
                   ("t_select_s", "select", "#ff9da7"),
                   ("ttft_base_pruned_only_s", "base prefill of kept tokens", "#59a14f"))
 _BASE_SEGMENT = ("ttft_baseline_s", "baseline prefill", "#4e79a7")
-
-
-def _num(x: Any) -> float | None:
-    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
-        return None
-    return float(x)
 
 
 def _stat(values: Iterable[Any]) -> Stat | None:
