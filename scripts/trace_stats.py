@@ -13,7 +13,8 @@ import bisect
 import collections
 import json
 
-from tracer._perfetto_read import SPAN_ID, read_pftrace
+from tracer._perfetto_read import read_pftrace
+from tracer._record import SPAN_ID
 
 
 def _process_name(tr, tracks) -> str:

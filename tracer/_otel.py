@@ -26,7 +26,7 @@ from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from . import _core, clock
-from ._record import Span
+from ._record import WINDOW, Span
 
 _BATCH = 512
 _SALT_SPAN = random.getrandbits(63) | 1
@@ -80,7 +80,7 @@ def otel_attributes(s: Span) -> dict:
     attrs["thread.id"] = s.thread_id
     attrs["thread.name"] = s.thread_name
     if s.window:
-        attrs["spectrace.window"] = True  # a pass: lets tracer.testing loaders tell windows apart
+        attrs[WINDOW] = True  # a pass: lets tracer.testing loaders tell windows apart
     return attrs
 
 

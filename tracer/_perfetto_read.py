@@ -17,11 +17,8 @@ _BEGIN, _END = pb.TrackEvent.TYPE_SLICE_BEGIN, pb.TrackEvent.TYPE_SLICE_END
 _INSTANT, _COUNTER = pb.TrackEvent.TYPE_INSTANT, pb.TrackEvent.TYPE_COUNTER
 _CLEARED = pb.TracePacket.SEQ_INCREMENTAL_STATE_CLEARED
 
-# What the writer (tracer.perfetto) stamps and readers look for: the debug-annotation keys of a
-# span slice (its recorder ids: parents survive threads and overlap lanes; a transfer slice has
-# SPAN_ID only) and the name of the run-metadata instant.
-SPAN_ID, PARENT_ID, TRACE_ID = "spectrace.span_id", "spectrace.parent_id", "spectrace.trace_id"
-WINDOW = "spectrace.window"
+# The name of the run-metadata instant the writer (tracer.perfetto) stamps and readers look
+# for; a span slice's id keys are tracer._record's SPAN_ID, PARENT_ID, TRACE_ID, WINDOW.
 METADATA_EVENT = "spectrace.metadata"
 
 

@@ -15,6 +15,11 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
+# Attribute keys the exporters stamp and the loaders read back (tracer.perfetto, tracer._otel,
+# tracer.testing): a span's recorder ids and its window flag. A transfer slice has SPAN_ID only.
+SPAN_ID, PARENT_ID, TRACE_ID = "spectrace.span_id", "spectrace.parent_id", "spectrace.trace_id"
+WINDOW = "spectrace.window"
+
 # The binding categories of DESIGN.md, in the order tables print them.
 CATEGORIES: tuple[str, ...] = ("prefill_queries", "past_key", "past_value", "logits", "other")
 DIRECTIONS: tuple[str, ...] = ("h2d", "d2h")

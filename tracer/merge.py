@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import os
 
-from ._perfetto_read import PARENT_ID, SPAN_ID, decode, parse_trace
+from ._perfetto_read import decode, parse_trace
+from ._record import PARENT_ID, SPAN_ID
 from ._perfetto_writer import PacketWriter, atomic_output
 from .perfetto import SCHEMA, _emit_spaces, _read_spaces, align_file, emit_metadata, summarize_alignment
 

@@ -23,9 +23,9 @@ import zlib
 
 from . import clock
 from ._perfetto_chrome import export_chrome_json
-from ._perfetto_read import METADATA_EVENT, PARENT_ID, SPAN_ID, TRACE_ID, WINDOW, read_pftrace
+from ._perfetto_read import METADATA_EVENT, read_pftrace
 from ._perfetto_writer import PacketWriter, Sequence, atomic_output, uuid_for
-from ._record import CATEGORIES
+from ._record import CATEGORIES, PARENT_ID, SPAN_ID, TRACE_ID, WINDOW
 
 __all__ = ["export_chrome_json", "read_pftrace", "write_pftrace", "summarize_alignment"]
 

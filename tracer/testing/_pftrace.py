@@ -18,7 +18,8 @@ from ._view import SpanView, TransferView
 def from_pftrace(data: bytes, path: str = "<bytes>") -> tuple[list[SpanView], list[TransferView]]:
     # Imported here: the perfetto protobuf classes cost ~70 ms, and the pytest plugin imports
     # tracer.testing in every session.
-    from .._perfetto_read import PARENT_ID, SPAN_ID, WINDOW, decode, parse_trace
+    from .._perfetto_read import decode, parse_trace
+    from .._record import PARENT_ID, SPAN_ID, WINDOW
     from .loaders import split_attributes
 
     pf = decode(parse_trace(data, path))

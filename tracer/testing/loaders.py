@@ -14,6 +14,7 @@ import json
 import os
 from typing import Any, Iterable, Mapping
 
+from .._record import WINDOW
 from ._view import IO_KEY, Io, SpanView, TransferView
 
 
@@ -49,7 +50,7 @@ def split_attributes(attributes: Mapping[str, Any]) -> tuple[dict, dict[str, Io]
     return own, io, meta
 
 
-_META = frozenset({"thread.id", "thread.name", "error.type", "error.message", "spectrace.window"})
+_META = frozenset({"thread.id", "thread.name", "error.type", "error.message", WINDOW})
 
 
 # -- in-memory records (tracer.Span) -----------------------------------------------------------
@@ -101,7 +102,7 @@ def _make(name, start_ns, end_ns, attributes, events, error, **ids) -> tuple[Spa
     tid = meta.get("thread.id")
     view = SpanView(name, start_ns, end_ns, own, io, thread=str(meta.get("thread.name", "")),
                     thread_id=int(tid) if tid is not None else None, error_type=error_type,
-                    error_message=error_message, window=bool(meta.get("spectrace.window")), **ids)
+                    error_message=error_message, window=bool(meta.get(WINDOW)), **ids)
     # tracer._otel exports each copy as a ``transfer`` event starting when the copy started.
     transfers = []
     for ev_name, ts, a in events:
