@@ -122,6 +122,10 @@ def test_run_with_xplane_attributes_device_time_to_every_chunk(tmp_path):
     for c in chunks:  # every chunk ran XLA ops, and the heaviest are listed
         assert c["device_ops"] > 0 and c["device_busy_ms"] > 0 and c["top_ops"], c
     assert "Device time per span" in r.stdout
+    from tracer.testing import Trace
+
+    la = Trace.load(out / "trace.pftrace").one("lookahead")   # slices carry device time (README's example)
+    assert 0 < la["device.busy_ms"] <= la.duration_ms and la["device.ops"] > 0 and la["device.top_op"]
     html = (out / "report.html").read_text()
     assert "Device time per span" in html and 'data-mark="device busy"' in html
     # spectrace merge of a trace with its own process's XPlane prints the same per-span table.
