@@ -291,6 +291,9 @@ _COUNT_MARKS = """JSON.stringify(Array.from(document.querySelectorAll('svg.chart
 }))"""
 
 
+# subprocess.Popen forks and execs at once; JAX (initialized by earlier tests in this process)
+# warns about any fork. Nothing of JAX runs in the child.
+@pytest.mark.filterwarnings(r"ignore:os\.fork\(\) was called:RuntimeWarning")
 def test_report_draws_in_headless_chromium(tmp_path):
     exe = _chromium()
     page = render_report(make_ttft(n_runs=3))
