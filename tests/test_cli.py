@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -12,9 +13,9 @@ from helpers import ROOT
 from tracer.ttft import TTFT_FIELDS
 
 
-def spectrace(*args, cwd=None, timeout=600) -> subprocess.CompletedProcess:
+def spectrace(*args, cwd=None, timeout=600, env=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "tracer.cli", *args], cwd=cwd or ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, env=None if env is None else {**os.environ, **env})
 
 
 def _one_line_error(r: subprocess.CompletedProcess, *needles: str) -> None:
@@ -132,3 +133,16 @@ def test_run_with_xplane_attributes_device_time_to_every_chunk(tmp_path):
     r = spectrace("merge", str(out / "trace.pftrace"), str(out / "xplane"), "-o", str(out / "merged.pftrace"))
     assert r.returncode == 0, r.stderr[-3000:]
     assert "Device time per span" in r.stdout and "prefill.chunk #0 [spec]" in r.stdout
+
+
+def test_run_keeps_compiled_programs_in_the_cache_unless_jax_has_one(tmp_path):
+    cache = tmp_path / "spectrace-cache"
+    r = spectrace("run", "--quiet", "--prompt-len", "200", "--out", str(tmp_path / "a"),
+                  env={"SPECTRACE_CACHE_DIR": str(cache)})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert any((cache / "jax").iterdir())  # the next run loads these instead of compiling
+    user = tmp_path / "users-own"
+    r = spectrace("run", "--quiet", "--prompt-len", "200", "--out", str(tmp_path / "b"),
+                  env={"SPECTRACE_CACHE_DIR": str(tmp_path / "other"), "JAX_COMPILATION_CACHE_DIR": str(user)})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert any(user.iterdir()) and not (tmp_path / "other" / "jax").exists()
