@@ -11,6 +11,30 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
+
+def profiled_run(logdir, work, *, size: int = 128):
+    """``work(step)`` under tracer recording and a real ``jax.profiler`` XPlane; ``step()`` runs one
+    jitted matmul (compiled beforehand: no compilation in the profile) and returns its result.
+
+    Returns ``(recording, profile)``; recording settings are restored even if ``work`` fails.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    import tracer
+    from tracer import xplane
+
+    f = jax.jit(lambda x: jnp.tanh(x @ x) + 1.0)
+    x = jnp.ones((size, size), jnp.float32)
+    f(x).block_until_ready()
+    previous = tracer.configure(enabled=True)
+    try:
+        with xplane.profile(logdir) as prof, tracer.capture() as rec:
+            work(lambda: f(x).block_until_ready())
+    finally:
+        tracer.configure(**previous)
+    return rec, prof
+
 class OtlpSink:
     """Handle on the receiver process: its ports and the OTLP JSON lines it wrote."""
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import time
 
-import jax
 import numpy as np
-import jax.numpy as jnp
 import pytest
 
 import tracer
+from helpers import profiled_run
 from tracer import clock, device_time, xplane
 
 T0 = 1_700_000_000_000_000_000
@@ -93,24 +92,18 @@ def test_rows_nest_windows_and_children_and_carry_chunk_attributes():
 
 
 def test_a_real_profile_puts_the_jitted_work_in_its_chunk_and_none_in_a_sleep(tmp_path):
-    f = jax.jit(lambda x: jnp.tanh(x @ x) + 1.0)
-    x = jnp.ones((256, 256), jnp.float32)
-    f(x).block_until_ready()  # compile outside the profile
-    previous = tracer.configure(enabled=True)
-    try:
-        with xplane.profile(tmp_path) as prof, tracer.capture() as rec:
-            with tracer.window("ttft.baseline"):
-                with tracer.span("prefill.chunk", **{"chunk.index": 0}):
-                    for _ in range(5):
-                        f(x).block_until_ready()
-                with tracer.span("idle"):
-                    time.sleep(0.02)
-    finally:
-        tracer.configure(**previous)
-    spaces = [xplane.read_xplane(p) for p in prof.paths]
-    marks = [(s.name, clock.to_epoch_ns(s.start_ns), clock.to_epoch_ns(s.end_ns)) for s in rec.spans]
-    offsets = [round(xplane.align(marks, sp)["offset_us"] * 1e3) for sp in spaces]
-    times = device_time.span_device_time(rec.spans, device_time.device_ops(spaces, offsets))
+    from tracer.perfetto import write_pftrace
+
+    def work(step):
+        with tracer.window("ttft.baseline"):
+            with tracer.span("prefill.chunk", **{"chunk.index": 0}):
+                for _ in range(5):
+                    step()
+            with tracer.span("idle"):
+                time.sleep(0.02)
+
+    rec, prof = profiled_run(tmp_path / "prof", work, size=256)
+    times = write_pftrace(tmp_path / "t.pftrace", rec.spans, xplanes=prof.paths)["device_time"]
     by_name = {s.name: times[s.span_id] for s in rec.spans}
     chunk, idle = by_name["prefill.chunk"], by_name["idle"]
     assert chunk.ops >= 5 and 0 < chunk.busy_ns <= chunk.span_ns
@@ -123,20 +116,14 @@ def test_a_real_profile_puts_the_jitted_work_in_its_chunk_and_none_in_a_sleep(tm
 @pytest.fixture(scope="module")
 def profiled_window(tmp_path_factory):
     """A real profile of one window holding one chunk of jitted work: (recording, profile)."""
-    f = jax.jit(lambda x: jnp.tanh(x @ x))
-    x = jnp.ones((128, 128), jnp.float32)
-    f(x).block_until_ready()  # compile outside the profile
-    previous = tracer.configure(enabled=True)
-    try:
-        with xplane.profile(tmp_path_factory.mktemp("prof")) as prof, tracer.capture() as rec:
-            with tracer.window("ttft.baseline"):
-                with tracer.span("prefill.chunk", **{"chunk.index": 0}):
-                    y = f(x).block_until_ready()
-                    with tracer.transfer("logits", "d2h", y.nbytes):  # a transfer slice in the trace
-                        np.asarray(y)
-    finally:
-        tracer.configure(**previous)
-    return rec, prof
+    def work(step):
+        with tracer.window("ttft.baseline"):
+            with tracer.span("prefill.chunk", **{"chunk.index": 0}):
+                y = step()
+                with tracer.transfer("logits", "d2h", y.nbytes):  # a transfer slice in the trace
+                    np.asarray(y)
+
+    return profiled_run(tmp_path_factory.mktemp("prof"), work)
 
 
 def test_the_trace_carries_device_time_on_every_span_slice(profiled_window, tmp_path):

@@ -13,11 +13,10 @@ import socket
 import numpy as np
 import pytest
 
-import jax  # noqa: E402  (a test dependency: never skipped)
-import jax.numpy as jnp  # noqa: E402
 from jax.profiler import ProfileData  # noqa: E402
 
 import tracer  # noqa: E402
+from helpers import profiled_run  # noqa: E402
 from tracer import _core, clock, xplane  # noqa: E402
 from tracer.merge import merge  # noqa: E402
 from tracer.perfetto import read_pftrace, write_pftrace  # noqa: E402
@@ -28,22 +27,15 @@ CHUNKS = 4
 @pytest.fixture(scope="module")
 def profiled(tmp_path_factory):
     """Spans and the XPlane of one profiled run: a window of CHUNKS jitted prefill chunks."""
-    logdir = tmp_path_factory.mktemp("prof")
-    f = jax.jit(lambda x: jnp.tanh(x @ x) + 1.0)
-    x = jnp.ones((128, 128), jnp.float32)
-    f(x).block_until_ready()  # compile outside the profile
-    previous = tracer.configure(enabled=True)
-    try:
-        with xplane.profile(logdir) as prof, tracer.capture() as rec:
-            with tracer.window("ttft.baseline", engine="base"):
-                for i in range(CHUNKS):
-                    with tracer.span("prefill.chunk", engine="base", **{"chunk.index": i}):
-                        y = f(x).block_until_ready()
-                        with tracer.transfer("logits", "d2h", y.nbytes):
-                            np.asarray(y)
-    finally:
-        tracer.configure(enabled=previous["enabled"])
-    return rec, prof
+    def work(step):
+        with tracer.window("ttft.baseline", engine="base"):
+            for i in range(CHUNKS):
+                with tracer.span("prefill.chunk", engine="base", **{"chunk.index": i}):
+                    y = step()
+                    with tracer.transfer("logits", "d2h", y.nbytes):
+                        np.asarray(y)
+
+    return profiled_run(tmp_path_factory.mktemp("prof"), work)
 
 
 def test_profile_writes_xplane_files_and_mirrors_only_while_running(profiled):
