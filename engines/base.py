@@ -319,8 +319,8 @@ class BaseEngine:
             t0 = time.perf_counter()
             (position,) = _h2d(self.device, [np.full((1,), prefill.next_position, np.int32)])
             if steps and self.options.decode == "python":
-                first = jnp.argmax(prefill.last_logits, axis=-1).astype(jnp.int32)   # [B]
-                host, queries = self._decode_python(first, position, steps, return_queries)
+                host, queries = self._decode_python(model.greedy(prefill.last_logits), position, steps,
+                                                    return_queries)
             else:
                 if steps:  # the first token is the prefill's argmax, taken inside the same program
                     tokens, self.cache, queries = model.decode_scan_jit(             # [G, B]
@@ -328,7 +328,7 @@ class BaseEngine:
                         opts=self.options, steps=steps, return_queries=return_queries,
                         unroll=steps if unroll else 1)
                 else:
-                    tokens = jnp.argmax(prefill.last_logits, axis=-1).astype(jnp.int32)[None]  # [1, B]
+                    tokens = model.greedy(prefill.last_logits)[None]                 # [1, B]
                 with tracer.transfer("other", "d2h", tokens.nbytes):
                     host = np.asarray(tokens)[:, 0]
             elapsed = time.perf_counter() - t0

@@ -201,13 +201,18 @@ def forward(params, tokens, positions, *, cfg: LlamaConfig, opts: EngineOptions)
     return logits_of(params, x, cfg)                                               # [B, T, V]
 
 
+def greedy(logits):
+    """The greedy token of each row: logits [B, V] -> int32 [B]."""
+    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+
+
 def decode_step(params, cache: KVCache, token, position, *, cfg: LlamaConfig, opts: EngineOptions,
                 return_queries: bool):
     """Feed token [B] at position [B]; returns (greedy next token [B], cache, q [L, B, N, H] or None)."""
     with jax.named_scope("decode.step"):
         logits, cache, q = _cached_forward(params, cache, token[:, None], position[:, None],
                                            jnp.int32(0), cfg=cfg, opts=opts, return_queries=return_queries)
-    return jnp.argmax(logits, axis=-1).astype(jnp.int32), cache, q
+    return greedy(logits), cache, q
 
 
 def decode_scan(params, cache: KVCache, logits, position, *, cfg: LlamaConfig, opts: EngineOptions,
@@ -231,7 +236,7 @@ def decode_scan(params, cache: KVCache, logits, position, *, cfg: LlamaConfig, o
         nxt, cache, q = decode_step(params, cache, tok, pos, cfg=cfg, opts=opts, return_queries=return_queries)
         return (cache, nxt, pos + 1), (nxt, q)
 
-    first = jnp.argmax(logits, axis=-1).astype(jnp.int32)                          # [B]
+    first = greedy(logits)                                                         # [B]
     with jax.named_scope("decode"):
         (cache, _, _), (tokens, queries) = lax.scan(step, (cache, first, position), None, length=steps,
                                                     unroll=unroll)
