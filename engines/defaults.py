@@ -81,7 +81,12 @@ def default_pair(root: str | Path | None = None) -> tuple[Path, Path]:
     draft, base = base_dir / "draft", base_dir / "base"
     if _up_to_date(draft, base):
         return draft, base
-    base_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        base_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        where = "$SPECTRACE_CACHE_DIR" if root is None and os.environ.get("SPECTRACE_CACHE_DIR") else "the cache root"
+        raise OSError(f"cannot create {base_dir} for the default checkpoints ({where}: {e.strerror}); "
+                      "set SPECTRACE_CACHE_DIR to a writable directory") from None
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=base_dir))
     try:
         new_draft, new_base = write_pair(tmp)

@@ -92,7 +92,7 @@ def _load_base(args, progress, *, prompt_len: int | None, room: int, **switches)
                             f"--ctx-len >= {n + args.gen_len}, got {args.ctx_len}")
         ctx = args.ctx_len or -((n + room) // -seq) * seq
         base.resize(ctx)
-    except (FileNotFoundError, ValueError) as e:
+    except (OSError, ValueError) as e:
         raise UserError(f"spectrace: {e}")
     return base, prompt, ctx
 
@@ -108,7 +108,7 @@ def _load(args, progress):
             args.draft, base=base, prefill_seq_len=base.prefill_seq_len, ctx_len=ctx, keep=args.keep,
             look_ahead=args.look_ahead, scoring=args.scoring, layers=args.layers, dtype=args.dtype,
             draft_devices=_device(args.draft_devices, "draft"))
-    except (FileNotFoundError, ValueError) as e:
+    except (OSError, ValueError) as e:
         raise UserError(f"spectrace: {e}")
     return spec, base, prompt, ctx
 

@@ -45,6 +45,13 @@ def test_bad_arguments_give_one_line_and_nonzero_exit(argv, needles):
     _one_line_error(spectrace(*argv), *needles)
 
 
+def test_unwritable_cache_dir_is_named(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    r = spectrace("run", "--quiet", env={"SPECTRACE_CACHE_DIR": str(blocker / "cache")})
+    _one_line_error(r, "$SPECTRACE_CACHE_DIR", str(blocker / "cache" / "default"), "writable directory")
+
+
 def test_unreadable_prompt_file(tmp_path):
     p = tmp_path / "prompt.txt"
     p.write_bytes(b"\xff\xfe\x00bad")
