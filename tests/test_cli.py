@@ -48,16 +48,16 @@ def test_bad_arguments_give_one_line_and_nonzero_exit(argv, needles):
 def test_unwritable_cache_dir_is_named(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
-    r = spectrace("run", "--quiet", env={"SPECTRACE_CACHE_DIR": str(blocker / "cache")})
+    r = spectrace("run", "--quiet", "--out", str(tmp_path / "out"), env={"SPECTRACE_CACHE_DIR": str(blocker / "cache")})
     _one_line_error(r, "$SPECTRACE_CACHE_DIR", str(blocker / "cache" / "default"), "writable directory")
 
 
 def test_unreadable_prompt_file(tmp_path):
     p = tmp_path / "prompt.txt"
     p.write_bytes(b"\xff\xfe\x00bad")
-    _one_line_error(spectrace("run", "--prompt-file", str(p)), "cannot read --prompt-file")
+    _one_line_error(spectrace("run", "--prompt-file", str(p), "--out", str(tmp_path / "out")), "cannot read --prompt-file")
     p.write_text("   \n")
-    _one_line_error(spectrace("run", "--prompt-file", str(p)), "is empty")
+    _one_line_error(spectrace("run", "--prompt-file", str(p), "--out", str(tmp_path / "out")), "is empty")
 
 
 def test_run_with_no_arguments_writes_the_three_files(tmp_path):
