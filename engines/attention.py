@@ -68,15 +68,19 @@ def masked(q, k, v, q_pos, k_pos, *, per_row: bool = False):
         return jax.vmap(one, in_axes=(1, 1), out_axes=1)(q, q_pos)                # [B, T, N, H]
 
 
-def chunk_causal(q, k, v, cache_k, cache_v, start):
+def chunk_causal(q, k, v, cache_k, cache_v, start, *, prefix: bool = True):
     """A prefill chunk's attention: causal over its own k, v [B, T, K, H], plus the whole filled
     prefix ``[0, start)`` of the layer's cache [B, S, K, H] (already holding this chunk at
     ``[start, start + T)``, which the prefix length excludes). ``start``: int32 scalar, may be 0.
+    ``prefix=False`` (static): the caller knows ``start`` is 0; only the causal part runs, with
+    no prefix call and no merge (the first chunk of a fresh prefill).
 
     Returns [B, T, N, H].
     """
     with jax.named_scope("attention"):
         fused = jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16) and _has_cudnn()
+        if not prefix:
+            return (_cudnn if fused else _xla)(q, k, v, causal=True)[0]
         if fused:
             own, own_lse = _cudnn(q, k, v, causal=True)                            # [B,T,N,H], [B,N,T]
             # cuDNN needs a non-empty prefix: at start 0 it reads slot 0 and the merge weighs it 0.

@@ -137,10 +137,11 @@ class BaseEngine:
     def chunk_fn(self, *, return_queries: bool = False):
         """The compiled chunk function for this engine's config and options.
 
-        ``fn(params, cache, tokens[B, T], positions[B, T], query_row) -> (logits[B, V] float32,
-        cache, q_rows)``; ``q_rows`` is ``[L, B, N, H]`` float32, the post-RoPE query of row
-        ``query_row`` in every layer, or None without ``return_queries``. The cache is donated.
-        Compiled once per chunk length T.
+        ``fn(params, cache, tokens[B, T], positions[B, T], query_row, fresh=False) -> (logits[B, V]
+        float32, cache, q_rows)``; ``q_rows`` is ``[L, B, N, H]`` float32, the post-RoPE query of
+        row ``query_row`` in every layer, or None without ``return_queries``. ``fresh=True``
+        starts a new prompt at slot 0, dropping what the cache held. The cache is donated.
+        Compiled once per chunk length T and ``fresh``.
         """
         return partial(model.chunk_forward_jit, cfg=self.config, opts=self.options, return_queries=return_queries)
 
@@ -243,7 +244,8 @@ class BaseEngine:
                                                         dtype=self.dtype, device=self.device))
                 self._cache_len = 0
             elif not continue_cache:
-                self.cache = reset_cache(self.cache)  # same buffers, emptied (engines.cache)
+                if python:  # the chunked path's first chunk empties the cache itself (fresh=True)
+                    self.cache = reset_cache(self.cache)  # same buffers, emptied (engines.cache)
                 self._cache_len = 0
             start = self._cache_len
             if not python and start + sum(lengths) > self.cache_slots:
@@ -271,9 +273,9 @@ class BaseEngine:
                         logits, self.cache, queries = fn(self.params, self.cache, placed[j], placed[n_tok + j],
                                                          np.int32(0))
                     done += n_real
-                else:
+                else:  # the first chunk into an empty cache has no prefix to attend to
                     logits, self.cache, queries = fn(self.params, self.cache, placed[i], placed[num_chunks + i],
-                                                     placed[2 * num_chunks + i])
+                                                     placed[2 * num_chunks + i], fresh=not continue_cache and i == 0)
                 jax.block_until_ready((logits, self.cache))
                 if on_chunk is not None:
                     on_chunk(i, None if queries is None else queries[:, 0])

@@ -59,6 +59,9 @@ def allocate_cache(cfg: LlamaConfig, *, batch: int, slots: int, dtype, device) -
 def reset_cache(cache: KVCache) -> KVCache:
     """The same buffers emptied in place: every slot's position -1, length 0.
 
+    The chunked prefill does this inside its first chunk (``model.chunk_forward(fresh=True)``),
+    one program fewer per request; the one-token prefill path calls this.
+
     Keys and values stay as they were: a slot with position -1 is invisible to attention and the
     next prefill overwrites slots from 0. Reusing the buffers, rather than allocating a new cache
     per prefill, saves the allocation and keeps the cache's device addresses stable; XLA

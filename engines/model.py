@@ -120,7 +120,7 @@ def logits_of(params, x, cfg: LlamaConfig):
 
 
 def chunk_forward(params, cache: KVCache, tokens, positions, query_row, *, cfg: LlamaConfig,
-                  opts: EngineOptions, return_queries: bool):
+                  opts: EngineOptions, return_queries: bool, fresh: bool = False):
     """One prefill chunk (or one decode step, T = 1) through every layer, writing the KV cache.
 
     Args:
@@ -130,19 +130,25 @@ def chunk_forward(params, cache: KVCache, tokens, positions, query_row, *, cfg: 
 
     The chunk's keys/values go to cache slots ``[length, length + T)``; ``length`` then advances
     by the number of real tokens, so padding slots are overwritten by whatever comes next.
+    ``fresh``: start a new prompt: the chunk goes to slot 0 whatever the cache held (its positions
+    are reset to -1 here), and attention skips the cached-prefix part
+    (``attention.chunk_causal(prefix=False)``); a separate compilation.
 
     Returns ``(logits [B, V] float32, cache, q_rows [L, B, N, H] float32 or None)``.
     """
     with jax.named_scope("prefill.chunk"):
         return _cached_forward(params, cache, tokens, positions, query_row, cfg=cfg, opts=opts,
-                               return_queries=return_queries)
+                               return_queries=return_queries, fresh=fresh)
 
 
 def _cached_forward(params, cache: KVCache, tokens, positions, query_row, *, cfg: LlamaConfig,
-                    opts: EngineOptions, return_queries: bool):
+                    opts: EngineOptions, return_queries: bool, fresh: bool = False):
     B, T = tokens.shape
-    start = cache.length
-    k_pos = lax.dynamic_update_slice(cache.pos, positions, (0, start))             # [B, S]
+    # Fresh: whatever the cache held is dropped here (every slot past this chunk -1), so the
+    # engine needs no separate reset program before a new prompt.
+    start = jnp.int32(0) if fresh else cache.length
+    old_pos = jnp.full_like(cache.pos, -1) if fresh else cache.pos                 # [B, S]
+    k_pos = lax.dynamic_update_slice(old_pos, positions, (0, start))               # [B, S]
     rope = rope_tables(positions, cfg)                                             # [B, T, 1, H] x 2
     x = jnp.take(params["embed"], tokens, axis=0)                                  # [B, T, D]
     layers = params["layers"]
@@ -163,7 +169,7 @@ def _cached_forward(params, cache: KVCache, tokens, positions, query_row, *, cfg
             x, q, q_pos = _row(x, query_row), _row(q, query_row), _row(positions, query_row)
             attn = attention.masked(q, ck, cv, q_pos, k_pos)                       # [B, 1, N, H]
         else:
-            attn = _attend(q, k, v, ck, cv, positions, k_pos, start, opts)         # [B, T, N, H]
+            attn = _attend(q, k, v, ck, cv, positions, k_pos, start, opts, fresh)  # [B, T, N, H]
         x = x + _out_proj(lp, attn)                                                # [B, T', D]
         x = x + mlp(lp, rms_norm(x, lp["mlp_norm"], cfg.rms_eps))                  # [B, T', D]
     logits = logits_of(params, x[:, 0], cfg)                                       # [B, V]: the one row left
@@ -177,10 +183,10 @@ def _row(a, row):
     return lax.dynamic_slice_in_dim(a, row, 1, axis=1)
 
 
-def _attend(q, k, v, cache_k, cache_v, q_pos, k_pos, start, opts: EngineOptions):
+def _attend(q, k, v, cache_k, cache_v, q_pos, k_pos, start, opts: EngineOptions, fresh: bool):
     """The chunk's queries over the layer's cache (which already holds this chunk)."""
     if opts.attention == "dot_product" and q.shape[1] > 1:
-        return attention.chunk_causal(q, k, v, cache_k, cache_v, start)
+        return attention.chunk_causal(q, k, v, cache_k, cache_v, start, prefix=not fresh)
     # Decode steps (T = 1: one query reads every slot, which is the cost of decode anyway) and
     # seed 003's variants: scores over every slot, masked by position.
     return attention.masked(q, cache_k, cache_v, q_pos, k_pos, per_row=opts.attention == "vmap")
@@ -245,7 +251,7 @@ def decode_scan(params, cache: KVCache, logits, position, *, cfg: LlamaConfig, o
 
 # Compiled forms: config/options static (hashable dataclasses), the cache donated so XLA updates it
 # in place. One compilation per (config, options, chunk length).
-chunk_forward_jit = jax.jit(chunk_forward, static_argnames=("cfg", "opts", "return_queries"),
+chunk_forward_jit = jax.jit(chunk_forward, static_argnames=("cfg", "opts", "return_queries", "fresh"),
                             donate_argnames=("cache",))
 decode_step_jit = jax.jit(decode_step, static_argnames=("cfg", "opts", "return_queries"),
                           donate_argnames=("cache",))

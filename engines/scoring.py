@@ -198,6 +198,8 @@ def score_device(queries, keys, n_real: int, *, keep: float, chunk_size: int = 3
                  pool_kernel: int = 13, layers: str = "all", key_layout: str = "LSKH"):
     """Kept indices computed where ``queries [A, L, N, H]`` and ``keys`` (in ``key_layout``, or a
     sequence of per-layer arrays; any cache length ``S_cache >= n_real``) already live.
+    ``queries`` may also be a tuple of parts, ``[L, N, H]`` (one anchor) or ``[A_i, L, N, H]``,
+    joined in order inside the compiled program (no separate concatenation to wait for).
 
     Returns device arrays ``(indices [M] int32, count [] int32)``: the first ``count`` entries
     are the sorted kept indices, the rest are ``-1``; ``M = max_kept_tokens(S_cache, ...)`` is
@@ -215,6 +217,7 @@ def score_device(queries, keys, n_real: int, *, keep: float, chunk_size: int = 3
     n_keep = num_kept_chunks(n_real, chunk_size, keep)
     fn = _device_fn(key_layout, per_layer, layers, chunk_size, pool_kernel,
                     max_kept_tokens(s_cache, chunk_size, keep))
+    queries = tuple(queries) if isinstance(queries, (list, tuple)) else queries
     return fn(queries, keys, np.int32(n_real), np.int32(n_keep))  # numpy: placed with the keys
 
 
@@ -228,6 +231,8 @@ def _device_fn(key_layout: str, per_layer: bool, layers: str, chunk_size: int, p
 
     def fn(queries, keys, n_real, n_keep):
         with jax.named_scope("spec_scoring"):
+            if isinstance(queries, tuple):
+                queries = jnp.concatenate([q[None] if q.ndim == 3 else q for q in queries])  # [A, L, N, H]
             A, L, N, H = queries.shape
             sl = layer_slice(L, layers)
             key_sl = sl

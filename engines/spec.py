@@ -36,7 +36,6 @@ from engines.base import BaseEngine
 from tracer.ttft import TTFT_FIELDS
 
 SCORING_MODES: tuple[str, ...] = ("host", "device")
-MAX_UNROLLED_STEPS = 15  # look-ahead steps compiled as straight-line code (the default look_ahead 8 has 7)
 # Window name -> pass key of ttft.json (docs/CONTRACTS.md).
 PASSES = {"ttft.spec_device": "spec", "ttft.host_scoring": "host_scoring", "ttft.base_pruned": "base_pruned",
           "ttft.baseline": "baseline"}
@@ -201,7 +200,7 @@ class SpecPrefillEngine:
             prompt_tokens=pre.prompt_tokens, padded_len=pre.padded_len, num_chunks=pre.num_chunks,
             kept_tokens=len(kept), padded_len_pruned=pruned.padded_len, num_chunks_pruned=pruned.num_chunks,
             kept_indices=kept, tokens=tokens, logits=pruned.logits, baseline_logits=baseline_logits,
-            scoring=self.scoring, anchors=drafted.n_anchors, anchor_queries=drafted.anchors,
+            scoring=self.scoring, anchors=drafted.n_anchors, anchor_queries=_anchors(drafted),
             io={PASSES[n]: _io_of(t.span) for n, t in windows.items()},
             chunks={PASSES[n]: _chunks_of(t.span) for n, t in windows.items()})
 
@@ -238,10 +237,7 @@ class SpecPrefillEngine:
         lookahead = None                                                           # [A-1, L, N, H]
         steps = min(self.look_ahead - 1, d.ctx_len - pre.prompt_tokens)
         if steps > 0:
-            # A handful of steps: straight-line code, no device loop (model.decode_scan); a long
-            # look-ahead stays a loop (an unrolled program grows with its steps, and so does compiling it).
-            gen = d.decode(pre, steps + 1, return_queries=True, window=None, span_name="lookahead",
-                           unroll=steps <= MAX_UNROLLED_STEPS)
+            gen = d.decode(pre, steps + 1, return_queries=True, window=None, span_name="lookahead")
             # Anchors stop at the first fed EOS: a query past the end of the answer says nothing.
             fed = gen.tokens[:-1]
             stop = np.flatnonzero(fed == d.config.eos_token_id)
@@ -266,11 +262,8 @@ class SpecPrefillEngine:
                 anchors = [drafted.queries] + ([] if drafted.lookahead is None else list(drafted.lookahead))
                 q, k = score.assemble(anchors, drafted.keys, n_real, key_layout="LSKH")
                 drafted.anchors = q
-            else:
-                q = drafted.prefill.queries[None]                                  # [1, L, N, H]
-                if drafted.lookahead is not None:
-                    q = jnp.concatenate([q, drafted.lookahead], axis=0)            # [A, L, N, H]
-                drafted.anchors = q = jax.block_until_ready(q)
+            else:  # nothing to do on the host: score_device joins the parts in its own program
+                q = (drafted.prefill.queries,) + (() if drafted.lookahead is None else (drafted.lookahead,))
         with _Timed(tracer.span, "score.compute") as t_cmp:
             if self.scoring == "host":
                 token_scores = score.compute(q, k, pool_kernel=self.pool_kernel)  # [S]
@@ -298,7 +291,15 @@ class _Drafted:
     keys: list = field(default_factory=list)  # host mode: L' x [S_cache, K, H], model dtype
     lookahead: object = None                  # [A-1, L', N, H] numpy (host), [A-1, L, N, H] jax (device)
     n_anchors: int = 1
-    anchors: object = None                    # what scoring got: like ``lookahead`` with A rows
+    anchors: object = None                    # host mode: what scoring got, [A, L', N, H]; device: None
+
+
+def _anchors(drafted: _Drafted):
+    """What scoring got as anchors: host mode's array, or device mode's parts joined (after TTFT)."""
+    if drafted.anchors is not None:
+        return drafted.anchors
+    parts = [drafted.prefill.queries[None]] + ([] if drafted.lookahead is None else [drafted.lookahead])
+    return jnp.concatenate(parts)                                                  # [A, L, N, H]
 
 
 def _validate(*, keep, chunk_size, pool_kernel, look_ahead, scoring, layers) -> None:

@@ -24,6 +24,10 @@ def test_chunk_causal_equals_masked_attention_for_any_prefix_length(start):
     want = attention.masked(q, cache_k, cache_v, q_pos, k_pos)
     got = jax.jit(attention.chunk_causal)(q, k, v, cache_k, cache_v, np.int32(start))
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=2e-6, rtol=1e-5)
+    if start == 0:  # the fresh-cache form (no prefix call, no merge) is the same function
+        fresh = jax.jit(attention.chunk_causal, static_argnames="prefix")(q, k, v, cache_k, cache_v,
+                                                                          np.int32(0), prefix=False)
+        np.testing.assert_allclose(np.asarray(fresh), np.asarray(want), atol=2e-6, rtol=1e-5)
 
 
 @pytest.mark.parametrize("start", [1, T + 3, 4 * T])
