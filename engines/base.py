@@ -35,12 +35,18 @@ def _window_or_span(window: str | None, fallback: str, **attributes):
     return tracer.window(window, **attributes) if window else tracer.span(fallback, **attributes)
 
 
-def _h2d(device, arrays, binding: str = "other"):
-    """Place host arrays on the device as one recorded transfer."""
+def _h2d(device, arrays, binding: str = "other", *, wait: bool = True):
+    """Place host arrays on the device as one recorded transfer.
+
+    ``wait=False`` records the bytes but not the copy's time (only its enqueueing): for a few
+    bytes that the next program reads anyway, where waiting would add a host round trip
+    (~0.5 ms on the H100 host, ``scripts/probe_host.py``) to the TTFT being measured.
+    """
     nbytes = sum(a.nbytes for a in arrays)
     with tracer.transfer(binding, "h2d", nbytes):
         placed = jax.device_put(arrays, device)
-        jax.block_until_ready(placed)
+        if wait:
+            jax.block_until_ready(placed)
     return placed
 
 
@@ -77,12 +83,26 @@ class BaseEngine:
         if not isinstance(ctx_len, (int, np.integer)) or isinstance(ctx_len, bool) or ctx_len < 1:
             raise ValueError(f"ctx_len={ctx_len!r} must be a positive int")
         self.ctx_len = int(ctx_len)
-        # Cache slots: ctx_len rounded up to whole chunks, so a padded last chunk always fits.
-        self.cache_slots = -(self.ctx_len // -self.prefill_seq_len) * self.prefill_seq_len
+        self.cache_slots = self._slots_for(self.ctx_len)
         self.cache: KVCache | None = None
         self._cache_len = 0
         self._next_position = 0  # one past the largest position in the cache
         self._serial += 1
+
+    def _slots_for(self, ctx_len: int) -> int:
+        """KV cache slots for ``ctx_len`` tokens: enough for any prefill's padded rows.
+
+        A full last chunk (``last_chunk="full"``) needs ctx_len rounded up to whole chunks. A
+        fitted one computes at most ``FIT_MULTIPLE - 1`` padding rows past the real tokens, so
+        ctx_len rounded up to ``FIT_MULTIPLE``, plus one ``FIT_MULTIPLE`` for a continued prompt
+        that starts mid-block, always fits, and every decode step's attention reads only these
+        slots: at prefill_seq_len 16384 and a 10757-token context, 11008 slots instead of 16384
+        (a third less cache memory, and a third less for each look-ahead and decode step to read).
+        """
+        full = -(ctx_len // -self.prefill_seq_len) * self.prefill_seq_len
+        if self.options.last_chunk == "full" or self.options.prefill == "python":
+            return full
+        return min(full, -(ctx_len // -FIT_MULTIPLE) * FIT_MULTIPLE + FIT_MULTIPLE)
 
     # ---- construction ------------------------------------------------------------------------
     @classmethod
@@ -296,15 +316,13 @@ class BaseEngine:
 
     # ---- decode ------------------------------------------------------------------------------
     def decode(self, prefill: PrefillResult, max_new_tokens: int, *, return_queries: bool = False,
-               window: str | None = "decode", span_name: str = "decode", unroll: bool = False) -> GenerateResult:
+               window: str | None = "decode", span_name: str = "decode") -> GenerateResult:
         """Greedy decode continuing the cache of ``prefill`` (which must be this engine's latest).
 
         Generates ``max_new_tokens`` tokens (the first is the prefill logits' argmax, so
         ``max_new_tokens - 1`` forward steps), starting at ``prefill.next_position``.
         ``window``: the tracer window to open; None opens a plain span ``span_name`` instead
-        (e.g. the speculative engine's look-ahead inside its own window). ``unroll``: compile
-        the steps as straight-line code instead of a device loop (see ``model.decode_scan``;
-        for a few steps: the program grows with their number).
+        (e.g. the speculative engine's look-ahead inside its own window).
         """
         if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
             raise ValueError(f"max_new_tokens={max_new_tokens!r} must be a positive int")
@@ -319,7 +337,7 @@ class BaseEngine:
         queries = None
         with _window_or_span(window, span_name, **attrs) as span:
             t0 = time.perf_counter()
-            (position,) = _h2d(self.device, [np.full((1,), prefill.next_position, np.int32)])
+            (position,) = _h2d(self.device, [np.full((1,), prefill.next_position, np.int32)], wait=False)
             if steps and self.options.decode == "python":
                 host, queries = self._decode_python(model.greedy(prefill.last_logits), position, steps,
                                                     return_queries)
@@ -327,10 +345,10 @@ class BaseEngine:
                 if steps:  # the first token is the prefill's argmax, taken inside the same program
                     tokens, self.cache, queries = model.decode_scan_jit(             # [G, B]
                         self.params, self.cache, prefill.last_logits, position, cfg=self.config,
-                        opts=self.options, steps=steps, return_queries=return_queries,
-                        unroll=steps if unroll else 1)
+                        opts=self.options, steps=steps, return_queries=return_queries)
                 else:
                     tokens = model.greedy(prefill.last_logits)[None]                 # [1, B]
+                jax.block_until_ready(tokens)  # the transfer then times the copy, not the steps before it
                 with tracer.transfer("other", "d2h", tokens.nbytes):
                     host = np.asarray(tokens)[:, 0]
             elapsed = time.perf_counter() - t0
@@ -346,12 +364,14 @@ class BaseEngine:
     def _decode_python(self, first, position, steps, return_queries):
         """Seed 003's baseline: one compiled step per token, each token read back as it is made."""
         step = partial(model.decode_step_jit, cfg=self.config, opts=self.options, return_queries=return_queries)
+        jax.block_until_ready(first)
         with tracer.transfer("other", "d2h", first.nbytes):
             out = [int(np.asarray(first)[0])]
         tok, qs = first, []
         for _ in range(steps):
             tok, self.cache, q = step(self.params, self.cache, tok, position)
             position = position + 1
+            jax.block_until_ready(tok)
             with tracer.transfer("other", "d2h", tok.nbytes):
                 out.append(int(np.asarray(tok)[0]))
             if q is not None:

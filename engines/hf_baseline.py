@@ -69,3 +69,17 @@ def prefill_s(model, input_ids) -> float:
         return timed_s(lambda: model(input_ids=input_ids, logits_to_keep=1).logits[:, -1].float().cpu(),
                        input_ids.device)
 
+
+def prefill_text_s(model, tokenizer, prompt: str) -> float:
+    """Seconds from the prompt *string* to the last token's logits on the host: the tokenizer call
+    (one ``tokenizer(prompt)``, as a transformers user writes it), the copy of the ids to the
+    device, then :func:`prefill_s`'s forward. The engines' TTFT fields start at the string too
+    (their ``tokenize`` span), so this is the like-for-like reference."""
+    import torch
+
+    def run():
+        ids = tokenizer(prompt, return_tensors="pt")["input_ids"].to(model.device)
+        return model(input_ids=ids, logits_to_keep=1).logits[:, -1].float().cpu()
+
+    with torch.inference_mode():
+        return timed_s(run, model.device)

@@ -79,12 +79,30 @@ def rms_norm(x, weight, eps):
     return weight * normed.astype(x.dtype)                                         # [..., D]
 
 
+# XLA's GPU simplifier turns a dot with one row and a weight of fewer than ~10M elements into a
+# multiply + reduce (GpuAlgebraicSimplifier: "too small for rewriting" as a GEMM). In a decode
+# step of Llama-3.2-1B that hits the fused QKV (2048 x 3072) and output (2048 x 2048)
+# projections, and those reduces streamed the weights at ~1 TB/s of the H100's 3.35 (XPlane of
+# scripts/probe_lookahead.py). Two identical rows keep the dot a GEMM: the draft's 7 look-ahead
+# steps went 15.6 -> 13.2 ms (scripts/probe_spans.py, H100). Larger weights (8B) are GEMMs already.
+_GEMM_MIN_WEIGHT = 10_000_000
+_GEMM_ROWS_BACKENDS = ("gpu",)  # where the rewrite happens (a test adds "cpu" to run this path)
+
+
+def _gemm_rows(x, weight):
+    """x [B, T, ...], with its one row doubled (T = 2) where a one-row dot against ``weight`` would
+    become a reduce on GPU; take ``[:, :T]`` of the product."""
+    if x.shape[1] == 1 and weight.size < _GEMM_MIN_WEIGHT and jax.default_backend() in _GEMM_ROWS_BACKENDS:
+        return jnp.concatenate([x, x], axis=1)                                     # [B, 2, ...]
+    return x
+
+
 def project_qkv(lp, x, rope, cfg: LlamaConfig, opts: EngineOptions):
     """Post-RoPE queries [B, T, N, H] and keys [B, T, K, H], and values [B, T, K, H]."""
     B, T, _ = x.shape
     N, K, H = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
     if opts.qkv == "fused":
-        qkv = _einsum("BTD,DE->BTE", x, lp["wqkv"])                                # [B, T, (N+2K)*H]
+        qkv = _einsum("BTD,DE->BTE", _gemm_rows(x, lp["wqkv"]), lp["wqkv"])[:, :T]  # [B, T, (N+2K)*H]
         q = qkv[..., : N * H].reshape(B, T, N, H)                                  # [B, T, N, H]
         k = qkv[..., N * H: (N + K) * H].reshape(B, T, K, H)                       # [B, T, K, H]
         v = qkv[..., (N + K) * H:].reshape(B, T, K, H)                             # [B, T, K, H]
@@ -107,7 +125,7 @@ def mlp(lp, x):
 
 
 def _out_proj(lp, attn):
-    return _einsum("BTNH,NHD->BTD", attn, lp["wo"])                                # [B, T, D]
+    return _einsum("BTNH,NHD->BTD", _gemm_rows(attn, lp["wo"]), lp["wo"])[:, :attn.shape[1]]  # [B, T, D]
 
 
 def logits_of(params, x, cfg: LlamaConfig):
@@ -222,17 +240,12 @@ def decode_step(params, cache: KVCache, token, position, *, cfg: LlamaConfig, op
 
 
 def decode_scan(params, cache: KVCache, logits, position, *, cfg: LlamaConfig, opts: EngineOptions,
-                steps: int, return_queries: bool, unroll: int = 1):
+                steps: int, return_queries: bool):
     """Greedy decoding on the device: the argmax of ``logits`` [B, V] (the prefill's last row) is
     the first token, fed at ``position`` [B]; then ``steps`` steps as one ``lax.scan``.
 
-    ``unroll``: scan iterations per loop trip (``steps`` = straight-line code). A GPU loop
-    that is not captured whole in a CUDA graph is driven trip by trip from the host (each trip
-    a separate launch sequence, the GPU idle in between); straight-line code is one sequence
-    of kernels that XLA can capture and schedule as a whole. The draft's look-ahead (7 steps of
-    ~2.3 ms on an H200 where the weights stream in ~0.5 ms) is unrolled in full; the compiled
-    program grows with ``steps``. Whether that pays is what ``scripts/bench_lookahead.py``
-    measures (not yet run on a GPU).
+    A device loop, not straight-line code: unrolling the draft's 7 look-ahead steps measured
+    1.5x slower on an H100 (28.8 vs 19.2 ms, docs/evidence/h100-session4/bench_lookahead.txt).
 
     Returns (tokens [steps + 1, B] (the first token, then the token after each step), cache,
     queries [steps, L, B, N, H] of the fed tokens, or None).
@@ -244,8 +257,7 @@ def decode_scan(params, cache: KVCache, logits, position, *, cfg: LlamaConfig, o
 
     first = greedy(logits)                                                         # [B]
     with jax.named_scope("decode"):
-        (cache, _, _), (tokens, queries) = lax.scan(step, (cache, first, position), None, length=steps,
-                                                    unroll=unroll)
+        (cache, _, _), (tokens, queries) = lax.scan(step, (cache, first, position), None, length=steps)
     return jnp.concatenate([first[None], tokens], axis=0), cache, queries          # [steps + 1, B]
 
 
@@ -255,6 +267,6 @@ chunk_forward_jit = jax.jit(chunk_forward, static_argnames=("cfg", "opts", "retu
                             donate_argnames=("cache",))
 decode_step_jit = jax.jit(decode_step, static_argnames=("cfg", "opts", "return_queries"),
                           donate_argnames=("cache",))
-decode_scan_jit = jax.jit(decode_scan, static_argnames=("cfg", "opts", "steps", "return_queries", "unroll"),
+decode_scan_jit = jax.jit(decode_scan, static_argnames=("cfg", "opts", "steps", "return_queries"),
                           donate_argnames=("cache",))
 forward_jit = jax.jit(forward, static_argnames=("cfg", "opts"))

@@ -243,7 +243,7 @@ class SpecPrefillEngine:
             stop = np.flatnonzero(fed == d.config.eos_token_id)
             n_la = int(stop[0]) if len(stop) else steps
             if n_la:
-                lookahead = gen.queries[:n_la]                                     # [A-1, L, N, H]
+                lookahead = gen.queries if n_la == steps else gen.queries[:n_la]   # [A-1, L, N, H]
                 if host:
                     lookahead = lookahead[:, sl]                                   # [A-1, L', N, H]
                     with tracer.transfer("prefill_queries", "d2h", lookahead.nbytes):

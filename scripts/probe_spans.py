@@ -7,17 +7,20 @@ scoring) ``RUNS`` times after a warm-up in one process per variant, and prints t
 every span by name (and chunk index) side by side::
 
     python scripts/probe_spans.py                              # defaults vs XLA command buffers off
-    python scripts/probe_spans.py "" "PROBE_PSL=16384" "PROBE_PSL=16384 XLA_FLAGS=--xla_gpu_enable_command_buffer="
+    python scripts/probe_spans.py "" "PROBE_PSL=4096" "XLA_FLAGS=--xla_gpu_enable_command_buffer="
 
 Each argument is one variant: environment assignments (``PROBE_PSL`` the prefill_seq_len,
-default 4096; ``XLA_FLAGS``; empty: the defaults). The GPU is named in the header; the means
+default 16384; ``XLA_FLAGS``; ``PROBE_CPROFILE=1`` writes the host's cProfile of the measured
+runs to ``$OUT/cprofile_<pid>.txt``; empty: the defaults). The GPU is named in the header; the means
 and standard deviations go to ``$OUT/probe_spans.json`` when ``OUT`` is set.
 """
 
 from __future__ import annotations
 
+import cProfile
 import json
 import os
+import pstats
 import shlex
 import subprocess
 import sys
@@ -37,14 +40,19 @@ def child() -> None:
     n = int(os.environ.get("PROBE_LEN", "10741"))  # PROBE_* shrink it for a CPU smoke run
     eng = SpecPrefillEngine.from_pretrained(os.environ.get("PROBE_DRAFT", "llama-3.2-1b"),
                                             base=os.environ.get("PROBE_BASE", "llama-3.1-8b"),
-                                            prefill_seq_len=int(os.environ.get("PROBE_PSL", "4096")),
+                                            prefill_seq_len=int(os.environ.get("PROBE_PSL", "16384")),
                                             ctx_len=n + 64, keep=0.10, scoring="device")
     prompt = exact_prompt(eng.draft.tokenizer, n)
     tracer.configure(enabled=True, exporter="none")
     per_span: dict[str, list[float]] = defaultdict(list)
+    prof = cProfile.Profile() if os.environ.get("PROBE_CPROFILE") else None
     for i in range(RUNS + 1):
         with tracer.capture() as rec:
+            if prof and i:
+                prof.enable()
             eng.run(prompt, gen_len=0, baseline=False)
+            if prof:
+                prof.disable()
         if i == 0:
             continue  # compiles
         seen: dict[str, float] = defaultdict(float)
@@ -54,6 +62,9 @@ def child() -> None:
             seen[f"{name} [{engine}]" if engine and not s.name.startswith("ttft.") else name] += s.duration_ns / 1e6
         for k, v in seen.items():
             per_span[k].append(v)
+    if prof:  # where the host's time goes in the measured runs (cProfile's overhead included)
+        with open(os.path.join(os.environ.get("OUT", "."), f"cprofile_{os.getpid()}.txt"), "w") as f:
+            pstats.Stats(prof, stream=f).sort_stats("tottime").print_stats(40)
     print(json.dumps({"device": str(eng.base.device.device_kind),
                       "spans": {k: [float(np.mean(v)), float(np.std(v))] for k, v in per_span.items()}}))
 

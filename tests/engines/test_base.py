@@ -185,21 +185,39 @@ def test_decode_returns_lookahead_queries(make):
     assert engine.cache_keys(9).shape == (CFG.n_layers, 9, CFG.n_kv_heads, CFG.head_dim)
 
 
-def test_unrolled_decode_is_straight_line_code_with_the_same_tokens_and_queries(make):
-    engine = make(8)
-    out = {}
-    for unroll in (False, True):
-        result = engine.prefill_from_ids(ids_of(9), np.arange(9), return_queries=True)
-        out[unroll] = engine.decode(result, 6, return_queries=True, unroll=unroll)
-    np.testing.assert_array_equal(out[True].tokens, out[False].tokens)
-    np.testing.assert_allclose(np.asarray(out[True].queries), np.asarray(out[False].queries), atol=ATOL)
+def test_decode_with_two_row_projections_gives_the_same_tokens_and_queries(make, monkeypatch):
+    # On GPU a decode step feeds small projections two identical rows (model._gemm_rows: XLA
+    # would make the one-row dot a slow reduce); here the same path is forced on the CPU.
     from engines import model
 
-    def hlo(unroll):
-        return model.decode_scan_jit.lower(engine.params, engine.cache, result.last_logits, np.zeros(1, np.int32),
-                                           cfg=engine.config, opts=engine.options, steps=5, return_queries=True,
-                                           unroll=unroll).as_text()
-    assert "while" in hlo(1) and "while" not in hlo(5)
+    engine = make(8)
+    out = {}
+    for backends in ((), ("cpu", "gpu")):
+        monkeypatch.setattr(model, "_GEMM_ROWS_BACKENDS", backends)
+        jax.clear_caches()  # the compiled steps were traced under the other setting
+        result = engine.prefill_from_ids(ids_of(9), np.arange(9), return_queries=True)
+        out[backends] = engine.decode(result, 6, return_queries=True)
+        hlo = model.decode_step_jit.lower(engine.params, engine.cache, np.zeros(1, np.int32), np.zeros(1, np.int32),
+                                          cfg=engine.config, opts=engine.options, return_queries=False).as_text()
+        assert ("tensor<1x2x48xf32>" in hlo) == bool(backends)  # the doubled [B, 2, D] row
+    jax.clear_caches()
+    np.testing.assert_array_equal(out[()].tokens, out[("cpu", "gpu")].tokens)
+    np.testing.assert_allclose(np.asarray(out[()].queries), np.asarray(out[("cpu", "gpu")].queries), atol=ATOL)
+
+
+@pytest.mark.parametrize("ctx_len", [128, 130])
+def test_fitted_cache_holds_every_split_of_a_full_context(make, ctx_len):
+    # With fitted last chunks the cache is ctx_len rounded up to 128, plus 128 (not whole
+    # prefill_seq_len chunks): every prefill, continued or not, and decoding to ctx_len fit.
+    engine = make(1024, ctx_len=ctx_len)
+    assert engine.cache_slots == -(ctx_len // -128) * 128 + 128 < 1024
+    assert make(1024, ctx_len=ctx_len, last_chunk="full").cache_slots == 1024
+    ids = ids_of(ctx_len, seed=3)
+    for split in (1, ctx_len // 2, ctx_len - 2):
+        engine.prefill_from_ids(ids[:split], np.arange(split))
+        second = engine.prefill_from_ids(ids[split:ctx_len - 1], np.arange(split, ctx_len - 1), continue_cache=True)
+        np.testing.assert_allclose(second.logits, engine.forward_logits(ids[:ctx_len - 1])[-1], atol=ATOL, rtol=1e-5)
+        assert engine.decode(second, 2).tokens.shape == (2,)  # the last slot of ctx_len
 
 
 def test_chunk_fn_contract(make, params):
