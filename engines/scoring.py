@@ -221,6 +221,14 @@ def score_device(queries, keys, n_real: int, *, keep: float, chunk_size: int = 3
     return fn(queries, keys, np.int32(n_real), np.int32(n_keep))  # numpy: placed with the keys
 
 
+def join_anchors(parts):
+    """Anchor query parts, ``[L, N, H]`` (one anchor) or ``[A_i, L, N, H]``, joined in order into
+    ``[A, L, N, H]`` (jax arrays; inside ``score_device``'s program or after it)."""
+    import jax.numpy as jnp
+
+    return jnp.concatenate([q[None] if q.ndim == 3 else q for q in parts])
+
+
 @functools.lru_cache(maxsize=None)
 def _device_fn(key_layout: str, per_layer: bool, layers: str, chunk_size: int, pool_kernel: int, max_kept: int):
     import jax
@@ -232,7 +240,7 @@ def _device_fn(key_layout: str, per_layer: bool, layers: str, chunk_size: int, p
     def fn(queries, keys, n_real, n_keep):
         with jax.named_scope("spec_scoring"):
             if isinstance(queries, tuple):
-                queries = jnp.concatenate([q[None] if q.ndim == 3 else q for q in queries])  # [A, L, N, H]
+                queries = join_anchors(queries)                                    # [A, L, N, H]
             A, L, N, H = queries.shape
             sl = layer_slice(L, layers)
             key_sl = sl

@@ -27,12 +27,11 @@ from dataclasses import dataclass, field
 from time import perf_counter_ns
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 import tracer
 from engines import scoring as score
-from engines.base import BaseEngine
+from engines.base import BaseEngine, to_host
 from tracer.ttft import TTFT_FIELDS
 
 SCORING_MODES: tuple[str, ...] = ("host", "device")
@@ -221,14 +220,10 @@ class SpecPrefillEngine:
             if not host:
                 return
             q = q if sl == slice(0, d.config.n_layers) else q[sl]                  # [L', N, H]
-            with tracer.transfer("prefill_queries", "d2h", q.nbytes):
-                out.queries = np.asarray(q)                                        # the final chunk's wins
+            out.queries = to_host(q, "prefill_queries")                            # the final chunk's wins
             if i == num_chunks - 1:
-                per_layer = [d.cache.k[l][0] for l in range(sl.start, sl.stop)]   # L' x [S, K, H]
-                jax.block_until_ready(per_layer)
-                for l, k in zip(range(sl.start, sl.stop), per_layer):
-                    with tracer.transfer(f"past_key.{l}_RetainedState", "d2h", k.nbytes):
-                        out.keys.append(np.asarray(k))
+                for l in range(sl.start, sl.stop):                                 # L' x [S, K, H]
+                    out.keys.append(to_host(d.cache.k[l][0], f"past_key.{l}_RetainedState"))
 
         # The draft's logits feed only the look-ahead, on the device: host mode copies them as
         # QEfficient's session returns them; device mode leaves them where they are.
@@ -245,9 +240,7 @@ class SpecPrefillEngine:
             if n_la:
                 lookahead = gen.queries if n_la == steps else gen.queries[:n_la]   # [A-1, L, N, H]
                 if host:
-                    lookahead = lookahead[:, sl]                                   # [A-1, L', N, H]
-                    with tracer.transfer("prefill_queries", "d2h", lookahead.nbytes):
-                        lookahead = np.asarray(lookahead)
+                    lookahead = to_host(lookahead[:, sl], "prefill_queries")       # [A-1, L', N, H]
         out.n_anchors = 1 + (0 if lookahead is None else lookahead.shape[0])
         out.lookahead = lookahead
         return out
@@ -263,7 +256,7 @@ class SpecPrefillEngine:
                 q, k = score.assemble(anchors, drafted.keys, n_real, key_layout="LSKH")
                 drafted.anchors = q
             else:  # nothing to do on the host: score_device joins the parts in its own program
-                q = (drafted.prefill.queries,) + (() if drafted.lookahead is None else (drafted.lookahead,))
+                q = drafted.device_parts()
         with _Timed(tracer.span, "score.compute") as t_cmp:
             if self.scoring == "host":
                 token_scores = score.compute(q, k, pool_kernel=self.pool_kernel)  # [S]
@@ -293,13 +286,16 @@ class _Drafted:
     n_anchors: int = 1
     anchors: object = None                    # host mode: what scoring got, [A, L', N, H]; device: None
 
+    def device_parts(self) -> tuple:
+        """Device mode's anchor queries as ``score_device`` takes them: ([L, N, H], [A-1, L, N, H]?)."""
+        return (self.prefill.queries,) + (() if self.lookahead is None else (self.lookahead,))
+
 
 def _anchors(drafted: _Drafted):
     """What scoring got as anchors: host mode's array, or device mode's parts joined (after TTFT)."""
     if drafted.anchors is not None:
         return drafted.anchors
-    parts = [drafted.prefill.queries[None]] + ([] if drafted.lookahead is None else [drafted.lookahead])
-    return jnp.concatenate(parts)                                                  # [A, L, N, H]
+    return score.join_anchors(drafted.device_parts())                             # [A, L, N, H]
 
 
 def _validate(*, keep, chunk_size, pool_kernel, look_ahead, scoring, layers) -> None:

@@ -100,3 +100,26 @@ def test_on_chunk_sees_each_chunk_inside_its_span(engine):
     assert seen == [(i, (cfg.n_layers, cfg.n_heads, cfg.head_dim)) for i in range(result.num_chunks)]
     for c in trace.all("prefill.chunk"):
         c.assert_bytes("prefill_queries", 4 * cfg.n_layers * cfg.n_heads * cfg.head_dim)
+
+
+def test_to_host_waits_for_the_device_before_it_times_the_copy(monkeypatch):
+    # A d2h transfer times the copy only: the array is waited for outside the transfer, so a
+    # read-back at the end of a device program does not report that program as copy time.
+    import jax
+    import jax.numpy as jnp
+
+    from engines import base
+
+    order = []
+    wait, transfer = base.jax.block_until_ready, base.tracer.transfer
+    monkeypatch.setattr(base.jax, "block_until_ready", lambda x: (order.append("wait"), wait(x))[1])
+    monkeypatch.setattr(base.tracer, "transfer", lambda *a: (order.append("copy"), transfer(*a))[1])
+    x = jnp.arange(6, dtype=jnp.float32) * 2
+    with capture_trace() as trace:
+        with tracer.span("outer"):
+            got = base.to_host(x, "past_key.3_RetainedState")
+    np.testing.assert_array_equal(got, np.arange(6) * 2)
+    assert order == ["wait", "copy"]
+    io = trace.one("outer").io_of("past_key")
+    assert (io.bytes, io.count) == (24, 1)
+    assert isinstance(got, np.ndarray) and not isinstance(got, jax.Array)
