@@ -7,16 +7,16 @@ checkpoint, tokenizer, presets, defaults, base).
 
 from __future__ import annotations
 
-from engines.base import BaseEngine
-from engines.cache import KVCache, allocate_cache
-from engines.checkpoint import CheckpointError, load_weights, read_config, save_checkpoint
-from engines.config import EngineOptions, LlamaConfig, RopeScaling
-from engines.defaults import default_pair
-from engines.params import init_params, init_params_numpy, param_shapes, weight_bytes
-from engines.presets import PRESET_NAMES, RANDOM_PRESETS, resolve
-from engines.results import GenerateResult, PrefillResult
-from engines.spec import SpecPrefillEngine, SpecResult
-from engines.tokenizer import load_tokenizer
+from spectrace.engines.base import BaseEngine
+from spectrace.engines.cache import KVCache, allocate_cache
+from spectrace.engines.checkpoint import CheckpointError, load_weights, read_config, save_checkpoint
+from spectrace.engines.config import EngineOptions, LlamaConfig, RopeScaling
+from spectrace.engines.defaults import default_pair
+from spectrace.engines.params import init_params, init_params_numpy, param_shapes, weight_bytes
+from spectrace.engines.presets import PRESET_NAMES, RANDOM_PRESETS, resolve
+from spectrace.engines.results import GenerateResult, PrefillResult
+from spectrace.engines.spec import SpecPrefillEngine, SpecResult
+from spectrace.engines.tokenizer import load_tokenizer
 
 __all__ = [
     "BaseEngine", "CheckpointError", "EngineOptions", "GenerateResult", "KVCache", "LlamaConfig",

@@ -21,13 +21,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import tracer
-from engines import model
-from engines.cache import KVCache, allocate_cache, reset_cache
-from engines.config import FIT_MULTIPLE, EngineOptions, LlamaConfig
-from engines.params import for_options
-from engines.results import GenerateResult, PrefillResult
-from engines.tokenizer import encode
+from spectrace import tracer
+from spectrace.engines import model
+from spectrace.engines.cache import KVCache, allocate_cache, reset_cache
+from spectrace.engines.config import FIT_MULTIPLE, EngineOptions, LlamaConfig
+from spectrace.engines.params import for_options
+from spectrace.engines.results import GenerateResult, PrefillResult
+from spectrace.engines.tokenizer import encode
 
 
 def _window_or_span(window: str | None, fallback: str, **attributes):
@@ -129,9 +129,9 @@ class BaseEngine:
         """
         from dataclasses import replace
 
-        from engines.checkpoint import load_weights, read_config
-        from engines.presets import resolve
-        from engines.tokenizer import load_tokenizer
+        from spectrace.engines.checkpoint import load_weights, read_config
+        from spectrace.engines.presets import resolve
+        from spectrace.engines.tokenizer import load_tokenizer
 
         device = _one_device(devices)
         dtype = _default_dtype(device) if dtype is None else jnp.dtype(dtype)
@@ -157,7 +157,7 @@ class BaseEngine:
         """
         from dataclasses import replace
 
-        from engines.params import init_params
+        from spectrace.engines.params import init_params
 
         device = _one_device(devices)
         dtype = _default_dtype(device) if dtype is None else jnp.dtype(dtype)

@@ -1,6 +1,6 @@
 """Benchmark the base engine against Hugging Face transformers on the same shapes, in one run.
 
-    python -m engines.bench_base --preset llama-3.1-8b --prompt-len 10741 --prefill-seq-len 2048 \\
+    python -m spectrace.engines.bench_base --preset llama-3.1-8b --prompt-len 10741 --prefill-seq-len 2048 \\
         --gen 64 --runs 5
 
 Measures, after warm-up runs, ``--runs`` times each (mean ± sample std):
@@ -26,7 +26,7 @@ import sys
 # JAX must not take 75% of GPU memory when PyTorch shares the GPU in this process.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
-from tracer import benchstats  # noqa: E402
+from spectrace.tracer import benchstats  # noqa: E402
 
 HBM_BYTES_PER_S = {"H100": 3.35e12, "H200": 4.8e12}  # by device_kind substring (datasheet figures)
 DEFAULT_HBM_BYTES_PER_S = 3.35e12
@@ -44,8 +44,8 @@ def _fmt(xs: list[float] | None) -> str:
 def bench_engine(args) -> dict:
     import numpy as np
 
-    from engines.base import BaseEngine
-    from engines.params import weight_bytes
+    from spectrace.engines.base import BaseEngine
+    from spectrace.engines.params import weight_bytes
 
     ctx = args.ctx_len or args.prompt_len + args.gen
     switches = dict(opt.split("=", 1) for opt in args.option)
@@ -73,7 +73,7 @@ def bench_hf(args, engine, ids) -> dict | None:
     except ImportError as exc:
         print(f"transformers baseline skipped: {exc}", file=sys.stderr)
         return None
-    from engines.hf_baseline import hf_model, prefill_s, timed_s
+    from spectrace.engines.hf_baseline import hf_model, prefill_s, timed_s
 
     model = hf_model(engine.config, engine.dtype)
     model.generation_config.eos_token_id = None  # generate exactly n tokens

@@ -9,8 +9,8 @@ shape (:mod:`engines.hf_baseline`: sdpa, ``logits_to_keep=1``) measured in the s
 
 By hand on an H100 (not CI)::
 
-    python -m engines.bench_spec --out bench.json
-    python -m engines.bench_spec --base default-base --draft default-draft --prompt-len 300   # CPU smoke
+    python -m spectrace.engines.bench_spec --out bench.json
+    python -m spectrace.engines.bench_spec --base default-base --draft default-draft --prompt-len 300   # CPU smoke
 """
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-import tracer  # noqa: E402
-from engines import BaseEngine  # noqa: E402
-from engines.hf_baseline import hf_model, prefill_s, prefill_text_s  # noqa: E402
-from engines.spec import SpecPrefillEngine  # noqa: E402
-from engines.tokenizer import exact_prompt  # noqa: E402
-from tracer import benchstats  # noqa: E402
+from spectrace import tracer  # noqa: E402
+from spectrace.engines import BaseEngine  # noqa: E402
+from spectrace.engines.hf_baseline import hf_model, prefill_s, prefill_text_s  # noqa: E402
+from spectrace.engines.spec import SpecPrefillEngine  # noqa: E402
+from spectrace.engines.tokenizer import exact_prompt  # noqa: E402
+from spectrace.tracer import benchstats  # noqa: E402
 
 PHASES = ("ttft_spec_device_s", "t_assemble_s", "t_score_s", "t_select_s", "ttft_host_scoring_s",
           "ttft_base_pruned_only_s", "ttft_speculative_s", "ttft_baseline_s")

@@ -17,7 +17,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from engines.config import LlamaConfig
+from spectrace.engines.config import LlamaConfig
 
 
 class KVCache(NamedTuple):

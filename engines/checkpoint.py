@@ -19,8 +19,8 @@ import jax
 import ml_dtypes
 import numpy as np
 
-from engines.config import LlamaConfig
-from engines.params import param_shapes
+from spectrace.engines.config import LlamaConfig
+from spectrace.engines.params import param_shapes
 
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM",)
 _DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16, "F64": np.float64}

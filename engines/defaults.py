@@ -16,10 +16,10 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from engines.checkpoint import save_checkpoint
-from engines.config import LlamaConfig, RopeScaling
-from engines.params import init_params_numpy
-from engines.tokenizer import save_embedded_tokenizer
+from spectrace.engines.checkpoint import save_checkpoint
+from spectrace.engines.config import LlamaConfig, RopeScaling
+from spectrace.engines.params import init_params_numpy
+from spectrace.engines.tokenizer import save_embedded_tokenizer
 
 # Bump when anything below changes what is written: a cache with another version is rebuilt.
 GENERATOR_VERSION = 1

@@ -6,7 +6,7 @@ tables measuring the same thing. Weights are random: the timing depends on shape
 checkpoint has to be converted or downloaded.
 
 ``torch`` and ``transformers`` are imported inside the functions: the benches run on a GPU
-machine, but ``import engines.bench_*`` (and the ``--no-hf`` runs the CPU tests make) must work
+machine, but ``import spectrace.engines.bench_*`` (and the ``--no-hf`` runs the CPU tests make) must work
 where PyTorch is not installed.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 
-from engines.config import LlamaConfig
+from spectrace.engines.config import LlamaConfig
 
 _TORCH_DTYPES = ("bfloat16", "float16", "float32")
 

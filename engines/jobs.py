@@ -13,9 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-import tracer
-from tracer import benchstats, ttft
-from tracer.errors import UserError
+from spectrace import tracer
+from spectrace.tracer import benchstats, ttft
+from spectrace.tracer.errors import UserError
 
 DEFAULT_PROMPT_TOKENS = 3000
 _DEFAULT_PAIR = ("default-base", "default-draft")
@@ -27,7 +27,7 @@ def make_prompt(tokenizer, n_tokens: int | None = None, text: str | None = None)
     (``engines.tokenizer.exact_prompt``: the same prompt ``engines.bench_spec`` times)."""
     if text is not None:
         return text
-    from engines.tokenizer import exact_prompt
+    from spectrace.engines.tokenizer import exact_prompt
 
     return exact_prompt(tokenizer, n_tokens or DEFAULT_PROMPT_TOKENS)
 
@@ -54,7 +54,7 @@ def _compile_cache() -> None:
     """
     import jax
 
-    from engines.defaults import cache_root
+    from spectrace.engines.defaults import cache_root
 
     if jax.config.jax_compilation_cache_dir:
         return
@@ -74,8 +74,8 @@ def _load_base(args, progress, *, prompt_len: int | None, room: int, **switches)
     The context is sized once the tokenizer has measured the prompt. Raises ``UserError`` for
     a bad checkpoint, preset or ``--ctx-len``.
     """
-    from engines import BaseEngine
-    from engines.presets import resolve
+    from spectrace.engines import BaseEngine
+    from spectrace.engines.presets import resolve
 
     seq = _seq_len(args)
     try:
@@ -99,7 +99,7 @@ def _load_base(args, progress, *, prompt_len: int | None, room: int, **switches)
 
 def _load(args, progress):
     """The speculative engine (draft + base), the prompt and the context length."""
-    from engines.spec import SpecPrefillEngine
+    from spectrace.engines.spec import SpecPrefillEngine
 
     base, prompt, ctx = _load_base(args, progress, prompt_len=args.prompt_len, room=args.gen_len + args.look_ahead)
     try:
@@ -160,14 +160,14 @@ def run_command(args) -> int:
         doc = ttft.build(runs, config=_config(args, spec, base, ctx), devices=_devices_of(spec, base),
                          versions=ttft.versions("jax", "jaxlib", "numpy", "transformers", "opentelemetry-sdk",
                                                 "perfetto"))
-        from tracer.perfetto import write_pftrace
-        from tracer.report import write_report
+        from spectrace.tracer.perfetto import write_pftrace
+        from spectrace.tracer.report import write_report
 
         summary = write_pftrace(out / "trace.pftrace", spans, xplanes=xplanes,
                                 metadata={"command": "spectrace run", "config": doc["config"]})
         if xplanes:
             doc["alignment"] = {k: summary.get(k) for k in ("median_us", "max_us", "offset_us", "pairs")}
-            from tracer.device_time import rows
+            from spectrace.tracer.device_time import rows
 
             doc["device_time"] = rows(run_spans[-1], summary["device_time"])
         ttft.write(out / "ttft.json", doc)
@@ -186,7 +186,7 @@ def _measured_runs(spec, prompt, args, out, progress):
     runs, spans = [], []  # spans: one list per run
     prof_cm = contextlib.nullcontext(None)
     if args.xplane:
-        from tracer import xplane
+        from spectrace.tracer import xplane
 
         prof_cm = xplane.profile(out / "xplane")
     with prof_cm as prof:
@@ -238,7 +238,7 @@ def _print_summary(doc: dict, out: Path, *, quiet: bool) -> None:
     worst = ", ".join(f"{c['pass']}#{c['index']} {c['ms']:.2f} ms" for c in doc["slowest_chunks"])
     print(f"\nslowest chunks: {worst}")
     if doc.get("device_time"):
-        from tracer.device_time import format_rows
+        from spectrace.tracer.device_time import format_rows
 
         print("\n" + format_rows(doc["device_time"], "Device time per span, last run"))
     print(f"\nwrote {out}/trace.pftrace, ttft.json, report.html")
@@ -305,7 +305,7 @@ def _bench_base(args, name, switches, progress) -> list[dict]:
 
 
 def _bench_spec(args, name, loaded, switches, progress) -> list[dict]:
-    from engines.spec import SpecPrefillEngine
+    from spectrace.engines.spec import SpecPrefillEngine
 
     engines, _, prompt, _ = loaded
     spec = SpecPrefillEngine(engines.draft, engines.base, keep=args.keep, look_ahead=args.look_ahead,

@@ -22,9 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from engines import attention
-from engines.cache import KVCache
-from engines.config import EngineOptions, LlamaConfig
+from spectrace.engines import attention
+from spectrace.engines.cache import KVCache
+from spectrace.engines.config import EngineOptions, LlamaConfig
 
 
 def _precision(x):

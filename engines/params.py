@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from engines.config import EngineOptions, LlamaConfig
+from spectrace.engines.config import EngineOptions, LlamaConfig
 
 
 def param_shapes(cfg: LlamaConfig) -> dict:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from engines.config import LlamaConfig, RopeScaling
+from spectrace.engines.config import LlamaConfig, RopeScaling
 
 _LLAMA31_ROPE = RopeScaling(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
                             original_max_position=8192)
@@ -47,7 +47,7 @@ class ModelSource:
 
 def resolve(path_or_preset: str | Path, *, cache_dir: str | Path | None = None) -> ModelSource:
     """Turn a preset name or a checkpoint path into a :class:`ModelSource`."""
-    from engines.defaults import default_pair
+    from spectrace.engines.defaults import default_pair
 
     key = str(path_or_preset)
     if key in DEFAULT_PRESETS:

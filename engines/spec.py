@@ -29,10 +29,10 @@ from time import perf_counter_ns
 import jax
 import numpy as np
 
-import tracer
-from engines import scoring as score
-from engines.base import BaseEngine, to_host
-from tracer.ttft import TTFT_FIELDS
+from spectrace import tracer
+from spectrace.engines import scoring as score
+from spectrace.engines.base import BaseEngine, to_host
+from spectrace.tracer.ttft import TTFT_FIELDS
 
 SCORING_MODES: tuple[str, ...] = ("host", "device")
 # Window name -> pass key of ttft.json (docs/CONTRACTS.md).

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.checkpoint import hf_state_dict, save_checkpoint
-from engines.config import LlamaConfig, RopeScaling
-from engines.params import init_params_numpy
-from engines.tokenizer import save_embedded_tokenizer
+from spectrace.engines.checkpoint import hf_state_dict, save_checkpoint
+from spectrace.engines.config import LlamaConfig, RopeScaling
+from spectrace.engines.params import init_params_numpy
+from spectrace.engines.tokenizer import save_embedded_tokenizer
 
 REFERENCE_MODELS: dict[str, tuple[LlamaConfig, int]] = {
     # GQA (4 query heads on 2 KV heads), tied embeddings, llama3 RoPE whose bands all matter at

@@ -18,12 +18,11 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-import tracer  # noqa: E402
-from tracer import clock, xplane  # noqa: E402
-from tracer.merge import merge  # noqa: E402
-from tracer.perfetto import export_chrome_json, write_pftrace  # noqa: E402
+from spectrace import tracer  # noqa: E402
+from spectrace.tracer import clock, xplane  # noqa: E402
+from spectrace.tracer.merge import merge  # noqa: E402
+from spectrace.tracer.perfetto import export_chrome_json, write_pftrace  # noqa: E402
 
 CHUNKS = 16
 

@@ -13,7 +13,7 @@ import platform
 import tempfile
 import time
 
-import tracer
+from spectrace import tracer
 
 
 def _loop_null(n):

@@ -11,9 +11,9 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH="$PWD:/tmp/site"
 OUT=${OUT:-/tmp/out}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-python3 -m tracer.cli run --base llama-3.1-8b --draft llama-3.2-1b --prompt-len 10741 --prefill-seq-len 2048 \
+python3 -m spectrace.tracer.cli run --base llama-3.1-8b --draft llama-3.2-1b --prompt-len 10741 --prefill-seq-len 2048 \
     --scoring "${SCORING:-device}" --gen-len 16 --xplane --out "$OUT/run8b" | tee "$OUT/run8b.txt"
 rm -rf "$OUT/run8b/xplane"   # already merged into trace.pftrace
 python3 scripts/trace_stats.py "$OUT/run8b/trace.pftrace" --json "$OUT/run8b/trace_stats.json" | tee "$OUT/trace_stats.txt"
-python3 -m tracer.cli bench --set seed003 --base llama-3.2-1b --prompt-len 512 --prefill-seq-len 512 \
+python3 -m spectrace.tracer.cli bench --set seed003 --base llama-3.2-1b --prompt-len 512 --prefill-seq-len 512 \
     --gen-len 64 --runs 3 --out "$OUT/bench003" | tee "$OUT/bench003.txt"

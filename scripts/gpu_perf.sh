@@ -22,7 +22,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 for step in $STEPS; do case $step in
 0) python3 - <<'PY' 2>&1 | tee "$OUT/check.txt"
 import numpy as np
-from engines.base import BaseEngine
+from spectrace.engines.base import BaseEngine
 e = BaseEngine.from_pretrained("llama-3.2-1b", prefill_seq_len=256, ctx_len=1024)
 ids = np.random.default_rng(0).integers(3, e.config.vocab_size, 700).astype(np.int32)
 chunked = e.prefill_from_ids(ids, np.arange(700, dtype=np.int32)).logits          # 3 chunks, cuDNN
@@ -32,15 +32,15 @@ print(f"cuDNN chunked vs masked reference (bf16, 700 tokens, 3 chunks): max rel 
       f"top-1 equal {int(chunked.argmax()) == int(ref.argmax())}")
 PY
 ;;
-1) python3 -m engines.bench_base --preset llama-3.1-8b --prompt-len 10741 --prefill-seq-len "${PSL:-16384}" \
+1) python3 -m spectrace.engines.bench_base --preset llama-3.1-8b --prompt-len 10741 --prefill-seq-len "${PSL:-16384}" \
        --gen 64 --runs "${RUNS:-10}" 2>&1 | tee "$OUT/bench_base_8b.txt" ;;
-2) python3 -m engines.bench_spec --base llama-3.1-8b --draft llama-3.2-1b --prompt-len 10741 --keep 0.10 \
+2) python3 -m spectrace.engines.bench_spec --base llama-3.1-8b --draft llama-3.2-1b --prompt-len 10741 --keep 0.10 \
        --prefill-seq-len "${PSL:-16384}" -n "${RUNS:-10}" --out "$OUT/bench_spec.json" 2>&1 | tee "$OUT/bench_spec.txt" ;;
-3) python3 -m tracer.cli run --base llama-3.1-8b --draft llama-3.2-1b --prompt-len 10741 --scoring device \
+3) python3 -m spectrace.tracer.cli run --base llama-3.1-8b --draft llama-3.2-1b --prompt-len 10741 --scoring device \
        --prefill-seq-len "${PSL:-16384}" --gen-len 16 --out "$OUT/run8b" 2>&1 | tee "$OUT/run8b.txt"
-   python3 -c "from tracer.testing import Trace; print(Trace.load('$OUT/run8b/trace.pftrace').tree())" \
+   python3 -c "from spectrace.tracer.testing import Trace; print(Trace.load('$OUT/run8b/trace.pftrace').tree())" \
        > "$OUT/run8b_tree.txt" ;;
-4) python3 -m tracer.cli run --base llama-3.1-8b --draft llama-3.2-1b --prompt-len 10741 --scoring device \
+4) python3 -m spectrace.tracer.cli run --base llama-3.1-8b --draft llama-3.2-1b --prompt-len 10741 --scoring device \
        --prefill-seq-len "${PSL:-16384}" --gen-len 16 --xplane --out /tmp/run8b_xplane 2>&1 | tee "$OUT/run8b_xplane.txt"
    cp /tmp/run8b_xplane/ttft.json "$OUT/run8b_xplane_ttft.json" ;;
 5) python3 scripts/probe_lookahead.py > "$OUT/probe_lookahead.txt" 2>&1; cat "$OUT/probe_lookahead.txt" ;;

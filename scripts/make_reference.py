@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 GREEDY_TOKENS = 8
 
@@ -36,7 +35,7 @@ def main(argv=None) -> int:
     import transformers
     from transformers import LlamaForCausalLM
 
-    from engines.testing_models import REFERENCE_MODELS, reference_inputs, weights_digest, write_reference_model
+    from spectrace.engines.testing_models import REFERENCE_MODELS, reference_inputs, weights_digest, write_reference_model
 
     torch.manual_seed(0)
     out: dict[str, np.ndarray] = {

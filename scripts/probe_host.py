@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from engines.presets import resolve
-from engines.tokenizer import encode, exact_prompt, load_tokenizer
+from spectrace.engines.presets import resolve
+from spectrace.engines.tokenizer import encode, exact_prompt, load_tokenizer
 
 N = 20
 
@@ -53,7 +53,7 @@ def main() -> None:
 
     # A prefill chunk's call: how long until the call returns (host: argument handling, launch,
     # any command-buffer update) and until its results are ready (the device's work).
-    from engines.base import BaseEngine
+    from spectrace.engines.base import BaseEngine
 
     e = BaseEngine.from_pretrained(os.environ.get("PROBE_DRAFT", "llama-3.2-1b"), prefill_seq_len=16384,
                                    ctx_len=10741 + 16)

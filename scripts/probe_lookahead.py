@@ -28,9 +28,9 @@ from collections import defaultdict
 import jax
 import numpy as np
 
-from engines import model
-from engines.base import BaseEngine
-from tracer import xplane
+from spectrace.engines import model
+from spectrace.engines.base import BaseEngine
+from spectrace.tracer import xplane
 
 PROMPT = int(os.environ.get("PROBE_LEN", "10741"))  # PROBE_* shrink it for a CPU smoke run
 RUNS = 5

@@ -33,9 +33,9 @@ VARIANTS = ["", "XLA_FLAGS=--xla_gpu_enable_command_buffer="]
 def child() -> None:
     import numpy as np
 
-    import tracer
-    from engines.spec import SpecPrefillEngine
-    from engines.tokenizer import exact_prompt
+    from spectrace import tracer
+    from spectrace.engines.spec import SpecPrefillEngine
+    from spectrace.engines.tokenizer import exact_prompt
 
     n = int(os.environ.get("PROBE_LEN", "10741"))  # PROBE_* shrink it for a CPU smoke run
     eng = SpecPrefillEngine.from_pretrained(os.environ.get("PROBE_DRAFT", "llama-3.2-1b"),

@@ -13,8 +13,8 @@ import bisect
 import collections
 import json
 
-from tracer._perfetto_read import read_pftrace
-from tracer._record import SPAN_ID
+from spectrace.tracer._perfetto_read import read_pftrace
+from spectrace.tracer._record import SPAN_ID
 
 
 def _process_name(tr, tracks) -> str:

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-import tracer
-from tracer import _core
+from spectrace import tracer
+from spectrace.tracer import _core
 
 from helpers import ROOT, OtlpSink
 

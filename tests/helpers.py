@@ -21,8 +21,8 @@ def profiled_run(logdir, work, *, size: int = 128):
     import jax
     import jax.numpy as jnp
 
-    import tracer
-    from tracer import xplane
+    from spectrace import tracer
+    from spectrace.tracer import xplane
 
     f = jax.jit(lambda x: jnp.tanh(x @ x) + 1.0)
     x = jnp.ones((size, size), jnp.float32)

@@ -10,11 +10,11 @@ import sys
 import pytest
 
 from helpers import ROOT
-from tracer.ttft import TTFT_FIELDS
+from spectrace.tracer.ttft import TTFT_FIELDS
 
 
 def spectrace(*args, cwd=None, timeout=600, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tracer.cli", *args], cwd=cwd or ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "spectrace.tracer.cli", *args], cwd=cwd or ROOT, capture_output=True,
                           text=True, timeout=timeout, env=None if env is None else {**os.environ, **env})
 
 
@@ -78,7 +78,7 @@ def test_run_with_no_arguments_writes_the_three_files(tmp_path):
     assert "prefill_queries" in r.stdout
 
     # The trace decodes and holds the same per-category bytes as ttft.json.
-    from tracer.testing import Trace
+    from spectrace.tracer.testing import Trace
 
     t = Trace.load(out / "trace.pftrace")
     spec_window = t.one("ttft.spec_device")
@@ -130,7 +130,7 @@ def test_run_with_xplane_attributes_device_time_to_every_chunk(tmp_path):
     for c in chunks:  # every chunk ran XLA ops, and the heaviest are listed
         assert c["device_ops"] > 0 and c["device_busy_ms"] > 0 and c["top_ops"], c
     assert "Device time per span" in r.stdout
-    from tracer.testing import Trace
+    from spectrace.tracer.testing import Trace
 
     la = Trace.load(out / "trace.pftrace").one("lookahead")   # slices carry device time (README's example)
     assert 0 < la["device.busy_ms"] <= la.duration_ms and la["device.ops"] > 0 and la["device.top_op"]

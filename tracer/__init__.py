@@ -2,7 +2,7 @@
 
 The whole surface is a handful of functions (Logfire's habit)::
 
-    import tracer
+    from spectrace import tracer
     with tracer.window("ttft.baseline"):
         with tracer.span("prefill.chunk", engine="base", **{"chunk.index": 0}):
             with tracer.transfer("logits", "d2h", logits.nbytes):

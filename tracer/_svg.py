@@ -14,7 +14,7 @@ import html
 import math
 from typing import Any, Iterable
 
-from tracer.benchstats import Stat
+from spectrace.tracer.benchstats import Stat
 
 
 def _e(x: Any) -> str:

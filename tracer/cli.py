@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 
-from tracer.errors import UserError
+from spectrace.tracer.errors import UserError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -108,7 +108,7 @@ def main(argv=None) -> int:
         args = build_parser().parse_args(argv)
         if args.command in ("run", "bench"):
             _check_model_args(args)
-            from engines import jobs  # JAX only for the commands that run models
+            from spectrace.engines import jobs  # JAX only for the commands that run models
 
             return jobs.run_command(args) if args.command == "run" else jobs.bench_command(args)
         if args.command == "merge":

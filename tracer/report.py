@@ -19,12 +19,12 @@ import os
 import pathlib
 from typing import Any, Iterable, Mapping, Sequence
 
-from tracer._record import CATEGORIES
-from tracer._svg import _chunk_chart, _e, _g, _hbars, _legend, _pm, _pm_auto, _time_unit
-from tracer.benchstats import Stat, summarize
-from tracer.benchstats import finite as _num  # a finite real number, else None
-from tracer.ttft import PASSES as _WINDOW_PASSES
-from tracer.ttft import TTFT_FIELDS
+from spectrace.tracer._record import CATEGORIES
+from spectrace.tracer._svg import _chunk_chart, _e, _g, _hbars, _legend, _pm, _pm_auto, _time_unit
+from spectrace.tracer.benchstats import Stat, summarize
+from spectrace.tracer.benchstats import finite as _num  # a finite real number, else None
+from spectrace.tracer.ttft import PASSES as _WINDOW_PASSES
+from spectrace.tracer.ttft import TTFT_FIELDS
 
 __all__ = ["render_report", "write_report", "load_ttft", "PASSES"]
 

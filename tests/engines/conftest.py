@@ -8,7 +8,7 @@ import pytest
 @pytest.fixture(scope="session")
 def spectrace_cache(tmp_path_factory):
     """A private cache dir holding the embedded default pair (never the user's ~/.cache)."""
-    from engines.defaults import default_pair
+    from spectrace.engines.defaults import default_pair
 
     root = tmp_path_factory.mktemp("spectrace-cache")
     default_pair(root)
@@ -18,7 +18,7 @@ def spectrace_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def reference_models(tmp_path_factory):
     """name -> checkpoint directory of every model in engines.testing_models.REFERENCE_MODELS."""
-    from engines.testing_models import REFERENCE_MODELS, write_reference_model
+    from spectrace.engines.testing_models import REFERENCE_MODELS, write_reference_model
 
     root = tmp_path_factory.mktemp("reference-models")
     return {name: write_reference_model(name, root / name) for name in REFERENCE_MODELS}

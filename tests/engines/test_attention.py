@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from engines import attention
+from spectrace.engines import attention
 
 B, T, N, K, H, S = 2, 8, 6, 2, 16, 64
 

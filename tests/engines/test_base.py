@@ -10,8 +10,8 @@ import jax
 import numpy as np
 import pytest
 
-from engines import BaseEngine, EngineOptions, LlamaConfig, RopeScaling
-from engines.params import init_params
+from spectrace.engines import BaseEngine, EngineOptions, LlamaConfig, RopeScaling
+from spectrace.engines.params import init_params
 
 CFG = LlamaConfig(vocab_size=211, dim=48, n_layers=2, n_heads=6, n_kv_heads=2, head_dim=16, ffn_dim=96,
                   rope_theta=10000.0, rope_scaling=RopeScaling("llama3", original_max_position=16),
@@ -150,7 +150,7 @@ def test_every_switch_gives_the_same_logits_and_tokens(make, switches):
 
 
 def _rope_np(x, pos, cfg):
-    from engines.model import rope_inv_freq
+    from spectrace.engines.model import rope_inv_freq
 
     ang = pos * rope_inv_freq(cfg).astype(np.float64)
     cos, sin = np.cos(np.concatenate([ang, ang])), np.sin(np.concatenate([ang, ang]))
@@ -188,7 +188,7 @@ def test_decode_returns_lookahead_queries(make):
 def test_decode_with_two_row_projections_gives_the_same_tokens_and_queries(make, monkeypatch):
     # On GPU a decode step feeds small projections two identical rows (model._gemm_rows: XLA
     # would make the one-row dot a slow reduce); here the same path is forced on the CPU.
-    from engines import model
+    from spectrace.engines import model
 
     engine = make(8)
     out = {}
@@ -223,7 +223,7 @@ def test_fitted_cache_holds_every_split_of_a_full_context(make, ctx_len):
 def test_chunk_fn_contract(make, params):
     engine = make(8)
     fn = engine.chunk_fn(return_queries=True)
-    from engines.cache import allocate_cache
+    from spectrace.engines.cache import allocate_cache
 
     cache = allocate_cache(CFG, batch=1, slots=16, dtype=np.float32, device=jax.devices()[0])
     tokens = ids_of(8)[None]

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from engines import bench_base, bench_spec
+from spectrace.engines import bench_base, bench_spec
 
 
 def test_bench_base_prints_the_table(spectrace_cache, monkeypatch, capsys):
@@ -28,8 +28,8 @@ def test_decode_floor_uses_the_gpus_bandwidth():
 @pytest.mark.parametrize("n_tokens", [2, 37, 1500])
 def test_exact_prompt_has_exactly_n_tokens(spectrace_cache, n_tokens):
     # engines.tokenizer.exact_prompt is what the benches (bench_spec) prefill.
-    from engines.defaults import default_pair
-    from engines.tokenizer import exact_prompt, load_tokenizer
+    from spectrace.engines.defaults import default_pair
+    from spectrace.engines.tokenizer import exact_prompt, load_tokenizer
 
     tok = load_tokenizer(default_pair(spectrace_cache)[1])
     prompt = exact_prompt(tok, n_tokens)

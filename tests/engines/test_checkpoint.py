@@ -11,10 +11,10 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from engines import BaseEngine, CheckpointError, read_config
-from engines.checkpoint import hf_state_dict, load_weights
-from engines.params import init_params_numpy
-from engines.testing_models import REFERENCE_MODELS, write_reference_model
+from spectrace.engines import BaseEngine, CheckpointError, read_config
+from spectrace.engines.checkpoint import hf_state_dict, load_weights
+from spectrace.engines.params import init_params_numpy
+from spectrace.engines.testing_models import REFERENCE_MODELS, write_reference_model
 
 NAME = "gqa_tied_llama3"
 CFG, SEED = REFERENCE_MODELS[NAME]
@@ -150,7 +150,7 @@ def test_missing_tokenizer(ckpt):
 
 @pytest.mark.parametrize("shard_bytes", [None, 20_000])
 def test_each_safetensors_header_is_parsed_once(reference_models, tmp_path, monkeypatch, shard_bytes):
-    from engines import checkpoint
+    from spectrace.engines import checkpoint
 
     path = reference_models[NAME] if shard_bytes is None else write_reference_model(
         NAME, tmp_path / "sharded", max_shard_bytes=shard_bytes)

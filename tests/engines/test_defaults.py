@@ -8,10 +8,10 @@ import jax
 import numpy as np
 import pytest
 
-from engines import RANDOM_PRESETS, BaseEngine, read_config
-from engines.defaults import write_pair
-from engines.params import init_params, param_shapes
-from engines.tokenizer import corpus_text
+from spectrace.engines import RANDOM_PRESETS, BaseEngine, read_config
+from spectrace.engines.defaults import write_pair
+from spectrace.engines.params import init_params, param_shapes
+from spectrace.engines.tokenizer import corpus_text
 
 
 def test_default_pair_is_deterministic(tmp_path):
@@ -78,8 +78,8 @@ def test_random_preset_through_from_config(spectrace_cache):
     """A shrunk 1B shape (vocab too, for CPU time) with random weights and the embedded tokenizer."""
     from dataclasses import replace
 
-    from engines.defaults import default_pair
-    from engines.tokenizer import load_tokenizer
+    from spectrace.engines.defaults import default_pair
+    from spectrace.engines.tokenizer import load_tokenizer
 
     cfg = replace(RANDOM_PRESETS["llama-3.2-1b"], n_layers=1, dim=64, n_heads=4, n_kv_heads=2, head_dim=16,
                   ffn_dim=128, vocab_size=4096)

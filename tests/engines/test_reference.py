@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engines import BaseEngine
-from engines.testing_models import REFERENCE_MODELS, reference_inputs, weights_digest
+from spectrace.engines import BaseEngine
+from spectrace.engines.testing_models import REFERENCE_MODELS, reference_inputs, weights_digest
 
 REFERENCE = Path(__file__).parent / "data" / "reference.npz"
 RTOL = 1e-4

@@ -11,13 +11,13 @@ import copy
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from tracer.testing import capture_trace
+from spectrace.tracer.testing import capture_trace
 
-from engines import BaseEngine
-from engines import scoring as scoring_mod
-from engines.cache import allocate_cache
-from engines.spec import TTFT_FIELDS, SpecPrefillEngine
-from engines.tokenizer import corpus_text
+from spectrace.engines import BaseEngine
+from spectrace.engines import scoring as scoring_mod
+from spectrace.engines.cache import allocate_cache
+from spectrace.engines.spec import TTFT_FIELDS, SpecPrefillEngine
+from spectrace.engines.tokenizer import corpus_text
 from test_scoring import assert_same_selection, reference_scores, reference_select
 
 T, CTX = 16, 256
@@ -199,7 +199,7 @@ def test_layer_subset_moves_fewer_query_bytes(models, trace):
 
 
 def test_debug_prints_chunk_line_and_io_table(host, capfd):
-    import tracer
+    from spectrace import tracer
 
     tracer.configure(debug=True)
     r = host.run(PROMPT, gen_len=0, baseline=False)

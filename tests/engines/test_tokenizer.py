@@ -8,8 +8,8 @@ import pytest
 from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
-from engines.base import BaseEngine
-from engines.tokenizer import BOS, EOS, PAD, _parallel_backend, corpus_text, encode
+from spectrace.engines.base import BaseEngine
+from spectrace.engines.tokenizer import BOS, EOS, PAD, _parallel_backend, corpus_text, encode
 
 # Llama 3's pre-tokenizer regex (tokenizer.json of meta-llama/Llama-3.1-8B).
 LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"

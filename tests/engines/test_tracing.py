@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import tracer
-from engines import BaseEngine
-from engines.tokenizer import corpus_text
-from tracer.testing import capture_trace
+from spectrace import tracer
+from spectrace.engines import BaseEngine
+from spectrace.engines.tokenizer import corpus_text
+from spectrace.tracer.testing import capture_trace
 
 PROMPT = corpus_text()[:300]
 
@@ -108,7 +108,7 @@ def test_to_host_waits_for_the_device_before_it_times_the_copy(monkeypatch):
     import jax
     import jax.numpy as jnp
 
-    from engines import base
+    from spectrace.engines import base
 
     order = []
     wait, transfer = base.jax.block_until_ready, base.tracer.transfer

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from tracer.benchstats import TTFT_PHASES, Stat, compare, render_markdown, summarize, to_json
+from spectrace.tracer.benchstats import TTFT_PHASES, Stat, compare, render_markdown, summarize, to_json
 
 # Three runs per variant chosen so the statistics are exact by hand:
 # baseline total 3.6, 3.7, 3.8 -> mean 3.7, std 0.1; variant total 0.8, 0.9, 1.0 -> 0.9 ± 0.1.

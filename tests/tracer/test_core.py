@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-import tracer
-from tracer import _config
+from spectrace import tracer
+from spectrace.tracer import _config
 
 from helpers import run_python
 
@@ -132,14 +132,14 @@ def test_bad_switch_value_warns_once_and_counts_as_off(capsys):
 
 
 def test_environment_switches_at_import_and_configure_overrides():
-    r = run_python("import tracer; print(tracer.enabled(), tracer.debug_enabled()); "
+    r = run_python("from spectrace import tracer; print(tracer.enabled(), tracer.debug_enabled()); "
                    "tracer.configure(enabled=False); print(tracer.enabled())",
                    env={"QEFF_SPEC_IO_TIMING": "1"})
     assert r.stdout.split() == ["True", "False", "False"], r.stderr
-    r = run_python("import tracer; print(tracer.enabled(), tracer.debug_enabled())",
+    r = run_python("from spectrace import tracer; print(tracer.enabled(), tracer.debug_enabled())",
                    env={"QEFF_SPEC_DEBUG": "yes"})
     assert r.stdout.split() == ["True", "True"], r.stderr  # debug lines need recording
-    r = run_python("import tracer; print(tracer.enabled())", env={"QEFF_SPEC_IO_TIMING": "2"})
+    r = run_python("from spectrace import tracer; print(tracer.enabled())", env={"QEFF_SPEC_IO_TIMING": "2"})
     assert r.stdout.split() == ["False"]
     assert r.stderr.count("QEFF_SPEC_IO_TIMING='2' is not a valid switch value") == 1
 
@@ -180,7 +180,7 @@ def test_bounded_buffer_counts_drops_and_says_so(capsys):
 
 def test_millions_of_spans_keep_memory_bounded():
     r = run_python(
-        "import tracer, tracemalloc\n"
+        "import tracemalloc\nfrom spectrace import tracer\n"
         "tracer.configure(enabled=True, max_spans=1000)\n"
         "tracemalloc.start()\n"
         "for _ in range(1_000_000):\n"

@@ -8,9 +8,9 @@ import time
 import numpy as np
 import pytest
 
-import tracer
+from spectrace import tracer
 from helpers import profiled_run
-from tracer import clock, device_time, xplane
+from spectrace.tracer import clock, device_time, xplane
 
 T0 = 1_700_000_000_000_000_000
 
@@ -92,7 +92,7 @@ def test_rows_nest_windows_and_children_and_carry_chunk_attributes():
 
 
 def test_a_real_profile_puts_the_jitted_work_in_its_chunk_and_none_in_a_sleep(tmp_path):
-    from tracer.perfetto import write_pftrace
+    from spectrace.tracer.perfetto import write_pftrace
 
     def work(step):
         with tracer.window("ttft.baseline"):
@@ -127,7 +127,7 @@ def profiled_window(tmp_path_factory):
 
 
 def test_the_trace_carries_device_time_on_every_span_slice(profiled_window, tmp_path):
-    from tracer.perfetto import read_pftrace, write_pftrace
+    from spectrace.tracer.perfetto import read_pftrace, write_pftrace
 
     rec, prof = profiled_window
     summary = write_pftrace(tmp_path / "t.pftrace", rec.spans, xplanes=prof.paths)
@@ -142,8 +142,8 @@ def test_the_trace_carries_device_time_on_every_span_slice(profiled_window, tmp_
 
 
 def test_merge_reports_device_time_for_the_spans_of_the_profiled_process(profiled_window, tmp_path):
-    from tracer.merge import merge
-    from tracer.perfetto import write_pftrace
+    from spectrace.tracer.merge import merge
+    from spectrace.tracer.perfetto import write_pftrace
 
     rec, prof = profiled_window
     direct = write_pftrace(tmp_path / "direct.pftrace", rec.spans, xplanes=prof.paths)["device_time"]
@@ -162,7 +162,7 @@ def test_merge_reports_device_time_for_the_spans_of_the_profiled_process(profile
 def test_an_xplane_of_another_process_is_not_attributed_to_our_spans(tmp_path):
     import os
 
-    from tracer.perfetto import write_pftrace
+    from spectrace.tracer.perfetto import write_pftrace
 
     previous = tracer.configure(enabled=True)
     try:

@@ -11,8 +11,8 @@ import pytest
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-import tracer
-from tracer import _otel, clock
+from spectrace import tracer
+from spectrace.tracer import _otel, clock
 
 from helpers import run_python
 
@@ -144,7 +144,7 @@ def test_exporter_failures_are_counted_and_reported_once(capsys):
 def test_dead_otlp_endpoint_does_not_raise_and_reports_the_drop():
     # Port 9 (discard) on loopback: nothing listens. The exporter's own timeout is 2 s.
     code = (
-        "import tracer\n"
+        "from spectrace import tracer\n"
         "for i in range(20):\n"
         "    with tracer.span('request', i=i):\n"
         "        with tracer.span('prefill.chunk'):\n"
@@ -168,7 +168,7 @@ def test_dead_otlp_endpoint_does_not_raise_and_reports_the_drop():
 def test_export_to_a_real_otlp_receiver(otlp_sink, protocol):
     endpoint = otlp_sink.grpc_endpoint if protocol == "grpc" else otlp_sink.http_endpoint
     code = (
-        "import tracer\n"
+        "from spectrace import tracer\n"
         "with tracer.window('ttft.baseline', engine='base'):\n"
         "    for i in range(3):\n"
         "        with tracer.span('prefill.chunk', engine='base', **{'chunk.index': i}):\n"
@@ -194,10 +194,10 @@ def test_export_to_a_real_otlp_receiver(otlp_sink, protocol):
 
 
 def test_what_a_receiver_wrote_loads_back_for_assertions(otlp_sink):
-    from tracer.testing import Trace
+    from spectrace.tracer.testing import Trace
 
     code = (
-        "import tracer\n"
+        "from spectrace import tracer\n"
         "with tracer.window('ttft.spec_device', engine='spec'):\n"
         "    for i in range(2):\n"
         "        with tracer.span('prefill.chunk', engine='spec', **{'chunk.index': i}):\n"
@@ -217,7 +217,7 @@ def test_what_a_receiver_wrote_loads_back_for_assertions(otlp_sink):
 
 
 def test_a_bad_otel_setting_warns_and_recording_goes_on():
-    r = run_python("import tracer\n"
+    r = run_python("from spectrace import tracer\n"
                    "tracer.configure(enabled=True)\n"
                    "with tracer.span('s'):\n"
                    "    pass\n"

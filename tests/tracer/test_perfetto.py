@@ -15,10 +15,10 @@ import time
 import pytest
 from perfetto.protos.perfetto.trace import perfetto_trace_pb2 as pb
 
-import tracer
-from tracer import clock
-from tracer._perfetto_writer import nest_lanes
-from tracer.perfetto import export_chrome_json, read_pftrace, write_pftrace
+from spectrace import tracer
+from spectrace.tracer import clock
+from spectrace.tracer._perfetto_writer import nest_lanes
+from spectrace.tracer.perfetto import export_chrome_json, read_pftrace, write_pftrace
 
 QUERIES, KEYS, LOGITS = 3 * 4096, 2 * 8192, 1024
 TE = pb.TrackEvent
@@ -241,7 +241,7 @@ def test_metadata_event_carries_run_metadata_and_alignment(written):
 
 
 def test_a_failed_write_leaves_no_file_and_keeps_the_old_one(rec, tmp_path, monkeypatch):
-    import tracer.perfetto as perfetto
+    import spectrace.tracer.perfetto as perfetto
 
     path = tmp_path / "trace.pftrace"
     path.write_bytes(b"old")
@@ -275,7 +275,7 @@ def test_written_files_get_the_mode_a_plain_open_gives(rec, tmp_path, umask):
 
 
 def test_overlapping_spans_go_to_an_extra_lane_not_a_broken_track(tmp_path):
-    from tracer._record import Span
+    from spectrace.tracer._record import Span
 
     def mk(i, name, a, b):
         s = Span(i, 0, i, name, {}, threading.get_ident(), "MainThread", False)

@@ -28,7 +28,7 @@ import time
 
 import pytest
 
-from tracer.report import PASSES, render_report, write_report
+from spectrace.tracer.report import PASSES, render_report, write_report
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CATEGORIES = ("prefill_queries", "past_key", "past_value", "logits", "other")
@@ -174,7 +174,7 @@ def test_several_runs_show_mean_and_std(tmp_path):
     assert write_report(tmp_path / "x", run_dirs=dirs[:2]).read_text().count("2 runs") == 1
     # -o: the combined report goes where asked; each run's own report.html stays as it was
     (dirs[0] / "report.html").write_text("run0's own")
-    r = subprocess.run([sys.executable, "-m", "tracer.cli", "report", *map(str, dirs), "-o",
+    r = subprocess.run([sys.executable, "-m", "spectrace.tracer.cli", "report", *map(str, dirs), "-o",
                         str(dirs[0] / "combined.html")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "3 runs" in (dirs[0] / "combined.html").read_text()

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 from perfetto.protos.perfetto.trace import perfetto_trace_pb2 as pb
 
-import tracer
-from tracer.testing import Io, SpanLookupError, SpanView, Trace, capture_trace
+from spectrace import tracer
+from spectrace.tracer.testing import Io, SpanLookupError, SpanView, Trace, capture_trace
 # The fixtures, imported so this file runs whether or not spectrace is pip-installed (an
 # installed spectrace registers them as the ``spectrace`` pytest11 plugin as well).
-from tracer.testing.plugin import captrace, spectrace_trace  # noqa: F401
+from spectrace.tracer.testing.plugin import captrace, spectrace_trace  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[2]
 L, H, D = 4, 8, 16
@@ -276,7 +276,7 @@ def _pytest(tmp_path: Path, source: str, *args: str) -> subprocess.CompletedProc
     """Run pytest on ``source`` in a fresh interpreter with the plugin loaded exactly once."""
     (tmp_path / "test_inner.py").write_text(textwrap.dedent(source))
     installed = any(ep.name == "spectrace" for ep in importlib.metadata.entry_points(group="pytest11"))
-    plugin = [] if installed else ["-p", "tracer.testing.plugin"]
+    plugin = [] if installed else ["-p", "spectrace.tracer.testing.plugin"]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     env["OTEL_TRACES_EXPORTER"] = "none"
     for var in ("QEFF_SPEC_IO_TIMING", "QEFF_SPEC_DEBUG"):
@@ -292,7 +292,7 @@ def test_pytest_fixtures_lists_the_fixture(tmp_path):
 
 def test_fixture_restores_settings_and_reports_the_tree_on_failure(tmp_path):
     result = _pytest(tmp_path, """
-        import tracer
+        from spectrace import tracer
 
         def test_fails(spectrace_trace):
             assert tracer.enabled()
@@ -358,7 +358,7 @@ def assert_same(loaded: Trace, recorded: Trace, *, transfers: bool = True) -> No
 
 
 def test_pftrace_from_the_writer_loads_back_as_recorded(spectrace_trace, tmp_path):
-    from tracer.perfetto import write_pftrace
+    from spectrace.tracer.perfetto import write_pftrace
 
     record_everything()
     recorded = Trace.from_spans([s.source for s in spectrace_trace.spans])

@@ -15,11 +15,11 @@ import pytest
 
 from jax.profiler import ProfileData  # noqa: E402
 
-import tracer  # noqa: E402
+from spectrace import tracer  # noqa: E402
 from helpers import profiled_run  # noqa: E402
-from tracer import _core, clock, xplane  # noqa: E402
-from tracer.merge import merge  # noqa: E402
-from tracer.perfetto import read_pftrace, write_pftrace  # noqa: E402
+from spectrace.tracer import _core, clock, xplane  # noqa: E402
+from spectrace.tracer.merge import merge  # noqa: E402
+from spectrace.tracer.perfetto import read_pftrace, write_pftrace  # noqa: E402
 
 CHUNKS = 4
 

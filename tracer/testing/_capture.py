@@ -20,7 +20,7 @@ def capture_trace(*, max_spans: int | None = None) -> Iterator[Trace]:
     block changed when it ends, also when it raises. The yielded :class:`Trace` is live:
     each query reads the spans finished so far.
     """
-    import tracer
+    from spectrace import tracer
 
     previous = tracer.configure(enabled=True)
     try:
