@@ -20,7 +20,7 @@ _VOCAB_TARGET = 2048  # the trainer stops earlier when the corpus has no more pa
 
 def corpus_text() -> str:
     """The bundled English prose (a few KB), the tokenizer's training text and the demo prompts' source."""
-    return resources.files("engines").joinpath("data/corpus.txt").read_text(encoding="utf-8")
+    return resources.files("spectrace.engines").joinpath("data/corpus.txt").read_text(encoding="utf-8")
 
 
 def exact_prompt(tokenizer, n_tokens: int) -> str:
