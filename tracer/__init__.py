@@ -20,20 +20,23 @@ from __future__ import annotations
 import atexit
 import sys
 
-from . import _config, _core, clock
-from ._core import NOOP, Recording, capture, current_span, io_metrics, record_transfer, span, transfer
+from . import _config, _core, _export, clock
+from ._capture import Recording, capture
+from ._core import NOOP, current_span, instrument, span
 from ._core import window_ as window
+from ._io import io_metrics, record_transfer, transfer
 from ._record import CATEGORIES, DIRECTIONS, IoTotals, Span, Transfer, category_of
+from ._sampling import use_traceparent
 
 __all__ = [
     "CATEGORIES", "DIRECTIONS", "IoTotals", "NOOP", "Recording", "Span", "Transfer", "capture",
     "category_of", "clock", "configure", "current_span", "debug_enabled", "enabled", "flush",
-    "io_metrics", "record_transfer", "shutdown", "span", "stats", "transfer", "window",
+    "instrument", "io_metrics", "record_request", "record_transfer", "shutdown", "span", "stats",
+    "transfer", "use_traceparent", "window",
 ]
 
-_UNSET = object()
-_pipeline = None  # tracer._otel.ExportPipeline while exporting
-_exporter_setting = "env"
+_UNSET = _export._UNSET
+EXPORT = _export.EXPORT
 
 
 def enabled() -> bool:
@@ -46,17 +49,26 @@ def debug_enabled() -> bool:
     return _core.STATE.debug
 
 
-def configure(*, enabled=_UNSET, debug=_UNSET, max_spans=_UNSET, exporter=_UNSET) -> dict:
+def configure(*, enabled=_UNSET, debug=_UNSET, max_spans=_UNSET, exporter=_UNSET, metrics=_UNSET,
+              sampler=_UNSET, export_timeout_s=_UNSET) -> dict:
     """Override the environment; returns the previous settings (pass them back to restore).
 
     ``enabled``/``debug``: bools. ``max_spans``: bound of the finished-span buffer (spans past
     it are dropped and counted). ``exporter``: ``"env"`` (the ``OTEL_*`` variables, default),
     ``"none"``, ``"console"``, ``"otlp"``, a list of these, or OpenTelemetry ``SpanExporter``
-    objects (an ``InMemorySpanExporter`` for tests).
+    objects (an ``InMemorySpanExporter`` for tests). ``metrics``: ``"env"``
+    (``OTEL_METRICS_EXPORTER``), ``"none"``, or OpenTelemetry ``MetricReader`` objects (an
+    ``InMemoryMetricReader`` for tests). ``sampler``: ``"env"`` (``OTEL_TRACES_SAMPLER``),
+    ``None`` (record every request) or an OpenTelemetry ``Sampler``. ``export_timeout_s``: how
+    long an export, a flush or the exit may wait (default 2 s, or ``OTEL_EXPORTER_OTLP_TIMEOUT``).
+    Counters (:func:`stats`) survive every reconfiguration.
     """
+    from . import _otel
+
     st = _core.STATE
     previous = {"enabled": st.enabled, "debug": st.debug, "max_spans": st.max_spans,
-                "exporter": _exporter_setting}
+                "exporter": EXPORT.setting, "metrics": EXPORT.metrics_setting,
+                "sampler": _sampler_setting[0], "export_timeout_s": _otel._timeout_override[0]}
     if enabled is not _UNSET:
         st.enabled = _bool("enabled", enabled)
     if debug is not _UNSET:
@@ -65,23 +77,31 @@ def configure(*, enabled=_UNSET, debug=_UNSET, max_spans=_UNSET, exporter=_UNSET
             st.enabled = True
     if max_spans is not _UNSET:
         st.max_spans = _config.parse_max_spans(max_spans)
-    if exporter is not _UNSET:
-        _set_exporter(exporter)
-    elif st.enabled and _pipeline is None and _exporter_setting == "env" and not _env_tried[0]:
-        _env_tried[0] = True  # recording turned on by a program: honour the OTEL_* variables once
-        _export_from_environment()
+    if export_timeout_s is not _UNSET:
+        _otel._timeout_override[0] = _timeout("export_timeout_s", export_timeout_s)
+    if sampler is not _UNSET:
+        _set_sampler(sampler)
+    if exporter is not _UNSET or metrics is not _UNSET:
+        _set_export(EXPORT.setting if exporter is _UNSET else exporter,
+                    EXPORT.metrics_setting if metrics is _UNSET else metrics,
+                    metrics_changed=metrics is not _UNSET)
+    elif st.enabled and EXPORT.pipeline is None and not EXPORT.env_tried:
+        _export_from_environment()  # recording turned on by a program: honour the OTEL_* variables once
     return previous
 
 
 def _export_from_environment() -> None:
     """Start export as the ``OTEL_*`` variables say; a problem there never stops recording."""
-    try:
-        _set_exporter("env")
-    except Exception as e:  # a bad OTEL_* value or a missing exporter package
-        print(f"spectrace: warning: OpenTelemetry export disabled: {e}", file=sys.stderr)
-
-
-_env_tried = [False]
+    EXPORT.env_tried = True
+    for what, apply in (("sampling", lambda: _sampler_setting[0] == "env" and _set_sampler("env")),
+                        ("export", lambda: _set_export(EXPORT.setting, EXPORT.metrics_setting,
+                                                       metrics_changed=True))):
+        try:
+            apply()
+        except Exception as e:  # a bad OTEL_* value or a missing exporter package: one line
+            print(f"spectrace: warning: OpenTelemetry {what} disabled: {e}", file=sys.stderr)
+            if what == "export":
+                _set_export("none", "none", metrics_changed=True)
 
 
 def _bool(name, value) -> bool:
@@ -90,22 +110,59 @@ def _bool(name, value) -> bool:
     return value
 
 
-def _set_exporter(setting) -> None:
-    global _pipeline, _exporter_setting
-    exporters = _resolve_exporters(setting)
-    old, _pipeline = _pipeline, None
-    st = _core.STATE
-    if old is not None:
-        st.exporting = False
-        st.on_root_end = None
-        old.shutdown(timeout_s=_export_timeout())
-    _exporter_setting = setting
-    if exporters:
-        from ._otel import ExportPipeline
+def _timeout(name, value):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 3600:
+        raise ValueError(f"{name} must be a number of seconds in (0, 3600), got {value!r}")
+    return float(value)
 
-        _pipeline = ExportPipeline(exporters)
-        st.on_root_end = _pipeline.wake
-        st.exporting = True
+
+_sampler_setting = ["env"]
+
+
+def _set_sampler(setting) -> None:
+    if setting == "env":
+        from ._sampling import sampler_from_environment
+
+        sampler = sampler_from_environment()
+    elif setting is None or setting == "always_on":
+        sampler = None
+    elif hasattr(setting, "should_sample"):
+        sampler = setting
+    else:
+        raise ValueError(f"sampler must be 'env', None or an OpenTelemetry Sampler, got {setting!r}")
+    _sampler_setting[0] = setting
+    _core.STATE.sampler = sampler
+    _export.root_hook()
+
+
+_metrics_obj = [None]  # tracer._metrics.Metrics: outlives span pipelines
+
+
+def _set_export(setting, metrics_setting, *, metrics_changed: bool) -> None:
+    exporters = _resolve_exporters(setting)
+    metrics = _metrics_obj[0]
+    if metrics_changed:
+        readers, servers = _resolve_readers(metrics_setting)
+        _export.stop(_export_timeout())
+        if metrics is not None:
+            metrics.shutdown(_export_timeout())
+        metrics = None
+        if readers:
+            from ._metrics import Metrics
+            from ._otel import resource
+
+            metrics = Metrics(readers, resource=resource(), stats=stats)
+            metrics.servers = servers
+        _metrics_obj[0] = metrics
+        EXPORT.metrics_setting = metrics_setting
+    else:
+        _export.stop(_export_timeout())
+    EXPORT.setting = setting
+    if exporters or metrics is not None:
+        _export.start(exporters, metrics)
+    _export.root_hook()
 
 
 def _resolve_exporters(setting) -> list:
@@ -127,6 +184,22 @@ def _resolve_exporters(setting) -> list:
     return out
 
 
+def _resolve_readers(setting) -> tuple[list, list]:
+    if setting is None or setting == "none":
+        return [], []
+    if setting == "env":
+        from ._metrics import readers_from_environment
+        from ._otel import quiet_sdk_loggers
+
+        quiet_sdk_loggers()
+        return readers_from_environment(_export_timeout())
+    items = setting if isinstance(setting, (list, tuple)) else [setting]
+    for item in items:
+        if not hasattr(item, "collect"):
+            raise ValueError(f"metrics must be 'env', 'none' or OpenTelemetry MetricReader objects, got {item!r}")
+    return list(items), []
+
+
 def _named_exporter(name: str) -> list:
     if name == "none":
         return []
@@ -137,6 +210,9 @@ def _named_exporter(name: str) -> list:
     if name == "otlp":
         import os
 
+        from ._metrics import check_endpoints
+        from ._otel import quiet_sdk_loggers
+
         proto = (os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
                  or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc").strip()
         if proto == "grpc":
@@ -145,7 +221,9 @@ def _named_exporter(name: str) -> list:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         else:
             raise ValueError(f"OTEL_EXPORTER_OTLP_PROTOCOL must be 'grpc' or 'http/protobuf', got {proto!r}")
-        return [OTLPSpanExporter()]
+        check_endpoints(os.environ, "TRACES")
+        quiet_sdk_loggers()
+        return [OTLPSpanExporter(timeout=_export_timeout())]
     raise ValueError(f"exporter must be 'env', 'none', 'console', 'otlp' or a SpanExporter, got {name!r}")
 
 
@@ -155,54 +233,70 @@ def _export_timeout() -> float:
     return export_timeout_s()
 
 
-def flush(timeout_s: float | None = None) -> bool:
-    """Export every finished span now; waits at most ``timeout_s`` (default: the exporter's timeout).
+def record_request(*, model, ttft_s, windows_s=None, input_tokens=None, output_tokens=None,
+                   time_per_output_token_s=None, kept_ratio=None) -> None:
+    """One request's figures for the metrics (every request, sampled or not, recording on or off).
 
-    Returns False if the exporter did not finish in time. Without an exporter this is a no-op:
-    finished spans stay in the bounded buffer.
+    ``ttft_s``: ``{pass: seconds}`` (``speculative``, ``baseline``); ``windows_s``:
+    ``{window name: seconds}``. Costs a queue append; the export worker records it. A no-op
+    unless metrics are configured (``OTEL_METRICS_EXPORTER`` or ``configure(metrics=...)``).
     """
-    if _pipeline is None:
+    if not EXPORT.env_tried and EXPORT.metrics_setting == "env":
+        _export_from_environment()
+    p = EXPORT.pipeline
+    if p is None or p.metrics is None:
+        return
+    try:
+        from ._metrics import request
+
+        p.requests.append(request(model=model, ttft_s=ttft_s, windows_s=windows_s, input_tokens=input_tokens,
+                                  output_tokens=output_tokens, time_per_output_token_s=time_per_output_token_s,
+                                  kept_ratio=kept_ratio))
+        p.wake()
+    except Exception as e:
+        _core._misuse(f"record_request: {e!r}")
+
+
+def flush(timeout_s: float | None = None) -> bool:
+    """Export every finished span (and metric) now; waits at most ``timeout_s`` (default: the export timeout).
+
+    Returns False if the exporters did not finish in time. Without an exporter this is a no-op.
+    """
+    p = EXPORT.pipeline
+    if p is None:
         return True
-    return _pipeline.flush(_export_timeout() if timeout_s is None else timeout_s)
+    return p.flush(_export_timeout() if timeout_s is None else timeout_s)
 
 
 def shutdown(timeout_s: float | None = None) -> None:
-    """Flush and stop the export thread (called at interpreter exit)."""
-    global _pipeline
-    if _pipeline is not None:
-        p, _pipeline = _pipeline, None
-        _core.STATE.exporting = False
-        _core.STATE.on_root_end = None
-        p.shutdown(_export_timeout() if timeout_s is None else timeout_s)
-        _pipeline_stats.update(exported=p.exported, failed=p.failed)
-
-
-_pipeline_stats = {"exported": 0, "failed": 0}
+    """Flush and stop export (spans and metrics); called at interpreter exit."""
+    t = _export_timeout() if timeout_s is None else timeout_s
+    _export.stop(t)
+    m, _metrics_obj[0] = _metrics_obj[0], None
+    if m is not None:
+        m.shutdown(t)
 
 
 def stats() -> dict:
-    """Counters: spans recorded, buffered, dropped (buffer full or export failed), exported."""
-    st = _core.STATE
-    exported = _pipeline_stats["exported"] + (_pipeline.exported if _pipeline else 0)
-    failed = _pipeline_stats["failed"] + (_pipeline.failed if _pipeline else 0)
-    return {"spans_recorded": st.recorded, "spans_buffered": len(st.pending),
-            "spans_dropped": st.dropped + failed, "spans_dropped_buffer_full": st.dropped,
-            "spans_export_failed": failed, "spans_exported": exported}
+    """Counters: ``spans_recorded == spans_exported + spans_dropped + spans_buffered``, always.
+
+    ``spans_dropped`` is the sum of ``spans_dropped_buffer_full``, ``_export_failed``,
+    ``_at_exit`` and ``_no_exporter``; ``exporters`` has each exporter's own exported/failed.
+    """
+    return _export.stats()
 
 
 def _at_exit() -> None:
     try:
-        shutdown()
-        s = stats()
-        if s["spans_dropped"]:
-            print(f"spectrace: {s['spans_dropped']} of {s['spans_recorded']} spans were dropped "
-                  f"({s['spans_dropped_buffer_full']} buffer full, {s['spans_export_failed']} "
-                  "export failed)", file=sys.stderr)
+        t = _export_timeout()
+        _export.at_exit(t)
+        m, _metrics_obj[0] = _metrics_obj[0], None
+        if m is not None:
+            m.shutdown(t)
     except Exception:
         pass
 
 
 atexit.register(_at_exit)
 if _core.STATE.enabled:
-    _env_tried[0] = True
     _export_from_environment()

@@ -21,7 +21,7 @@ import threading
 from time import perf_counter_ns
 
 from . import _config
-from ._record import EMPTY_IO, EMPTY_TRANSFERS, IoTotals, Span, Transfer, WindowData, category_of, io_dict
+from ._record import EMPTY_IO, EMPTY_TRANSFERS, IoTotals, Span, WindowData
 
 _current: contextvars.ContextVar[Span | None] = contextvars.ContextVar("spectrace_span", default=None)
 _get_ident = threading.get_native_id  # the OS thread id: what Perfetto tracks show
@@ -31,7 +31,8 @@ class _State:
     """Process-wide recorder state. One instance, :data:`STATE`."""
 
     __slots__ = ("enabled", "debug", "max_spans", "pending", "dropped", "captures", "exporting",
-                 "on_root_end", "mirror", "last_window", "recorded", "warned_drop", "lock")
+                 "on_root_end", "mirror", "last_window", "recorded", "warned_drop", "lock",
+                 "unexported", "sampler", "on_root_start", "windows_out", "in_flight")
 
     def __init__(self) -> None:
         env = _config.from_environment()
@@ -42,11 +43,16 @@ class _State:
         # atomic, so the export thread can drain it while engine threads append.
         self.pending: collections.deque[Span] = collections.deque()
         self.dropped = 0  # spans that did not fit into ``pending``
+        self.unexported = 0  # spans finished while no exporter was configured (not buffered)
+        self.in_flight = 0  # spans the export worker took from ``pending`` and has not settled
         self.captures: tuple = ()  # active tracer.capture() recordings
         self.exporting = False  # an exporter consumes ``pending``
         self.on_root_end = None  # callable: wake the export worker
         self.mirror = None  # factory(name) -> context manager (TraceAnnotation while profiling)
-        self.last_window: Span | None = None
+        self.last_window: Span | None = None  # the process's last finished window (any context)
+        self.sampler = None  # the OTel sampler when one is configured (span() then checks UNSAMPLED)
+        self.on_root_start = None  # callable(root span) -> sampled?: the caller's OTel parent, the sampler
+        self.windows_out = None  # deque of finished windows for the metrics worker, or None
         self.recorded = 0
         self.warned_drop = False
         self.lock = threading.Lock()  # guards cross-thread io merges and id allocation races
@@ -62,14 +68,23 @@ _ids = itertools.count(1)
 class ActiveSpan(Span):
     """A span being recorded: context manager, decorator, attribute setter.
 
-    Built by :func:`span` without ``__init__`` (name, attributes, window only); ``__enter__``
-    fills in the rest. Every store here is on the engine's critical path.
+    Built by :func:`span` without ``__init__`` (name, attributes, window, ``start_ns = 0``);
+    ``__enter__`` fills in the rest. Every store here is on the engine's critical path.
+    Misuse that is not the caller's bug is tolerated and reported once (never raised): entering
+    a span twice records it once, a second ``__exit__`` is ignored, and a span that ends after
+    its parent leaves the current span to its nearest open ancestor (not to the finished
+    parent), so later spans do not become children of something already exported.
     """
 
     __slots__ = ()
 
     def __enter__(self):
+        if self.start_ns:  # entered before: one span, one record
+            _misuse("a span was entered twice; it is recorded once")
+            return self
         parent = _current.get()
+        if parent is not None and parent.end_ns:  # inherited a finished span (ended out of order)
+            parent = _open_ancestor(parent)
         self.span_id = sid = next(_ids)
         tid = _get_ident()
         self.thread_id = tid
@@ -89,48 +104,80 @@ class ActiveSpan(Span):
             self.parent_id = 0
             self.trace_id = sid
             self._window = self if self.window else None
+            if STATE.on_root_start is not None and not _call_hook(STATE.on_root_start, self):
+                return self._unsampled()
         self._token = _current.set(self)
         if STATE.mirror is not None:
             self._enter_mirror()
         self.start_ns = perf_counter_ns()
         return self
 
+    def _unsampled(self):
+        """The sampler dropped this root: mark the context so everything under it is a no-op."""
+        self.span_id = 0
+        self.start_ns = 1
+        self._token = _current.set(UNSAMPLED)
+        return NOOP
+
     def __exit__(self, exc_type, exc, tb):
-        self.end_ns = perf_counter_ns()
+        end = perf_counter_ns()
+        if self.end_ns or not self.start_ns:  # a second exit, or an exit without an enter
+            _misuse("a span was exited twice (or without being entered); the extra exit is ignored")
+            return False
+        self.end_ns = end
+        if not self.span_id:  # an unsampled root: nothing was recorded
+            try:
+                _current.reset(self._token)
+            except ValueError:
+                _current.set(None)
+            return False
+        try:
+            self._finish(exc_type, exc)
+        except Exception as e:  # the recorder's own failure must never reach the engine
+            _misuse(f"internal error while ending span {self.name!r}: {e!r}")
+        return False
+
+    def _finish(self, exc_type, exc) -> None:
         if exc_type is not None:
             self.error_type = exc_type.__qualname__
-            self.error_message = str(exc)
+            self.error_message = _safe_str(exc)
         if self._mirror is not None:
             self._exit_mirror()
+        parent = self._parent
         try:
             _current.reset(self._token)
         except ValueError:  # ended in another context (e.g. a generator moved across tasks)
-            _current.set(self._parent)
+            _current.set(parent)
         self._token = None  # a kept Token is one more object for every garbage collection
+        if parent is not None and parent.end_ns:  # the parent ended first: skip finished spans
+            parent = _open_ancestor(parent)
+            if _current.get() is self._parent:
+                _current.set(parent)
+            _misuse("a span ended after its parent; its bytes roll up to the nearest open ancestor")
         # Finishing, inlined: roll io up, feed windows and captures, buffer for export.
         st = STATE
         st.recorded += 1
-        parent = self._parent
         if parent is not None:
             if self.io:
                 _roll_up(self, parent)
-            if self._window is not None and self.name == "prefill.chunk":
-                self._window.window_data.chunks.append(self)
+            w = self._window
+            if w is not None and self.name == "prefill.chunk" and not w.end_ns:
+                w.window_data.chunks.append(self)
         if self.window:
             _end_window(self)
         if st.captures:
             for cap in st.captures:
                 cap._add(self)
-            if not st.exporting:
-                return False  # a capture holds it; nothing else will read the buffer
+        if not st.exporting:
+            st.unexported += 1  # nothing would read a buffer: keep memory flat (captures hold theirs)
+            return
         pending = st.pending
         if len(pending) < st.max_spans:
             pending.append(self)
         else:
             _count_drop(1)
-        if parent is None and st.on_root_end is not None:
+        if self._parent is None and st.on_root_end is not None:
             st.on_root_end()
-        return False
 
     def _enter_mirror(self) -> None:
         try:
@@ -148,14 +195,62 @@ class ActiveSpan(Span):
 
     def set(self, key: str, value) -> None:
         """Set one attribute after the span started (e.g. tokens/s known only at the end)."""
+        if self.end_ns:
+            _misuse(f"attribute {key!r} set on a finished span is ignored (finished spans are immutable)")
+            return
         self.attributes[key] = value
 
     def set_attributes(self, attributes: dict) -> None:
+        if self.end_ns:
+            _misuse("attributes set on a finished span are ignored (finished spans are immutable)")
+            return
         self.attributes.update(attributes)
+
+    def io_metrics(self) -> dict:
+        """This span's IO in QEfficient's ``get_last_io_metrics()`` shape (a window's, usually)."""
+        from ._io import io_metrics_of
+
+        return io_metrics_of(self)
 
     def __call__(self, fn):
         """Use as a decorator: every call of ``fn`` opens a fresh span with this name."""
         return _decorate(fn, self.name, dict(self.attributes), self.window)
+
+
+def _open_ancestor(s):
+    """The nearest ancestor of ``s`` (itself included) that has not ended, or None."""
+    while s is not None and s.end_ns:
+        s = s._parent
+    return s
+
+
+def _safe_str(value) -> str:
+    try:
+        return str(value)
+    except Exception as e:
+        return f"<{type(value).__name__}: str() raised {type(e).__name__}>"
+
+
+_misuse_seen: set = set()
+
+
+def _misuse(message: str) -> None:
+    """Report one kind of tolerated misuse once per process, on stderr; never raise."""
+    if message in _misuse_seen or len(_misuse_seen) > 64:
+        return
+    _misuse_seen.add(message)
+    try:
+        print(f"spectrace: warning: {message}", file=sys.stderr)
+    except Exception:
+        pass
+
+
+def _call_hook(hook, s) -> bool:
+    try:
+        return hook(s)
+    except Exception as e:
+        _misuse(f"internal error in a root-span hook: {e!r}")
+        return True
 
 
 class _NoopSpan:
@@ -177,10 +272,19 @@ class _NoopSpan:
     def set_attributes(self, attributes) -> None:
         pass
 
+    def io_metrics(self) -> dict:
+        from ._io import io_metrics_of
+
+        return io_metrics_of(None)
+
     def __call__(self, fn):
-        # Decorating while disabled must still trace calls made after recording is turned on;
-        # the name comes from the span() call that returned this object (same expression).
-        return _decorate(fn, _noop_last[0], dict(_noop_last[1]), _noop_last[2])
+        # Decorating while disabled must still trace calls made after recording is turned on.
+        # The shared no-op cannot carry a name, so it is the one span() last returned in this
+        # thread: right for ``@tracer.span("name")``, applied in the same expression. A
+        # disabled span object kept and applied later cannot know its name; use
+        # :func:`tracer.instrument` for decorators made at import time.
+        name, attributes, window = _noop_last.get(_get_ident(), ("", {}, False))
+        return _decorate(fn, name, dict(attributes), window)
 
     def __bool__(self) -> bool:
         return False
@@ -190,7 +294,19 @@ class _NoopSpan:
 
 
 NOOP = _NoopSpan()
-_noop_last: list = ["", {}, False]
+
+
+class _Unsampled:
+    """The context marker under an unsampled root (never a real span)."""
+
+    __slots__ = ()
+    end_ns = 0
+    span_id = 0
+
+
+UNSAMPLED = _Unsampled()
+# Per thread: what the last disabled span() call named (NOOP used as a decorator).
+_noop_last: dict = {}
 
 
 def _decorate(fn, name, attributes, window):
@@ -204,6 +320,15 @@ def _decorate(fn, name, attributes, window):
     return wrapper
 
 
+def instrument(name: str, /, *, window: bool = False, **attributes):
+    """A decorator that opens a span (or window) named ``name`` around every call.
+
+    Unlike ``@tracer.span(name)`` it never depends on whether recording was on when it was
+    applied: the decision is made at each call.
+    """
+    return lambda fn: _decorate(fn, name, attributes, window)
+
+
 _new_span = ActiveSpan.__new__
 # Thread names per thread (not per ident: idents are reused once a thread ended).
 _tls = threading.local()
@@ -215,28 +340,31 @@ def span(name: str, /, **attributes):
     Also a decorator (``@tracer.span("score.compute")``). Attribute names with dots are passed
     with ``**{"chunk.index": i}``. Disabled: returns the shared :data:`NOOP`.
     """
-    if not STATE.enabled:
-        _noop_last[0] = name  # for NOOP used as a decorator (see _NoopSpan.__call__)
-        _noop_last[1] = attributes
-        _noop_last[2] = False
+    st = STATE
+    if not st.enabled:
+        _noop_last[_get_ident()] = (name, attributes, False)
         return NOOP
+    if st.sampler is not None and _current.get() is UNSAMPLED:
+        return NOOP  # under a root the sampler dropped: as cheap as disabled
     s = _new_span(ActiveSpan)
     s.name = name
     s.attributes = attributes
     s.window = False
+    s.start_ns = 0
     return s
 
 
 def window_(name: str, /, **attributes):
     """Open a window: a span that is one pass (``ttft.spec_device``, ``ttft.baseline``, ...).
 
-    ``tracer.io_metrics()`` reports the last finished window, and with ``QEFF_SPEC_DEBUG`` on
-    every window prints its chunk line and IO table when it ends.
+    ``tracer.io_metrics()`` reports the caller's last finished window, and with
+    ``QEFF_SPEC_DEBUG`` on every window prints its chunk line and IO table when it ends.
     """
     s = span(name, **attributes)
-    if s is NOOP:
-        _noop_last[2] = True
-        return NOOP
+    if type(s) is not ActiveSpan:  # disabled, or under (or as) an unsampled root
+        if s is NOOP and not STATE.enabled:
+            _noop_last[_get_ident()] = (name, attributes, True)
+        return s
     s.window = True
     s.window_data = WindowData()
     return s
@@ -245,7 +373,7 @@ def window_(name: str, /, **attributes):
 def current_span():
     """The innermost open span of this context, or :data:`NOOP`."""
     s = _current.get()
-    return NOOP if s is None else s
+    return NOOP if s is None or s is UNSAMPLED else s
 
 
 def _roll_up(s: Span, parent: Span) -> None:
@@ -258,10 +386,19 @@ def _roll_up(s: Span, parent: Span) -> None:
 
 def _end_window(s: Span) -> None:
     STATE.last_window = s
+    _last_window.set(s)
+    q = STATE.windows_out
+    if q is not None:
+        q.append(s)  # the metrics worker reads windows off the hot path
     if STATE.debug:
         from ._debug import print_window  # imported lazily: only with QEFF_SPEC_DEBUG on
 
         print_window(s)
+
+
+# The last window finished in *this* context (thread or asyncio task): io_metrics() reads it.
+_last_window: contextvars.ContextVar[Span | None] = contextvars.ContextVar("spectrace_last_window",
+                                                                              default=None)
 
 
 def _merge_io(parent: Span, src) -> None:
@@ -285,185 +422,18 @@ def _count_drop(n: int) -> None:
               file=sys.stderr)
 
 
-_DIRECTIONS = {"h2d": "h2d", "d2h": "d2h"}
-
-
-def record_transfer(binding: str, direction: str, nbytes: int, *, ns: int | None = None,
-                    start_ns: int | None = None, end_ns: int | None = None) -> None:
-    """Record one host<->device copy whose duration was measured elsewhere.
-
-    ``binding`` is a binding name (``past_key.3_RetainedState``) or a category; ``direction``
-    is ``"h2d"`` or ``"d2h"``; give either ``ns`` (duration, ending now) or ``start_ns`` and
-    ``end_ns`` (``perf_counter_ns`` readings).
-    """
-    if not STATE.enabled:
-        return
-    _check(direction, nbytes)
-    if end_ns is None:
-        end_ns = perf_counter_ns()
-    if start_ns is None:
-        start_ns = end_ns - (ns or 0)
-    if end_ns < start_ns:
-        raise ValueError(f"transfer end_ns ({end_ns}) is before start_ns ({start_ns})")
-    _add_transfer(binding, direction, int(nbytes), start_ns, end_ns)
-
-
-def _check(direction, nbytes) -> None:
-    if type(nbytes) is not int:  # numpy integers and other ``__index__`` types are fine too
-        if isinstance(nbytes, bool) or not hasattr(nbytes, "__index__"):
-            raise ValueError(f"nbytes must be a non-negative integer, got {nbytes!r}")
-    if nbytes < 0:
-        raise ValueError(f"nbytes must be a non-negative integer, got {nbytes!r}")
-    if direction not in _DIRECTIONS:
-        raise ValueError(f"direction must be 'h2d' or 'd2h', got {direction!r}")
-
-
-_categories: dict = {}  # binding name -> category, so the split runs once per name
-
-
-def _add_transfer(binding, direction, nbytes, start_ns, end_ns) -> None:
-    cur = _current.get()
-    if cur is None:
-        return  # nothing to roll up onto; io_metrics is per window
-    category = _categories.get(binding)
-    if category is None:
-        category = category_of(binding)
-        if isinstance(binding, str) and len(_categories) < 4096:
-            _categories[binding] = category
-        else:
-            binding = category
-    t = Transfer(category, direction, nbytes, start_ns, end_ns, binding, cur.span_id, cur.thread_id)
-    if cur.transfers is EMPTY_TRANSFERS:
-        cur.transfers = [t]
-    else:
-        cur.transfers.append(t)
-    io = cur.io
-    if io is EMPTY_IO:
-        io = cur.io = {}
-    tot = io.get(category)
-    if tot is None:
-        tot = io[category] = IoTotals()
-    tot.bytes += nbytes
-    tot.ns += end_ns - start_ns
-    tot.count += 1
-    if direction == "h2d":
-        tot.h2d_bytes += nbytes
-    else:
-        tot.d2h_bytes += nbytes
-    w = cur._window
-    if w is not None:
-        w.window_data.transfers.append(t)
-
-
-class _TransferTimer:
-    """``with tracer.transfer(binding, direction, nbytes):`` times the copy inside the block."""
-
-    __slots__ = ("binding", "direction", "nbytes", "start_ns")
-
-    def __init__(self, binding, direction, nbytes):
-        self.binding = binding
-        self.direction = direction
-        self.nbytes = nbytes
-
-    def __enter__(self):
-        self.start_ns = perf_counter_ns()
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        end = perf_counter_ns()
-        if exc_type is None and STATE.enabled:
-            _add_transfer(self.binding, self.direction, int(self.nbytes), self.start_ns, end)
-        return False
-
-
-def transfer(binding: str, direction: str, nbytes: int):
-    """Time one host<->device copy: ``with tracer.transfer("logits", "d2h", x.nbytes): ...``.
-
-    ``nbytes`` may be set on the returned object inside the block when only known after the copy.
-    """
-    if not STATE.enabled:
-        return NOOP
-    _check(direction, nbytes)
-    return _TransferTimer(binding, direction, nbytes)
-
-
-def io_metrics() -> dict:
-    """The last finished window's IO in QEfficient's ``get_last_io_metrics()`` shape.
-
-    ``{"total_bytes", "total_ms", "details", "categories"}``: ``details`` has one entry per
-    binding name (bytes, ms, count, category, direction); ``categories`` has every category.
-    """
-    w = STATE.last_window
-    categories = io_dict(w.io if w is not None else {})
-    details: dict[str, dict] = {}
-    if w is None:
-        return {"total_bytes": 0, "total_ms": 0.0, "details": details, "categories": categories}
-    for t in w.window_data.transfers:
-        d = details.get(t.binding)
-        if d is None:
-            d = details[t.binding] = {"category": t.category, "direction": t.direction,
-                                      "bytes": 0, "ms": 0.0, "count": 0}
-        d["bytes"] += t.nbytes
-        d["ms"] += t.ns / 1e6
-        d["count"] += 1
-        if d["direction"] != t.direction:
-            d["direction"] = "both"
-    return {"total_bytes": sum(t.bytes for t in w.io.values()),
-            "total_ms": sum(t.ns for t in w.io.values()) / 1e6,
-            "details": details, "categories": categories}
-
-
-class Recording:
-    """Finished spans of a :func:`capture` block, in end order (bounded like the buffer)."""
-
-    def __init__(self, max_spans: int, since_ns: int):
-        self.spans: list[Span] = []
-        self.dropped = 0
-        self._max = max_spans
-        self._since = since_ns
-
-    def _add(self, s: Span) -> None:
-        if s.end_ns < self._since:
-            return
-        if len(self.spans) < self._max:
-            self.spans.append(s)
-        else:
-            self.dropped += 1
-
-    @property
-    def transfers(self) -> list[Transfer]:
-        return [t for s in self.spans for t in s.transfers]
-
-    def __iter__(self):
-        return iter(self.spans)
-
-    def __len__(self) -> int:
-        return len(self.spans)
-
-
-class capture:
-    """``with tracer.capture() as rec:`` keeps every span finished inside the block in memory.
-
-    Captures do not turn recording on; combine with ``tracer.configure(enabled=True)``.
-    """
-
-    def __init__(self, *, max_spans: int | None = None):
-        self.recording = Recording(max_spans or STATE.max_spans, 0)
-
-    def __enter__(self) -> Recording:
-        self.recording._since = perf_counter_ns()
-        STATE.captures = STATE.captures + (self.recording,)
-        return self.recording
-
-    def __exit__(self, exc_type, exc, tb):
-        STATE.captures = tuple(c for c in STATE.captures if c is not self.recording)
-        if self.recording.dropped:
-            print(f"spectrace: warning: capture dropped {self.recording.dropped} spans "
-                  f"(max_spans={self.recording._max})", file=sys.stderr)
-        return False
-
-
 def take_pending() -> list[Span]:
-    """Remove and return the finished spans waiting for an exporter (export worker, flush)."""
+    """Remove and return the finished spans waiting for an exporter (export worker, flush).
+
+    They count as ``in_flight`` (still buffered, for :func:`tracer.stats`) until the worker
+    settles them with :func:`settle`.
+    """
     pending = STATE.pending
-    return [pending.popleft() for _ in range(len(pending))]
+    out = [pending.popleft() for _ in range(len(pending))]
+    STATE.in_flight += len(out)
+    return out
+
+
+def settle(n: int) -> None:
+    """The worker exported (or counted as failed) ``n`` spans it took."""
+    STATE.in_flight -= n

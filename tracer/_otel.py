@@ -13,8 +13,9 @@ most the exporter's own timeout.
 
 from __future__ import annotations
 
+import collections
+import logging
 import os
-import random
 import sys
 import threading
 
@@ -26,21 +27,12 @@ from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from . import _core, clock
+from ._core import _safe_str
 from ._record import WINDOW, Span
+from ._sampling import ROOTS, otel_span_id, otel_trace_id
 
 _BATCH = 512
-_SALT_SPAN = random.getrandbits(63) | 1
-_SALT_TRACE = random.getrandbits(64) << 64
-
-
-def otel_span_id(span_id: int) -> int:
-    """The 64-bit OpenTelemetry span id of a recorder span id (never 0)."""
-    return ((_SALT_SPAN + span_id) & 0xFFFF_FFFF_FFFF_FFFF) or 1
-
-
-def otel_trace_id(trace_id: int) -> int:
-    """The 128-bit OpenTelemetry trace id of a recorder trace (root span) id."""
-    return _SALT_TRACE | (trace_id & 0xFFFF_FFFF_FFFF_FFFF)
+DEFAULT_EXPORT_TIMEOUT_S = 2.0
 
 
 class _GivenIds(IdGenerator):
@@ -71,7 +63,10 @@ def otel_attributes(s: Span) -> dict:
     """A record's attributes as OpenTelemetry values, plus its io and thread."""
     attrs = {}
     for k, v in s.attributes.items():
-        attrs[k] = v if isinstance(v, (str, bool, int, float)) else str(v)
+        k = k if type(k) is str else _safe_str(k)
+        if type(v) is int and not -2**63 <= v < 2**63:
+            v = str(v)  # OTLP ints are 64-bit
+        attrs[k] = v if isinstance(v, (str, bool, int, float)) else _safe_str(v)
     for cat, tot in s.io.items():
         attrs[f"io.{cat}.bytes"] = tot.bytes
         attrs[f"io.{cat}.ms"] = tot.ms
@@ -93,42 +88,105 @@ def exporters_from_environment() -> list[SpanExporter]:
     """
     from opentelemetry.sdk._configuration import _get_exporter_names, _import_exporters
 
-    names = _get_exporter_names("traces")
-    if not names:
-        return []
-    classes, _, _ = _import_exporters(names, [], [])
-    return [cls() for cls in classes.values()]
+    from ._metrics import check_endpoints
+
+    raw = os.environ.get("OTEL_TRACES_EXPORTER", "")
+    for var in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        proto = os.environ.get(var)
+        if proto and proto.strip() not in ("grpc", "http/protobuf"):
+            raise ValueError(f"{var}={proto!r}: use 'grpc' or 'http/protobuf'")
+    try:
+        names = _get_exporter_names("traces")
+        if not names:
+            return []
+        classes, _, _ = _import_exporters(names, [], [])
+    except Exception as e:
+        raise ValueError(f"OTEL_TRACES_EXPORTER={raw!r}: {e} (use otlp, console or none)") from None
+    out = []
+    for name, cls in classes.items():
+        if "otlp" in name:
+            check_endpoints(os.environ, "TRACES")
+            out.append(cls(timeout=export_timeout_s()))
+        else:
+            out.append(cls())
+    quiet_sdk_loggers()
+    return out
 
 
-def _resource() -> Resource:
+def quiet_sdk_loggers() -> None:
+    """spectrace reports export failures itself, once and counted; the OTLP exporters' own
+    logger would print a traceback-like error per failed batch. Silenced only where the user
+    left the logger's level unset."""
+    for name in ("opentelemetry.exporter.otlp.proto.grpc.exporter", "opentelemetry.exporter.otlp.proto.http",
+                 "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+                 "opentelemetry.exporter.otlp.proto.http.metric_exporter",
+                 "opentelemetry.sdk.metrics._internal.export", "opentelemetry.sdk._shared_internal"):
+        lg = logging.getLogger(name)
+        if lg.level == logging.NOTSET:
+            lg.setLevel(logging.CRITICAL)
+
+
+def resource() -> Resource:
     r = Resource.create()
     if str(r.attributes.get("service.name", "")).startswith("unknown_service"):
         r = r.merge(Resource({"service.name": "spectrace"}))
     return r
 
 
+_timeout_override: list = [None]  # tracer.configure(export_timeout_s=...)
+
+
 def export_timeout_s() -> float:
-    """The exporter's own timeout (``OTEL_EXPORTER_OTLP[_TRACES]_TIMEOUT``, seconds; default 10)."""
+    """How long one export, a flush and the exit may wait: ``tracer.configure(export_timeout_s=)``,
+    else ``OTEL_EXPORTER_OTLP[_TRACES]_TIMEOUT`` (seconds, as the SDK reads it; values above
+    1000 are taken as the spec's milliseconds), else 2 s (the SDK's own 10 s is too long to
+    hold a process's exit for a collector that is down)."""
+    if _timeout_override[0] is not None:
+        return _timeout_override[0]
     for var in ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"):
         raw = os.environ.get(var)
         if raw:
             try:
                 v = float(raw)
-                # The SDK reads these as seconds; values above 1000 are milliseconds in the spec.
-                return v / 1000 if v > 1000 else v
+                if v > 0:
+                    return v / 1000 if v > 1000 else v
             except ValueError:
                 pass
-    return 10.0
+            _core._misuse(f"{var}={raw!r} is not a positive number of seconds; "
+                          f"using {DEFAULT_EXPORT_TIMEOUT_S:g}")
+            break
+    return DEFAULT_EXPORT_TIMEOUT_S
+
+
+class ExporterBook:
+    """One exporter's tally: every span handed to it is exported or failed."""
+
+    __slots__ = ("name", "exported", "failed")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.exported = 0
+        self.failed = 0
 
 
 class ExportPipeline:
-    """One TracerProvider, its exporters and the worker thread that feeds them."""
+    """One TracerProvider, its exporters, the metrics, and the worker thread that feeds them.
 
-    def __init__(self, exporters: list[SpanExporter]):
+    Books: every span the recorder buffered is, at any moment, still buffered (``pending`` or
+    taken by the worker: ``in_flight``), exported (every exporter took it) or failed (one
+    refused it, raised, or it could not be encoded). ``failed`` spans are dropped, counted and
+    reported once.
+    """
+
+    def __init__(self, exporters: list[SpanExporter], metrics=None):
         self.exporters = list(exporters)
+        self.books = [ExporterBook(type(e).__name__) for e in self.exporters]
+        self.metrics = metrics  # tracer._metrics.Metrics or None
+        self.requests = collections.deque()  # tracer._metrics.Request, from tracer.record_request
+        self.windows = collections.deque() if metrics is not None else None
         self._ids = _GivenIds()
         self._collect = _Collect()
-        self.provider = TracerProvider(resource=_resource(), id_generator=self._ids)
+        self.provider = TracerProvider(resource=resource(), id_generator=self._ids)
         self.provider.add_span_processor(self._collect)
         self._tracer = self.provider.get_tracer("spectrace")
         self.exported = 0
@@ -147,16 +205,28 @@ class ExportPipeline:
             self._wake = True
             self._cond.notify()
 
+    def _idle(self) -> bool:
+        return (not self._wake and not self._busy and not _core.STATE.pending and not self.requests
+                and not self.windows)
+
     def flush(self, timeout_s: float) -> bool:
         """Wake the worker and wait until everything pending is exported (or the timeout)."""
         with self._cond:
             self._wake = True
             self._cond.notify()
-            return self._cond.wait_for(lambda: not self._wake and not self._busy and not _core.STATE.pending,
-                                       timeout=timeout_s)
+            done = self._cond.wait_for(self._idle, timeout=timeout_s)
+        if done and self.metrics is not None:
+            done = self.metrics.flush(timeout_s)
+        return done
 
-    def shutdown(self, timeout_s: float) -> None:
-        self.flush(timeout_s)
+    def shutdown(self, timeout_s: float) -> bool:
+        """Flush within ``timeout_s``, then stop: exporters are shut down whatever the worker is doing.
+
+        Returns whether everything was delivered. A worker stuck in an export is a daemon
+        thread: the process does not wait for it past the timeout. The metrics outlive a
+        pipeline (``tracer._export`` shuts them down at exit or when their setting changes).
+        """
+        done = self.flush(timeout_s)
         with self._cond:
             self._stop = True
             self._cond.notify()
@@ -165,6 +235,7 @@ class ExportPipeline:
                 e.shutdown()
             except Exception:
                 pass
+        return done
 
     # -- worker side ---------------------------------------------------------------------
     def _run(self) -> None:
@@ -176,50 +247,90 @@ class ExportPipeline:
                 self._wake = False
                 self._busy = True
             try:
+                self._drain_metrics()
                 while True:
                     batch = _core.take_pending()
                     if not batch:
                         break
                     for i in range(0, len(batch), _BATCH):
-                        self._export(batch[i:i + _BATCH])
-            except Exception as e:  # never let the worker die silently
+                        part = batch[i:i + _BATCH]
+                        try:
+                            self._export(part)
+                        except Exception as e:  # never let the worker die, never lose count
+                            self.failed += len(part)
+                            self._report(f"export worker error: {e!r}")
+                        finally:
+                            _core.settle(len(part))
+                    self._drain_metrics()
+            except Exception as e:
                 self._report(f"export worker error: {e!r}")
             finally:
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
 
+    def _drain_metrics(self) -> None:
+        m = self.metrics
+        if m is None:
+            return
+        for q, record in ((self.requests, m.record_request), (self.windows, m.record_window)):
+            while q:
+                try:
+                    record(q.popleft())
+                except Exception as e:
+                    self._report(f"metrics error: {e!r}", spans=False)
+
     def _export(self, records: list[Span]) -> None:
         self._collect.spans = []
+        unencodable = 0
         for s in records:
-            self._to_sdk(s)
+            try:
+                self._to_sdk(s)
+            except Exception as e:  # one bad record costs one span, counted, not the batch
+                unencodable += 1
+                self._report(f"a span could not be encoded ({e!r})")
         spans = self._collect.spans
-        for exporter in self.exporters:
+        self._collect.spans = []
+        self.failed += unencodable
+        if not spans:
+            return
+        all_ok = True
+        for exporter, book in zip(self.exporters, self.books):
             try:
                 ok = exporter.export(spans) == SpanExportResult.SUCCESS
                 err = "the exporter returned FAILURE"
             except Exception as e:
                 ok, err = False, repr(e)
             if ok:
-                self.exported += len(spans)
+                book.exported += len(spans)
             else:
-                self.failed += len(spans)
-                self._report(f"{type(exporter).__name__} could not export {len(spans)} spans ({err})")
+                book.failed += len(spans)
+                all_ok = False
+                self._report(f"{book.name} could not export {len(spans)} spans ({err})")
+        if all_ok:
+            self.exported += len(spans)
+        else:
+            self.failed += len(spans)
 
     def _to_sdk(self, s: Span) -> None:
+        root = ROOTS.get(s.trace_id)
+        trace_id = root[0] if root is not None else otel_trace_id(s.trace_id)
         ctx = None
         if s.parent_id:
-            parent = SpanContext(otel_trace_id(s.trace_id), otel_span_id(s.parent_id), is_remote=False,
+            parent = SpanContext(trace_id, otel_span_id(s.parent_id), is_remote=False,
                                  trace_flags=TraceFlags(TraceFlags.SAMPLED))
             ctx = otel_trace.set_span_in_context(NonRecordingSpan(parent))
+        elif root is not None and root[1]:  # the caller's span (traceparent / OTel context)
+            parent = SpanContext(trace_id, root[1], is_remote=True, trace_flags=TraceFlags(root[2]))
+            ctx = otel_trace.set_span_in_context(NonRecordingSpan(parent))
         self._ids.span_id = otel_span_id(s.span_id)
-        self._ids.trace_id = otel_trace_id(s.trace_id)
-        sp = self._tracer.start_span(s.name, context=ctx, kind=SpanKind.INTERNAL,
-                                     attributes=otel_attributes(s),
+        self._ids.trace_id = trace_id
+        sp = self._tracer.start_span(_safe_str(s.name) if type(s.name) is not str else s.name, context=ctx,
+                                     kind=SpanKind.INTERNAL, attributes=otel_attributes(s),
                                      start_time=clock.to_epoch_ns(s.start_ns),
                                      record_exception=False, set_status_on_exception=False)
         for t in s.transfers:
-            sp.add_event("transfer", {"binding": t.binding, "category": t.category,
+            sp.add_event("transfer", {"binding": _safe_str(t.binding), "category": t.category,
                                       "direction": t.direction, "bytes": t.nbytes, "ms": t.ns / 1e6},
                          timestamp=clock.to_epoch_ns(t.start_ns))
         if s.error_type is not None:
@@ -229,9 +340,12 @@ class ExportPipeline:
             sp.set_status(Status(StatusCode.ERROR, f"{s.error_type}: {s.error_message}"))
         sp.end(end_time=clock.to_epoch_ns(s.end_ns))
 
-    def _report(self, message: str) -> None:
+    def _report(self, message: str, *, spans: bool = True) -> None:
         if not self._warned:
             self._warned = True
-            print(f"spectrace: warning: {message}; these spans are dropped and counted "
-                  "(tracer.stats()['spans_dropped']); further failures are not printed",
-                  file=sys.stderr)
+            tail = ("; these spans are dropped and counted (tracer.stats()['spans_dropped']); "
+                    "further failures are not printed") if spans else "; further failures are not printed"
+            try:
+                print(f"spectrace: warning: {message}{tail}", file=sys.stderr)
+            except Exception:
+                pass

@@ -167,31 +167,86 @@ def test_debug_prints_chunk_line_and_io_table(capsys):
     assert any(ln.split()[:2] == ["prefill_queries", "400"] for ln in err.splitlines())
 
 
+class _StuckExporter:
+    """A span exporter that blocks until released: spans pile up in the bounded buffer."""
+
+    def __init__(self):
+        import threading
+
+        self.release = threading.Event()
+        self.spans = 0
+
+    def export(self, spans):
+        from opentelemetry.sdk.trace.export import SpanExportResult
+
+        self.release.wait(30)
+        self.spans += len(spans)
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self):
+        self.release.set()
+
+
+def _balanced(st):
+    return st["spans_recorded"] == st["spans_exported"] + st["spans_dropped"] + st["spans_buffered"]
+
+
 def test_bounded_buffer_counts_drops_and_says_so(capsys):
-    tracer.configure(enabled=True, max_spans=100)
+    stuck = _StuckExporter()
+    tracer.configure(enabled=True, max_spans=100, exporter=stuck)
     for _ in range(1000):
         with tracer.span("s"):
             pass
+        assert _balanced(tracer.stats())
     st = tracer.stats()
-    assert st["spans_buffered"] == 100
-    assert st["spans_dropped_buffer_full"] == 900
+    assert 100 <= st["spans_buffered"] <= 100 + 512  # the buffer, plus at most one batch in flight
+    assert st["spans_dropped_buffer_full"] == 1000 - st["spans_buffered"]
     assert capsys.readouterr().err.count("span buffer full (max_spans=100)") == 1
+    stuck.release.set()
+    assert tracer.flush(10)
+    st = tracer.stats()
+    assert st["spans_exported"] == stuck.spans == 1000 - st["spans_dropped_buffer_full"]
+    assert st["spans_buffered"] == 0 and _balanced(st)
 
 
 def test_millions_of_spans_keep_memory_bounded():
+    # No exporter configured: nothing reads a buffer, so nothing is kept (captures hold their own).
     r = run_python(
         "import tracemalloc\nfrom spectrace import tracer\n"
-        "tracer.configure(enabled=True, max_spans=1000)\n"
+        "tracer.configure(enabled=True)\n"
         "tracemalloc.start()\n"
         "for _ in range(1_000_000):\n"
         "    with tracer.span('s', i=1):\n"
         "        pass\n"
         "cur, peak = tracemalloc.get_traced_memory()\n"
-        "print(peak, tracer.stats()['spans_dropped'])\n", timeout=300)
-    peak, dropped = map(int, r.stdout.split())
-    assert dropped == 999_000
-    assert peak < 20e6, peak  # 1000 kept spans, not a million
-    assert "999000 of 1000000 spans were dropped" in r.stderr
+        "s = tracer.stats()\n"
+        "print(peak, s['spans_recorded'], s['spans_dropped_no_exporter'], s['spans_buffered'])\n", timeout=300)
+    peak, recorded, unexported, buffered = map(int, r.stdout.split())
+    assert (recorded, unexported, buffered) == (1_000_000, 1_000_000, 0)
+    assert peak < 5e6, peak  # flat: not a million kept spans (~550 MB before)
+    assert r.stderr == ""  # recording without an exporter is not a loss worth a line
+
+
+def test_a_stuck_exporter_keeps_memory_bounded_and_says_what_it_lost():
+    r = run_python(
+        "import tracemalloc, threading\nfrom spectrace import tracer\n"
+        "from opentelemetry.sdk.trace.export import SpanExportResult\n"
+        "class Stuck:\n"
+        "    def export(self, spans): threading.Event().wait(60); return SpanExportResult.SUCCESS\n"
+        "    def shutdown(self): pass\n"
+        "tracer.configure(enabled=True, max_spans=1000, exporter=Stuck(), export_timeout_s=0.5)\n"
+        "tracemalloc.start()\n"
+        "for _ in range(1_000_000):\n"
+        "    with tracer.span('s', i=1):\n"
+        "        pass\n"
+        "cur, peak = tracemalloc.get_traced_memory()\n"
+        "print(peak, tracer.stats()['spans_dropped_buffer_full'], flush=True)\n", timeout=300)
+    peak, full = map(int, r.stdout.split())
+    assert 1_000_000 - 1000 - 512 <= full <= 1_000_000 - 1000
+    assert peak < 20e6, peak  # 1000 kept spans and one batch in flight, not a million
+    # The exit waits at most the export timeout and states the whole tally.
+    assert f"0 of 1000000 spans exported; 1000000 not exported" in r.stderr, r.stderr
+    assert f"{full} buffer full" in r.stderr
 
 
 def test_threads_and_tasks_never_cross():
