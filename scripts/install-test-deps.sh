@@ -2,8 +2,9 @@
 # Install the Debian packages the test suite needs, only when they are missing.
 #
 # Why a script and not a pip extra: the report test renders report.html in a real headless
-# browser, and Chromium comes from Debian, not PyPI. Idempotent: when every package is already
-# installed it returns in well under a second without touching the network.
+# browser, and the dashboard test runs a real Prometheus; both come from Debian, not PyPI.
+# Idempotent: when every package is already installed it returns in well under a second
+# without touching the network.
 #
 # Usage: scripts/install-test-deps.sh        (as root, or with sudo available)
 # Others add packages by appending to PACKAGES (name of the dpkg package) below.
@@ -12,6 +13,8 @@ set -euo pipefail
 PACKAGES=(
     chromium       # headless rendering of report.html (tests/tracer/test_report.py)
     fonts-dejavu-core  # a sans-serif font so screenshots show text, not boxes
+    prometheus     # a real Prometheus (and promtool) scraping spectrace (tests/test_dashboards.py)
+    libpython3.11  # the rotel-agent collector binary from the rotel wheel links libpython3.11.so
 )
 
 missing=()
