@@ -38,12 +38,14 @@ def read_config(path: str | Path) -> LlamaConfig:
         raise FileNotFoundError(f"checkpoint directory {path} does not exist")
     if not config_file.is_file():
         raise FileNotFoundError(f"{config_file} is missing: a checkpoint directory needs config.json")
+    _check_config_json(config_file)
     from transformers import AutoConfig
 
     try:
         hf = AutoConfig.from_pretrained(str(path))
-    except (ValueError, KeyError, OSError) as exc:
-        raise CheckpointError(f"{config_file}: transformers cannot read it: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - a third-party parser of a user's file; its first line says why
+        first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+        raise CheckpointError(f"{config_file}: transformers cannot read it: {first}") from exc
     archs = list(getattr(hf, "architectures", None) or [])
     if getattr(hf, "model_type", None) != "llama" or (archs and not set(archs) & set(SUPPORTED_ARCHITECTURES)):
         raise CheckpointError(
@@ -60,19 +62,84 @@ def read_config(path: str | Path) -> LlamaConfig:
         raise CheckpointError(f"{config_file}: {exc}") from exc
 
 
+_POSITIVE_INTS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                  "num_key_value_heads", "head_dim", "max_position_embeddings")
+_TYPES = {**{k: (int,) for k in _POSITIVE_INTS}, "rms_norm_eps": (float, int), "rope_theta": (float, int),
+          "tie_word_embeddings": (bool,), "attention_bias": (bool,), "mlp_bias": (bool,),
+          "model_type": (str,), "hidden_act": (str,), "architectures": (list,),
+          "rope_parameters": (dict,), "rope_scaling": (dict,), "bos_token_id": (int,), "eos_token_id": (int, list)}  # noqa: E501
+_REQUIRED = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+
+
+def _check_config_json(config_file: Path) -> None:
+    """Refuse a config.json whose keys have the wrong type, naming the file and the key.
+
+    transformers would refuse most of these too, but in a multi-line message, and some (an
+    ``architectures`` that is not a list) as a bare ``TypeError``.
+    """
+    try:
+        raw = json.loads(config_file.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise CheckpointError(f"{config_file}: not UTF-8 (byte {exc.start})") from None
+    except ValueError as exc:
+        raise CheckpointError(f"{config_file}: not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{config_file}: must hold a JSON object, got {type(raw).__name__}")
+    for key, types in _TYPES.items():
+        if key not in raw or (raw[key] is None and key not in _REQUIRED):
+            continue  # absent: transformers' default
+        value = raw[key]
+        bad = not isinstance(value, types) or (isinstance(value, bool) and bool not in types)
+        if not bad and key in _POSITIVE_INTS:
+            bad = value <= 0
+        if not bad and key == "eos_token_id" and isinstance(value, list):
+            bad = not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        if not bad and key == "architectures":
+            bad = not all(isinstance(v, str) for v in value)
+        if bad:
+            want = ("a positive integer" if key in _POSITIVE_INTS else
+                    {int: "an integer", float: "a number", bool: "true or false", str: "a string",
+                     list: "a list", dict: "an object"}[types[0]] + (" or a list of them" if list in types[1:] else ""))
+            shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+            raise CheckpointError(f"{config_file}: {key} must be {want}, got {shown}")
+
+
 # ---- safetensors ------------------------------------------------------------------------------
 def read_safetensors_header(file: Path) -> tuple[dict, int]:
-    """(tensor name -> {dtype, shape, data_offsets}, byte offset of the data section)."""
+    """(tensor name -> {dtype, shape, data_offsets}, byte offset of the data section).
+
+    A file cut short, or one whose header is not a safetensors header, is a ``CheckpointError``
+    naming the file: a truncated download is the usual cause.
+    """
+    size = file.stat().st_size
     with open(file, "rb") as f:
         raw = f.read(8)
         if len(raw) != 8:
-            raise CheckpointError(f"{file}: not a safetensors file (shorter than its 8-byte header length)")
+            raise CheckpointError(f"{file}: not a safetensors file (truncated: {size} bytes, shorter than "
+                                  "its 8-byte header length)")
         (n,) = struct.unpack("<Q", raw)
+        if 8 + n > size:
+            raise CheckpointError(f"{file}: truncated or not a safetensors file (its header claims {n} bytes; "
+                                  f"the file has {size})")
         try:
             header = json.loads(f.read(n))
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise CheckpointError(f"{file}: not a safetensors file (bad JSON header: {exc})") from exc
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{file}: not a safetensors file (its header is not a JSON object)")
     header.pop("__metadata__", None)
+    for name, info in header.items():
+        ok = isinstance(info, dict) and isinstance(info.get("shape"), list) and isinstance(info.get("dtype"), str)
+        offsets = info.get("data_offsets") if ok else None
+        ok = ok and isinstance(offsets, list) and len(offsets) == 2 and all(
+            isinstance(o, int) and not isinstance(o, bool) and o >= 0 for o in offsets) and all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in info["shape"])
+        if not ok:
+            raise CheckpointError(f"{file}: tensor {name!r} has a malformed header entry "
+                                  "(needs dtype, shape and data_offsets)")
+        if 8 + n + offsets[1] > size:
+            raise CheckpointError(f"{file}: truncated: tensor {name!r} ends at byte {8 + n + offsets[1]}, "
+                                  f"the file has {size} bytes")
     return header, 8 + n
 
 
@@ -126,6 +193,9 @@ class _Reader:
                                   f"supported: {sorted(_DTYPES)}")
         start, end = info["data_offsets"]
         dt = np.dtype(_DTYPES[info["dtype"]])
+        if end - start != dt.itemsize * int(np.prod(shape)):
+            raise CheckpointError(f"{file.name}: tensor {name!r} spans {end - start} bytes, but {info['dtype']} "
+                                  f"{shape} needs {dt.itemsize * int(np.prod(shape))}")
         return np.memmap(file, dtype=dt, mode="r", offset=base + start, shape=shape)
 
 

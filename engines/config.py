@@ -74,6 +74,12 @@ class LlamaConfig:
                              "(grouped query attention shares each KV head among n_heads/n_kv_heads queries)")
         if self.head_dim % 2:
             raise ValueError(f"head_dim={self.head_dim} must be even (RoPE rotates pairs of dimensions)")
+        if not isinstance(self.max_position, int) or isinstance(self.max_position, bool) or self.max_position < 1:
+            raise ValueError(f"LlamaConfig.max_position={self.max_position!r} must be a positive int")
+        for name in ("rms_eps", "rope_theta"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < float("inf"):
+                raise ValueError(f"LlamaConfig.{name}={value!r} must be a positive finite number")
 
     @property
     def q_per_kv(self) -> int:
@@ -90,6 +96,14 @@ class LlamaConfig:
         head = 0 if self.tie_embeddings else self.vocab_size * d
         return self.vocab_size * d + self.n_layers * per_layer + d + head
 
+    def weight_bytes(self, itemsize: int) -> int:
+        """Bytes of the weights at ``itemsize`` bytes per parameter (4 float32, 2 bfloat16)."""
+        return self.num_params * itemsize
+
+    def kv_cache_bytes(self, slots: int, itemsize: int, batch: int = 1) -> int:
+        """Bytes of a KV cache of ``slots`` positions: keys and values, L x [B, S, K, H] each."""
+        return 2 * self.n_layers * batch * slots * self.n_kv_heads * self.head_dim * itemsize
+
     # ---- Hugging Face config.json <-> LlamaConfig -------------------------------------------
     @classmethod
     def from_hf(cls, hf) -> LlamaConfig:
@@ -98,10 +112,14 @@ class LlamaConfig:
         if not rope:  # transformers 4.x keeps theta and scaling apart
             rope = dict(getattr(hf, "rope_scaling", None) or {})
             rope.setdefault("rope_theta", getattr(hf, "rope_theta", 10000.0))
+        if not isinstance(rope, dict):
+            raise ValueError(f"rope_parameters must be an object, got {rope!r}")
         rope_type = rope.get("rope_type", rope.get("type", "default"))
         if rope_type not in _ROPE_TYPES:
             raise ValueError(f"RoPE type {rope_type!r} in config.json is not supported; supported: {_ROPE_TYPES}")
         scaling = None
+        if rope_type != "default" and not isinstance(rope.get("factor"), (int, float)):
+            raise ValueError(f"RoPE type {rope_type!r} needs a numeric 'factor', got {rope.get('factor')!r}")
         if rope_type != "default":
             scaling = RopeScaling(
                 rope_type=rope_type,

@@ -8,17 +8,29 @@ after a warm-up, mean ± std, effect against one baseline.
 
 from __future__ import annotations
 
-import datetime
 import sys
 import time
-from pathlib import Path
 
 from spectrace import tracer
 from spectrace.tracer import benchstats, ttft
-from spectrace.tracer.errors import UserError
+from spectrace.tracer._atomic import OutputDir, write_text
+from spectrace.tracer.errors import UserError, check_interrupt
 
 DEFAULT_PROMPT_TOKENS = 3000
 _DEFAULT_PAIR = ("default-base", "default-draft")
+
+
+def preload() -> None:
+    """Import the extension modules a run needs and start JAX's backend, all at once.
+
+    ``spectrace`` calls this with Ctrl-C deferred: these initializations call back into Python,
+    and a ``KeyboardInterrupt`` raised there can abort the process instead of ending it.
+    """
+    import jax
+    import tokenizers  # noqa: F401
+    from transformers import AutoConfig, PreTrainedTokenizerFast  # noqa: F401
+
+    jax.devices()
 
 
 # ---- inputs --------------------------------------------------------------------------------------
@@ -68,25 +80,24 @@ def _seq_len(args) -> int:
     return 128 if (args.base, args.draft) == _DEFAULT_PAIR else 2048
 
 
-def _load_base(args, progress, *, prompt_len: int | None, room: int, **switches):
+def _load_base(args, progress, *, prompt_len: int | None, room: int, models: dict, **switches):
     """The base engine, the prompt, and a context of the prompt plus ``room`` tokens in whole chunks.
 
     The context is sized once the tokenizer has measured the prompt. Raises ``UserError`` for
-    a bad checkpoint, preset or ``--ctx-len``.
+    a bad checkpoint, preset or ``--ctx-len``, and for a prompt the models cannot take.
     """
     from spectrace.engines import BaseEngine
-    from spectrace.engines.presets import resolve
 
     seq = _seq_len(args)
     try:
-        for model in (args.base, getattr(args, "draft", None)):  # fail on a bad name before loading anything
-            if model is not None:
-                resolve(model)
         progress.set_description("load base")
         base = BaseEngine.from_pretrained(args.base, prefill_seq_len=seq, ctx_len=args.ctx_len or seq,
                                           dtype=args.dtype, devices=_device(args.base_devices, "base"), **switches)
+        progress.set_description("tokenize")
         prompt = make_prompt(base.tokenizer, prompt_len, args.prompt_text)
         n = len(base.tokenizer(prompt)["input_ids"])
+        _check_prompt(args, models, n, room=room, what="the prompt has")
+        _check_memory(args, models, slots=-((n + room) // -seq) * seq, seq=seq, weights=False)
         if args.ctx_len and n + args.gen_len > args.ctx_len:
             raise UserError(f"spectrace: the prompt has {n} tokens; with --gen-len {args.gen_len} it needs "
                             f"--ctx-len >= {n + args.gen_len}, got {args.ctx_len}")
@@ -97,11 +108,12 @@ def _load_base(args, progress, *, prompt_len: int | None, room: int, **switches)
     return base, prompt, ctx
 
 
-def _load(args, progress):
+def _load(args, progress, models):
     """The speculative engine (draft + base), the prompt and the context length."""
     from spectrace.engines.spec import SpecPrefillEngine
 
-    base, prompt, ctx = _load_base(args, progress, prompt_len=args.prompt_len, room=args.gen_len + args.look_ahead)
+    base, prompt, ctx = _load_base(args, progress, prompt_len=args.prompt_len, room=args.gen_len + args.look_ahead,
+                                   models=models)
     try:
         progress.set_description("load draft")
         spec = SpecPrefillEngine.from_pretrained(
@@ -111,6 +123,98 @@ def _load(args, progress):
     except (OSError, ValueError) as e:
         raise UserError(f"spectrace: {e}")
     return spec, base, prompt, ctx
+
+
+# ---- limits: refuse what the models or the machine cannot take, before allocating it ---------------
+def _models(args, roles) -> dict:
+    """``role -> (name, LlamaConfig)`` read from config.json or the preset, without loading weights."""
+    from spectrace.engines.checkpoint import read_config
+    from spectrace.engines.presets import resolve
+
+    out = {}
+    try:
+        for role in roles:
+            src = resolve(getattr(args, role))
+            out[role] = (getattr(args, role), src.config if src.path is None else read_config(src.path))
+    except (OSError, ValueError) as e:
+        raise UserError(f"spectrace: {e}")
+    return out
+
+
+def _max_position(models) -> tuple[int, str]:
+    role, (name, cfg) = min(models.items(), key=lambda kv: kv[1][1].max_position)
+    return cfg.max_position, f"the {role} model's ({name}) max_position_embeddings"
+
+
+def _check_prompt(args, models, n_tokens: int, *, room: int, what: str) -> None:
+    """A prompt of ``n_tokens`` (plus ``room`` generated/look-ahead positions) must fit the models."""
+    limit, label = _max_position(models)
+    if n_tokens > limit:
+        raise UserError(f"spectrace: {what} {n_tokens} tokens, more than {label} {limit}")
+    if n_tokens + room > limit:
+        extra = f"--gen-len {args.gen_len}" + (f" and --look-ahead {args.look_ahead}" if room > args.gen_len else "")
+        raise UserError(f"spectrace: {what} {n_tokens} tokens; with {extra} that needs {n_tokens + room} "
+                        f"positions, more than {label} {limit}")
+
+
+def _check_limits(args, models, *, prompt_len: int | None, room: int) -> None:
+    """Refuse numeric options the models (max_position_embeddings) or the memory cannot take.
+
+    Runs before any weight is loaded or any prompt is built, so ``--prompt-len 10**12`` is one
+    line at once rather than a hang, and ``--ctx-len 10**9`` one line rather than an
+    out-of-memory kill. The memory figure is an estimate (weights, KV caches of the context,
+    one chunk's fp32 attention scores) against what the device reports free.
+    """
+    limit, label = _max_position(models)
+    for opt, value in (("--prompt-len", prompt_len if args.prompt_len else None), ("--ctx-len", args.ctx_len),
+                       ("--gen-len", args.gen_len), ("--look-ahead", getattr(args, "look_ahead", None)),
+                       ("--prefill-seq-len", args.prefill_seq_len)):
+        if value is not None and value > limit:
+            raise UserError(f"spectrace: {opt} {value} is more than {label} {limit}")
+    if prompt_len is not None and args.prompt_text is None:
+        _check_prompt(args, models, prompt_len, room=room, what="--prompt-len asks for")
+    seq = _seq_len(args)
+    tokens = args.ctx_len or (0 if args.prompt_text is not None else prompt_len or DEFAULT_PROMPT_TOKENS) + room
+    _check_memory(args, models, slots=-(tokens // -seq) * seq, seq=seq)
+
+
+def _check_memory(args, models, *, slots: int, seq: int, weights: bool = True) -> None:
+    """Refuse a run whose estimated memory exceeds the device's free memory (``weights``: count
+    them too; False once they are loaded, so they are already out of the free figure)."""
+    import jax
+
+    device = _device(args.base_devices, "base") or jax.devices()[:1]
+    platform = device[0].platform
+    itemsize = {"float32": 4, "bfloat16": 2}.get(args.dtype) or (4 if platform == "cpu" else 2)
+    weights = sum(cfg.weight_bytes(itemsize) for _, cfg in models.values()) if weights else 0
+    kv = sum(cfg.kv_cache_bytes(slots, itemsize) for _, cfg in models.values())
+    scores = max(cfg.n_heads for _, cfg in models.values()) * seq * slots * 4
+    need = weights + kv + scores
+    free, source = _free_memory(device[0])
+    if free is not None and need > free:
+        gib = lambda b: f"{b / 2**30:.1f} GiB"  # noqa: E731
+        raise UserError(f"spectrace: this run needs about {gib(need)} ({gib(weights)} weights, {gib(kv)} KV cache "
+                        f"for {slots} positions (--ctx-len/--prompt-len/--gen-len), {gib(scores)} attention scores "
+                        f"per --prefill-seq-len {seq} chunk), more than the {gib(free)} free on {platform} ({source})")
+
+
+def _free_memory(device) -> tuple[int | None, str]:
+    """Bytes the device can still allocate, and where that figure came from (None: unknown)."""
+    stats = None
+    try:
+        stats = device.memory_stats()
+    except Exception:  # noqa: BLE001 - backends without memory stats raise various errors
+        pass
+    if stats and stats.get("bytes_limit"):
+        return stats["bytes_limit"] - stats.get("bytes_in_use", 0), "the device's bytes_limit - bytes_in_use"
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024, "MemAvailable in /proc/meminfo"
+    except (OSError, ValueError, IndexError):
+        pass
+    return None, "unknown"
 
 
 class _Progress:
@@ -125,10 +229,12 @@ class _Progress:
                             bar_format="{desc:<22}{bar:30} {n_fmt}/{total_fmt} [{elapsed}]")
 
     def set_description(self, text: str) -> None:
+        check_interrupt()  # every step boundary: a Ctrl-C that something swallowed lands here
         if self.bar is not None:
             self.bar.set_description_str(text)
 
     def update(self, n: int = 1) -> None:
+        check_interrupt()
         if self.bar is not None:
             self.bar.update(n)
 
@@ -137,47 +243,57 @@ class _Progress:
             self.bar.close()
 
 
-# ---- run -----------------------------------------------------------------------------------------
+# ---- run ----------------------------------------------------------------------------------------
+RUN_FILES = ("trace.pftrace", "ttft.json", "report.html")
+
+
 def run_command(args) -> int:
-    out = Path(args.out or Path("spectrace-out") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"spectrace: cannot create --out {str(out)!r}: {e.strerror}")
+    out = OutputDir(args.out, names=RUN_FILES)  # checked now, created when written, removed on failure
+    models = _models(args, ("base", "draft"))
+    _check_limits(args, models, prompt_len=args.prompt_len or DEFAULT_PROMPT_TOKENS,
+                  room=args.gen_len + args.look_ahead)
     previous = tracer.configure(enabled=True)
     _compile_cache()
     progress = _Progress(total=3 + args.runs, quiet=args.quiet)
     try:
-        spec, base, prompt, ctx = _load(args, progress)
-        progress.update()
-        progress.set_description("warm-up (compile)")
-        with tracer.capture():  # compiled once here; TTFT below excludes compilation
-            spec.run(prompt, gen_len=args.gen_len)
-        progress.update()
-        runs, run_spans, xplanes = _measured_runs(spec, prompt, args, out, progress)
-        spans = [s for group in run_spans for s in group]
-        progress.set_description("write trace")
-        doc = ttft.build(runs, config=_config(args, spec, base, ctx), devices=_devices_of(spec, base),
-                         versions=ttft.versions("jax", "jaxlib", "numpy", "transformers", "opentelemetry-sdk",
-                                                "perfetto"))
-        from spectrace.tracer.perfetto import write_pftrace
-        from spectrace.tracer.report import write_report
+        with out:
+            spec, base, prompt, ctx = _load(args, progress, models)
+            progress.update()
+            progress.set_description("warm-up (compile)")
+            with tracer.capture():  # compiled once here; TTFT below excludes compilation
+                spec.run(prompt, gen_len=args.gen_len)
+            progress.update()
+            runs, run_spans, xplanes = _measured_runs(spec, prompt, args, out, progress)
+            progress.set_description("write trace")
+            doc = ttft.build(runs, config=_config(args, spec, base, ctx), devices=_devices_of(spec, base),
+                             versions=ttft.versions("jax", "jaxlib", "numpy", "transformers", "opentelemetry-sdk",
+                                                    "perfetto"))
+            _write_run(out, doc, run_spans, xplanes)
+            progress.update()  # the last Ctrl-C check: past it the three files stand
+    finally:
+        progress.close()
+        tracer.configure(**previous)
+    _print_summary(doc, out.path, quiet=args.quiet)
+    return 0
 
-        summary = write_pftrace(out / "trace.pftrace", spans, xplanes=xplanes,
-                                metadata={"command": "spectrace run", "config": doc["config"]})
+
+def _write_run(out: OutputDir, doc: dict, run_spans: list, xplanes: list) -> None:
+    """trace.pftrace, ttft.json and report.html, each atomically; any failure names the file."""
+    from spectrace.tracer.perfetto import write_pftrace
+    from spectrace.tracer.report import write_report
+
+    try:
+        summary = write_pftrace(out.file("trace.pftrace"), [s for group in run_spans for s in group],
+                                xplanes=xplanes, metadata={"command": "spectrace run", "config": doc["config"]})
         if xplanes:
             doc["alignment"] = {k: summary.get(k) for k in ("median_us", "max_us", "offset_us", "pairs")}
             from spectrace.tracer.device_time import rows
 
             doc["device_time"] = rows(run_spans[-1], summary["device_time"])
-        ttft.write(out / "ttft.json", doc)
-        write_report(out)
-        progress.update()
-    finally:
-        progress.close()
-        tracer.configure(**previous)
-    _print_summary(doc, out, quiet=args.quiet)
-    return 0
+        ttft.write(out.file("ttft.json"), doc)
+        write_report(out.path, output=out.file("report.html"))
+    except OSError as e:
+        raise UserError(f"spectrace: cannot write {e.filename or out.path}: {e.strerror or e}") from None
 
 
 def _measured_runs(spec, prompt, args, out, progress):
@@ -188,7 +304,7 @@ def _measured_runs(spec, prompt, args, out, progress):
     if args.xplane:
         from spectrace.tracer import xplane
 
-        prof_cm = xplane.profile(out / "xplane")
+        prof_cm = xplane.profile(out.subdir("xplane"))
     with prof_cm as prof:
         for i in range(args.runs):
             progress.set_description(f"run {i + 1}/{args.runs}")
@@ -213,34 +329,11 @@ def _devices_of(spec, base) -> dict:
     return {"base": str(base.device), "draft": str(getattr(draft, "device", base.device))}
 
 
-def _print_summary(doc: dict, out: Path, *, quiet: bool) -> None:
+def _print_summary(doc: dict, out, *, quiet: bool) -> None:
     if quiet:
         print(out / "trace.pftrace")
         return
-    ms = lambda s: f"{1e3 * s:10.2f} ms"  # noqa: E731
-    print(f"\nTTFT breakdown ({doc['prompt_tokens']} prompt tokens, {doc['num_chunks']} chunks; "
-          f"kept {doc['kept_tokens']} tokens in {doc['num_chunks_pruned']} chunks)")
-    rows = [("spec device window (draft prefill)", "ttft_spec_device_s"),
-            ("  host scoring: assemble", "t_assemble_s"), ("  host scoring: score", "t_score_s"),
-            ("  host scoring: select", "t_select_s"), ("host scoring total", "ttft_host_scoring_s"),
-            ("base prefill of kept tokens", "ttft_base_pruned_only_s"),
-            ("speculative TTFT", "ttft_speculative_s"), ("baseline TTFT (full base prefill)", "ttft_baseline_s")]
-    for label, key in rows:
-        print(f"  {label:<36}{ms(doc[key])}")
-    ratio = doc["ttft_speculative_s"] / doc["ttft_baseline_s"] if doc["ttft_baseline_s"] else float("nan")
-    print(f"  {'speculative / baseline':<36}{ratio:10.2f} x")
-    print("\nIO per pass and binding category (bytes, ms, transfers)")
-    print(f"  {'pass':<12}{'category':<17}{'bytes':>14}{'ms':>11}{'count':>7}")
-    for p, cats in doc["io"].items():
-        for cat, t in cats.items():
-            if t["count"]:
-                print(f"  {p:<12}{cat:<17}{t['bytes']:>14,}{t['ms']:>11.3f}{t['count']:>7}")
-    worst = ", ".join(f"{c['pass']}#{c['index']} {c['ms']:.2f} ms" for c in doc["slowest_chunks"])
-    print(f"\nslowest chunks: {worst}")
-    if doc.get("device_time"):
-        from spectrace.tracer.device_time import format_rows
-
-        print("\n" + format_rows(doc["device_time"], "Device time per span, last run"))
+    print("\n" + ttft.format_summary(doc))
     print(f"\nwrote {out}/trace.pftrace, ttft.json, report.html")
     print(f"open {out.resolve()}/trace.pftrace in https://ui.perfetto.dev (Open trace file)")
 
@@ -255,16 +348,21 @@ SCORING = {"baseline": {"scoring": "host"}, "device_scoring": {"scoring": "devic
 
 def bench_command(args) -> int:
     variants = SEED003 if args.variant_set == "seed003" else SCORING
+    out = OutputDir(args.out, names=("bench.md", "bench.json")) if args.out else None  # refused before any run
+    models = _models(args, ("base",) if args.variant_set == "seed003" else ("base", "draft"))
+    prompt_len = args.prompt_len or (512 if args.variant_set == "seed003" else DEFAULT_PROMPT_TOKENS)
+    _check_limits(args, models, prompt_len=prompt_len,
+                  room=args.gen_len + (0 if args.variant_set == "seed003" else args.look_ahead))
     previous = tracer.configure(enabled=args.variant_set == "scoring")
     _compile_cache()
     progress = _Progress(total=len(variants) * (args.runs + args.warmup + 1), quiet=args.quiet)
     results = {}
     try:
         # The scoring variants differ only in SpecPrefillEngine's ``scoring``: one load serves all.
-        loaded = None if args.variant_set == "seed003" else _load(args, progress)
+        loaded = None if args.variant_set == "seed003" else _load(args, progress, models)
         for name, switches in variants.items():
             if loaded is None:
-                results[name] = _bench_base(args, name, switches, progress)
+                results[name] = _bench_base(args, name, switches, progress, models)
             else:
                 results[name] = _bench_spec(args, name, loaded, switches, progress)
     finally:
@@ -273,24 +371,25 @@ def bench_command(args) -> int:
     phases = None if args.variant_set == "seed003" else benchstats.TTFT_PHASES
     result = benchstats.compare(results, baseline="baseline", phases=phases)
     md = benchstats.render_markdown(result)
-    if args.out:
-        import json
+    import json
 
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / "bench.md").write_text(md)
-        (Path(args.out) / "bench.json").write_text(json.dumps(benchstats.to_json(result), indent=2) + "\n")
-    if args.format == "json":
-        import json
-
-        print(json.dumps(benchstats.to_json(result), indent=2))
-    else:
-        print(md, end="")
+    js = json.dumps(benchstats.to_json(result), indent=2)
+    if out is not None:
+        with out:
+            try:
+                write_text(out.file("bench.md"), md)
+                write_text(out.file("bench.json"), js + "\n")
+            except OSError as e:
+                raise UserError(f"spectrace: cannot write {e.filename or out.path}: {e.strerror or e}") from None
+            check_interrupt()
+    print(js if args.format == "json" else md, end="\n" if args.format == "json" else "")
     return 0
 
 
-def _bench_base(args, name, switches, progress) -> list[dict]:
+def _bench_base(args, name, switches, progress, models) -> list[dict]:
     progress.set_description(f"{name}: load")
-    eng, prompt, _ = _load_base(args, progress, prompt_len=args.prompt_len or 512, room=args.gen_len, **switches)
+    eng, prompt, _ = _load_base(args, progress, prompt_len=args.prompt_len or 512, room=args.gen_len,
+                                models=models, **switches)
     progress.update()
 
     def once():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 
 from ._perfetto_read import decode, parse_trace, read_pftrace
@@ -73,12 +74,12 @@ def export_chrome_json(source, out_json, *, xplanes=(), metadata: dict | None = 
         pid = data.process_of(uuid) or 0
         name = t.name if t is not None and t.name else f"counter {uuid}"
         for ts, v in values:
-            events.append({"ph": "C", "name": name, "pid": pid, "ts": _us(ts), "args": {"value": v}})
+            events.append({"ph": "C", "name": name, "pid": pid, "ts": _us(ts), "args": {"value": _json_value(v)}})
     meta = data.metadata()
     doc = {"traceEvents": events, "displayTimeUnit": "ns",
-           "otherData": {k: v for k, v in (meta[0] if meta else {}).items() if v is not None}}
+           "otherData": _json_args(meta[0] if meta else {})}
     with atomic_output(out_json) as f:
-        f.write(json.dumps(doc, separators=(",", ":"), default=str).encode())
+        f.write(json.dumps(doc, separators=(",", ":"), default=str, allow_nan=False).encode())
     return len(events)
 
 
@@ -87,4 +88,10 @@ def _us(ns: int) -> float:
 
 
 def _json_args(args: dict) -> dict:
-    return {str(k): v for k, v in args.items() if v is not None}
+    return {str(k): _json_value(v) for k, v in args.items() if v is not None}
+
+
+def _json_value(v):
+    """NaN and inf (a span attribute may hold one) as strings: JSON has no such numbers, and
+    Chrome's trace viewer (``JSON.parse``) rejects a file that writes them bare."""
+    return str(v) if isinstance(v, float) and not math.isfinite(v) else v

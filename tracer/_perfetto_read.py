@@ -13,9 +13,12 @@ import os
 from google.protobuf.message import DecodeError
 from perfetto.protos.perfetto.trace import perfetto_trace_pb2 as pb
 
+from ._record import SPAN_ID
+
 _BEGIN, _END = pb.TrackEvent.TYPE_SLICE_BEGIN, pb.TrackEvent.TYPE_SLICE_END
 _INSTANT, _COUNTER = pb.TrackEvent.TYPE_INSTANT, pb.TrackEvent.TYPE_COUNTER
 _CLEARED = pb.TracePacket.SEQ_INCREMENTAL_STATE_CLEARED
+_UNITS = {v.number: v.name for v in pb.CounterDescriptor.Unit.DESCRIPTOR.values}
 
 # The name of the run-metadata instant the writer (tracer.perfetto) stamps and readers look
 # for; a span slice's id keys are tracer._record's SPAN_ID, PARENT_ID, TRACE_ID, WINDOW.
@@ -90,10 +93,14 @@ def _value(a):
 
 
 def parse_trace(data: bytes, path: str = "<bytes>") -> pb.Trace:
-    """Parse bytes as a Perfetto Trace, with an error naming the file when they are not one."""
+    """Parse bytes as a Perfetto Trace, with an error naming the file when they are not one
+    (and saying where, when the file is a trace cut short)."""
     try:
         trace = pb.Trace.FromString(data)
-    except DecodeError as e:
+    except (DecodeError, RecursionError) as e:
+        cut = _truncation(data)
+        if cut:
+            raise ValueError(f"{path} is truncated: {cut} ({len(data)} bytes in all)") from None
         raise ValueError(f"{path} is not a Perfetto trace (protobuf Trace did not parse: "
                          f"truncated or another format; {len(data)} bytes)") from e
     if data and not len(trace.packet):
@@ -101,15 +108,53 @@ def parse_trace(data: bytes, path: str = "<bytes>") -> pb.Trace:
     return trace
 
 
+def _varint(data: bytes, i: int) -> tuple[int | None, int]:
+    value = shift = 0
+    while i < len(data) and shift < 70:
+        b = data[i]
+        i += 1
+        value |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return value, i
+        shift += 7
+    return None, i
+
+
+def _truncation(data: bytes) -> str | None:
+    """Where whole top-level ``packet`` fields (field 1) stop short of the data's end; None when
+    the bytes do not start as a trace (another format) or the damage is not a cut."""
+    i, packets = 0, 0
+    while i < len(data):
+        tag, j = _varint(data, i)
+        if tag is None and packets:
+            return f"the tag of packet {packets + 1} at byte {i} is cut off"
+        if tag != (1 << 3 | 2):  # not a length-delimited field 1: not the framing of a trace
+            return None
+        length, k = _varint(data, j)
+        if length is None:
+            return f"the length of packet {packets + 1} at byte {i} is cut off" if packets else None
+        if k + length > len(data):
+            return f"packet {packets + 1} at byte {i} needs {length} bytes, only {len(data) - k} are left"
+        i, packets = k + length, packets + 1
+    return None
+
+
 def read_pftrace(path) -> Pftrace:
-    """Decode ``path``. ``FileNotFoundError`` if missing; ``ValueError`` naming it if not a trace."""
+    """Decode ``path``. ``FileNotFoundError`` if missing; ``ValueError`` naming it if not a trace
+    or truncated."""
     path = os.fspath(path)
     with open(path, "rb") as f:
         data = f.read()
-    return decode(parse_trace(data, path))
+    return decode(parse_trace(data, path), path)
 
 
-def decode(trace: pb.Trace) -> Pftrace:
+def decode(trace: pb.Trace, path: str | None = None) -> Pftrace:
+    """The tracks, slices, instants and counters of a parsed trace.
+
+    Whatever the packets hold (a name whose interning entry is missing, an unknown enum value),
+    names and annotation keys come out as strings. With ``path``, a spectrace trace whose span
+    slices begin without ending raises ``ValueError``: it was cut short at a packet boundary.
+    """
     out = Pftrace()
     names: dict[int, dict] = {}
     ann_names: dict[int, dict] = {}
@@ -135,7 +180,7 @@ def decode(trace: pb.Trace) -> Pftrace:
             elif d.HasField("process"):
                 pid = d.process.pid
                 name = name or d.process.process_name
-            unit = (d.counter.unit_name or pb.CounterDescriptor.Unit.Name(d.counter.unit)) \
+            unit = (d.counter.unit_name or _UNITS.get(d.counter.unit, str(d.counter.unit))) \
                 if d.HasField("counter") else None
             out.tracks[d.uuid] = Track(d.uuid, name, d.parent_uuid or None, pid, tid,
                                        d.HasField("counter"), unit)
@@ -145,7 +190,7 @@ def decode(trace: pb.Trace) -> Pftrace:
             args = {}
             for a in te.debug_annotations:
                 key = a.name if a.HasField("name") else ann_names.get(seq, {}).get(a.name_iid)
-                args[key] = _value(a)
+                args[key if key is not None else f"annotation#{a.name_iid}"] = _value(a)
             if te.type == _COUNTER:
                 v = te.counter_value if te.HasField("counter_value") else te.double_counter_value
                 out.counters.setdefault(te.track_uuid, []).append((p.timestamp, v))
@@ -169,4 +214,8 @@ def decode(trace: pb.Trace) -> Pftrace:
                     out.unmatched_ends.append((track, ts))
         out.unclosed.extend(stack)
     out.slices.sort(key=lambda s: (s.start_ns, s.depth))
+    open_spans = [s for s in out.unclosed if SPAN_ID in s.args]
+    if path is not None and open_spans:
+        raise ValueError(f"{path} is truncated: {len(open_spans)} span slice(s) begin but never end "
+                         f"(first: {open_spans[0].name!r}); spectrace's writer closes every slice")
     return out

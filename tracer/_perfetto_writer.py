@@ -20,12 +20,11 @@ a crash or an error never leaves a half-written trace behind.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
-import secrets
 
 from perfetto.protos.perfetto.trace import perfetto_trace_pb2 as pb
+
+from ._atomic import atomic_output  # noqa: F401  (re-exported: the trace writers' one way to a file)
 
 REALTIME = pb.BUILTIN_CLOCK_REALTIME
 _CLEARED = pb.TracePacket.SEQ_INCREMENTAL_STATE_CLEARED
@@ -37,33 +36,33 @@ _COUNTER = pb.TrackEvent.TYPE_COUNTER
 _INT64 = (-(1 << 63), (1 << 63) - 1)
 
 
-@contextlib.contextmanager
-def atomic_output(path):
-    """Open ``path`` for binary writing; it appears (by rename) only if the block succeeds."""
-    path = os.fspath(path)
-    folder, name = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{name}.{secrets.token_hex(6)}.tmp")
-    # Created like open(path, "w") would (0o666 less the umask), not mkstemp's 0o600: the
-    # rename makes this file the output. O_EXCL: a name clash fails instead of clobbering.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb", buffering=1 << 20) as f:
-            yield f
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def uuid_for(*parts) -> int:
     """A stable non-zero 63-bit track uuid for a key (same input, same uuid, across runs)."""
     h = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
     return (int.from_bytes(h, "little") & ((1 << 63) - 1)) or 1
 
 
+def text(value) -> str:
+    """``value`` as a string protobuf accepts: valid UTF-8, whatever the value.
+
+    Span names and attribute values come from user code; the OTel export stringifies what it
+    cannot store, and so does this writer. A lone surrogate (``"\\ud800"``, from a bad decode)
+    is not UTF-8 and would make protobuf raise: it is written as its escape, ``\\ud800``.
+    """
+    s = value if isinstance(value, str) else str(value)
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        s = s.encode("utf-8", "backslashreplace").decode("utf-8")
+    return s
+
+
 def set_value(ann, value) -> None:
-    """Store a Python value in a DebugAnnotation, choosing the field by type."""
+    """Store a Python value in a DebugAnnotation, choosing the field by type; never raises.
+
+    Ints outside int64 and everything that is not a bool, number or string (arrays, dicts,
+    None, objects) become strings, as OpenTelemetry's export does; NaN and inf stay doubles.
+    """
     if isinstance(value, bool):
         ann.bool_value = value
     elif isinstance(value, int):
@@ -73,14 +72,15 @@ def set_value(ann, value) -> None:
             ann.string_value = str(value)
     elif isinstance(value, float):
         ann.double_value = value
-    elif isinstance(value, str):
-        ann.string_value = value
     elif isinstance(value, bytes):
         ann.string_value = value.decode("utf-8", "backslashreplace")
-    elif hasattr(value, "item") and callable(value.item):  # numpy scalars
-        set_value(ann, value.item())
+    elif getattr(value, "shape", None) == () and callable(getattr(value, "item", None)):
+        set_value(ann, value.item())  # numpy scalars and 0-d arrays; bigger arrays: str()
     else:
-        ann.string_value = str(value)
+        try:
+            ann.string_value = text(value)
+        except Exception as e:  # a __str__ that raises: the annotation says so instead
+            ann.string_value = f"<unprintable {type(value).__name__}: {type(e).__name__}>"
 
 
 def nest_lanes(intervals) -> list[int]:
@@ -195,16 +195,16 @@ class Sequence:
         if parent is not None:
             d.parent_uuid = parent
         if name is not None:
-            d.name = name
+            d.name = text(name)
         if tid is not None:
             d.thread.pid = pid
             d.thread.tid = tid
             if thread_name is not None:
-                d.thread.thread_name = thread_name
+                d.thread.thread_name = text(thread_name)
         elif pid is not None:
             d.process.pid = pid
             if process_name is not None:
-                d.process.process_name = process_name
+                d.process.process_name = text(process_name)
         if counter_unit is not None:
             if counter_unit == "bytes":
                 d.counter.unit = pb.CounterDescriptor.UNIT_SIZE_BYTES
@@ -221,24 +221,28 @@ class Sequence:
         te.type = kind
         te.track_uuid = track
         if name is not None:
+            if not isinstance(name, str):  # a span named 123 or ("a",): its str(), as OTel shows it
+                name = text(name)
             iid = self._names.get(name)
             if iid is None:
                 iid = self._names[name] = len(self._names) + 1
                 e = p.interned_data.event_names.add()
                 e.iid = iid
-                e.name = name
+                e.name = text(name)
             te.name_iid = iid
         if args:
             anns = self._ann_names
             for key, value in args:
                 if value is None:
                     continue
+                if not isinstance(key, str):
+                    key = text(key)
                 iid = anns.get(key)
                 if iid is None:
                     iid = anns[key] = len(anns) + 1
                     e = p.interned_data.debug_annotation_names.add()
                     e.iid = iid
-                    e.name = key
+                    e.name = text(key)
                 a = te.debug_annotations.add()
                 a.name_iid = iid
                 set_value(a, value)

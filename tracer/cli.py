@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 
-from spectrace.tracer.errors import UserError
+from spectrace.tracer.errors import UserError, handle_interrupts, interrupted, interrupts_deferred
 
 
 class _Parser(argparse.ArgumentParser):
@@ -27,6 +27,18 @@ def _positive_int(name):
             raise argparse.ArgumentTypeError(f"{name} must be a positive integer, got {text!r}")
         if v < 1:
             raise argparse.ArgumentTypeError(f"{name} must be a positive integer, got {text!r}")
+        return v
+    return parse
+
+
+def _nonnegative_int(name):
+    def parse(text):
+        try:
+            v = int(text)
+        except ValueError:
+            v = -1
+        if v < 0:
+            raise argparse.ArgumentTypeError(f"{name} must be a non-negative integer (0 for none), got {text!r}")
         return v
     return parse
 
@@ -48,6 +60,10 @@ def _devices(text):
         raise argparse.ArgumentTypeError(f"devices must be comma-separated device indices like 0 or 0,1; got {text!r}")
 
 
+# 32 MiB: ~8 million tokens at 4 bytes each, 60x the longest context of any preset (131072).
+MAX_PROMPT_FILE_BYTES = 32 << 20
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="spectrace", description="Where an LLM's time-to-first-token goes.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -65,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--set", dest="variant_set", choices=["seed003", "scoring"], default="seed003",
                    help="seed003: decode/prefill loops, fused QKV, batched attention; scoring: host vs device")
     b.add_argument("--runs", type=_positive_int("--runs"), default=5, help="measured runs per variant (default 5)")
-    b.add_argument("--warmup", type=int, default=1, help="unmeasured warm-up runs per variant (default 1)")
+    b.add_argument("--warmup", type=_nonnegative_int("--warmup"), default=1,
+                   help="unmeasured warm-up runs per variant (default 1)")
     b.add_argument("--format", choices=["markdown", "json"], default="markdown", help="what to print")
     b.add_argument("--out", help="also write bench.md and bench.json into this directory")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -104,22 +121,56 @@ def _model_options(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv=None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-        if args.command in ("run", "bench"):
-            _check_model_args(args)
+    """Run one command; returns its exit code: 0, 2 for a user error, 130 for Ctrl-C.
+
+    ``argv`` None means this is the ``spectrace`` process itself (the entry point): after the
+    command it ignores Ctrl-C while the interpreter shuts down. Callers passing ``argv`` get
+    their SIGINT handler back.
+    """
+    with handle_interrupts(then_ignore=argv is None):
+        try:
+            return _dispatch(build_parser().parse_args(argv))
+        except UserError as e:
+            if interrupted():  # e.g. a load that failed because Ctrl-C cut it short
+                return _interrupted()
+            print(_one_line(str(e)), file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            return _interrupted()
+        except BaseException:
+            if interrupted():  # swallowed and turned into something else (an ImportError in jaxlib)
+                return _interrupted()
+            raise
+
+
+def _one_line(message: str) -> str:
+    """``message`` with line breaks and other unprintables escaped: an argument or a file name
+    holding a newline must not split the error over two lines."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+
+
+def _interrupted() -> int:
+    print("spectrace: interrupted", file=sys.stderr)
+    return 130
+
+
+def _dispatch(args) -> int:
+    if args.command in ("run", "bench"):
+        _check_model_args(args)
+        # transformers prints "PyTorch was not found. Models won't be available..." on import:
+        # an advisory (logger.warning_advice) that this variable turns off, and spectrace needs
+        # only its configs and tokenizers. Real warnings stay; a user's own setting wins.
+        os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+        # A KeyboardInterrupt raised while a C extension initializes (jaxlib's nanobind modules)
+        # aborts the process (SIGABRT, "terminate called..."): Ctrl-C waits for the imports.
+        with interrupts_deferred():
             from spectrace.engines import jobs  # JAX only for the commands that run models
 
-            return jobs.run_command(args) if args.command == "run" else jobs.bench_command(args)
-        if args.command == "merge":
-            return _merge(args)
-        return _report(args)
-    except UserError as e:
-        print(str(e), file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("spectrace: interrupted", file=sys.stderr)
-        return 130
+            jobs.preload()
+        return jobs.run_command(args) if args.command == "run" else jobs.bench_command(args)
+    if args.command == "merge":
+        return _merge(args)
+    return _report(args)
 
 
 def _check_model_args(args) -> None:
@@ -127,9 +178,13 @@ def _check_model_args(args) -> None:
         if args.prompt_len is not None:
             raise UserError("spectrace: give --prompt-file or --prompt-len, not both")
         try:
-            with open(args.prompt_file, encoding="utf-8") as f:
-                args.prompt_text = f.read()
-        except (OSError, UnicodeDecodeError) as e:
+            with open(args.prompt_file, "rb") as f:
+                raw = f.read(MAX_PROMPT_FILE_BYTES + 1)  # bounded: /dev/zero must not fill memory
+            if len(raw) > MAX_PROMPT_FILE_BYTES:
+                raise UserError(f"spectrace: --prompt-file {args.prompt_file!r} is larger than "
+                                f"{MAX_PROMPT_FILE_BYTES} bytes; no model's context holds that much text")
+            args.prompt_text = raw.decode("utf-8")
+        except (OSError, ValueError) as e:  # ValueError: not UTF-8, or a NUL byte in the name
             raise UserError(f"spectrace: cannot read --prompt-file {args.prompt_file!r}: "
                             f"{getattr(e, 'strerror', None) or e}")
         if not args.prompt_text.strip():
@@ -159,13 +214,18 @@ def _merge(args) -> int:
             paths.append(p)
     if not os.path.isfile(args.trace):
         raise UserError(f"spectrace merge: trace {args.trace!r} does not exist")
+    for opt, out in (("-o", args.output), ("--chrome-json", args.chrome_json)):
+        if out is not None:
+            _check_output_file(f"spectrace merge: {opt}", out)
     try:
         summary = merge_mod.merge(args.trace, paths, args.output)
         if args.chrome_json:
             from .perfetto import export_chrome_json
 
             export_chrome_json(args.output, args.chrome_json)
-    except (OSError, ValueError) as e:
+    except OSError as e:
+        raise UserError(f"spectrace merge: {_os_error(e)}")
+    except ValueError as e:
         raise UserError(f"spectrace merge: {e}")
     med, mx = summary.get("median_us"), summary.get("max_us")
     residual = "n/a (no span paired)" if med is None else f"median {med:.1f} µs, max {mx:.1f} µs"
@@ -183,12 +243,33 @@ def _report(args) -> int:
     for d in args.dirs:
         if not os.path.isdir(d):
             raise UserError(f"spectrace report: {d!r} is not a directory holding ttft.json")
+    if args.output is not None:
+        _check_output_file("spectrace report: -o", args.output)
     try:
         path = write_report(args.dirs[0], run_dirs=args.dirs if len(args.dirs) > 1 else None, output=args.output)
-    except (OSError, ValueError) as e:
+    except OSError as e:
+        raise UserError(f"spectrace report: {_os_error(e)}")
+    except ValueError as e:
         raise UserError(f"spectrace report: {e}")
     print(f"wrote {path}")
     return 0
+
+
+def _check_output_file(what: str, path: str) -> None:
+    """An output file's path must not be a directory, nor lie under a file (refused before any work)."""
+    if os.path.isdir(path):
+        raise UserError(f"{what} {path!r} is a directory; give a file name")
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise UserError(f"{what} {path!r}: {parent!r} is a file, not a directory")
+
+
+def _os_error(e: OSError) -> str:
+    """``cannot <x> FILE: reason`` for an OSError: the file the system named, and why, in one line."""
+    name = e.filename if e.filename is not None else ""
+    return f"{name}: {e.strerror}" if name and e.strerror else str(e)
 
 
 if __name__ == "__main__":

@@ -38,10 +38,12 @@ def merge(trace_path, xplane_paths, out_path, *, align: bool = True) -> dict:
         xplane_paths = [xplane_paths]
     with open(trace_path, "rb") as f:
         data = f.read()
-    info = decode(parse_trace(data, trace_path))
+    info = decode(parse_trace(data, trace_path), trace_path)
     spaces = _read_spaces(list(xplane_paths))
     meta = next(iter(info.metadata()), {})
     pid, host = meta.get("pid"), meta.get("host")
+    pid = pid if isinstance(pid, int) and not isinstance(pid, bool) else None  # a foreign or edited trace
+    host = host if isinstance(host, str) else None
     marks = [(s.name, s.start_ns, s.end_ns) for s in info.slices if PARENT_ID in s.args] if align else []
     files = [align_file(sp, marks, pid, host) for sp in spaces]
     summary = summarize_alignment(files)
@@ -63,7 +65,7 @@ class _SpanSlice:
     """A span read back from a trace, shaped like the records :mod:`tracer.device_time` takes."""
 
     def __init__(self, s):
-        self.span_id, self.parent_id = s.args[SPAN_ID], s.args.get(PARENT_ID, 0)
+        self.span_id, self.parent_id = s.args.get(SPAN_ID), s.args.get(PARENT_ID, 0)
         self.name, self.start_ns, self.end_ns = s.name, s.start_ns, s.end_ns
         self.attributes = s.args
 

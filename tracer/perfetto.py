@@ -24,7 +24,7 @@ import zlib
 from . import clock
 from ._perfetto_chrome import export_chrome_json
 from ._perfetto_read import METADATA_EVENT, read_pftrace
-from ._perfetto_writer import PacketWriter, Sequence, atomic_output, uuid_for
+from ._perfetto_writer import PacketWriter, Sequence, atomic_output, text, uuid_for
 from ._record import CATEGORIES, PARENT_ID, SPAN_ID, TRACE_ID, WINDOW
 
 __all__ = ["export_chrome_json", "read_pftrace", "write_pftrace", "summarize_alignment"]
@@ -51,7 +51,7 @@ def write_pftrace(path, spans, *, xplanes=(), metadata: dict | None = None,
     spaces = _read_spaces(xplanes)
     pid, host = os.getpid(), socket.gethostname()
     to_epoch = clock.to_epoch_ns
-    marks = [(s.name, to_epoch(s.start_ns), to_epoch(s.end_ns)) for s in spans]
+    marks = [(text(s.name), to_epoch(s.start_ns), to_epoch(s.end_ns)) for s in spans]
     files = [align_file(sp, marks, pid, host) for sp in spaces]
     summary = summarize_alignment(files)
     times = _device_times(spans, spaces, files)

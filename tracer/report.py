@@ -19,12 +19,13 @@ import os
 import pathlib
 from typing import Any, Iterable, Mapping, Sequence
 
+from spectrace.tracer._atomic import make_dirs, remove_dirs, write_text
 from spectrace.tracer._record import CATEGORIES
 from spectrace.tracer._svg import _chunk_chart, _e, _g, _hbars, _legend, _pm, _pm_auto, _time_unit
 from spectrace.tracer.benchstats import Stat, summarize
-from spectrace.tracer.benchstats import finite as _num  # a finite real number, else None
+from spectrace.tracer.benchstats import finite
 from spectrace.tracer.ttft import PASSES as _WINDOW_PASSES
-from spectrace.tracer.ttft import TTFT_FIELDS
+from spectrace.tracer.ttft import TTFT_FIELDS, check, load
 
 __all__ = ["render_report", "write_report", "load_ttft", "PASSES"]
 
@@ -48,24 +49,22 @@ def _stat(values: Iterable[Any]) -> Stat | None:
     return summarize(xs) if xs else None
 
 
+def _num(x: Any) -> float | None:
+    """A finite real number as a float, else None (an int too large for a float included)."""
+    try:
+        return finite(x)
+    except OverflowError:
+        return None
+
+
 # ---------------------------------------------------------------- input
 def load_ttft(path: str | os.PathLike) -> dict:
-    """Read one ttft.json (a file, or a directory holding one) and check it is ours."""
+    """Read one ttft.json (a file, or a directory holding one) and check it is ours
+    (:func:`tracer.ttft.load`: every problem is one ``ValueError`` naming the file)."""
     p = pathlib.Path(path)
     if p.is_dir():
         p = p / "ttft.json"
-    with open(p, encoding="utf-8") as f:
-        doc = json.load(f)
-    _check(doc, str(p))
-    return doc
-
-
-def _check(doc: Any, where: str) -> None:
-    if not isinstance(doc, dict):
-        raise ValueError(f"{where}: a ttft.json must be a JSON object, got {type(doc).__name__}")
-    schema = doc.get("schema", "spectrace.ttft/1")
-    if not str(schema).startswith("spectrace.ttft/"):
-        raise ValueError(f"{where}: schema {schema!r} is not 'spectrace.ttft/<version>'")
+    return load(p)
 
 
 def _runs(docs: Sequence[dict]) -> list[dict]:
@@ -164,7 +163,7 @@ def render_report(data: dict | list[dict]) -> str:
     if not docs:
         raise ValueError("render_report() got no ttft.json documents")
     for i, d in enumerate(docs):
-        _check(d, f"document {i}")
+        check(d, f"document {i}")
     runs = _runs(docs)
     n = len(runs)
     st = {f: _stat(r.get(f) for r in runs) for f in TTFT_FIELDS}
@@ -345,8 +344,12 @@ def write_report(out_dir: str | os.PathLike, *, run_dirs: Sequence[str | os.Path
                                 f"write one with `spectrace run --out {out}`")
     html_text = render_report([load_ttft(d) for d in run_dirs])
     path = pathlib.Path(output) if output else out / "report.html"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(html_text, encoding="utf-8")
+    created = make_dirs(path.parent)
+    try:
+        write_text(path, html_text)
+    except BaseException:
+        remove_dirs(created)  # no empty directory left behind by a failed write
+        raise
     return path
 
 

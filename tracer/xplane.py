@@ -144,10 +144,28 @@ def read_xplane(path) -> XSpace:
     except ImportError as e:  # pragma: no cover - depends on the install
         raise ImportError(f"reading {path} needs jax (pip install jax): {e}") from None
     try:
-        space = ProfileData.from_serialized_xspace(data)
+        with _stderr_captured() as log:
+            planes, env, meta = _planes(ProfileData.from_serialized_xspace(data))
     except Exception as e:
+        said = next((ln.split("] ", 1)[-1] for ln in log() if ln.strip()), "")
         raise ValueError(f"{path} is not an XPlane file (protobuf XSpace did not parse: "
-                         f"truncated or another format; {len(data)} bytes)") from e
+                         f"truncated or another format; {len(data)} bytes"
+                         + (f"; the parser said: {said[:160]}" if said else "") + ")") from e
+    if env is None or not isinstance(env.get("profile_start_time"), int):
+        what = "is empty" if not data else "has no 'Task Environment' plane with profile_start_time"
+        raise ValueError(f"{path} is not an XPlane file written by jax.profiler ({what}; "
+                         "truncated, or another protobuf?)")
+    pid = meta.get("process_id")
+    for plane in planes:
+        pid = pid if pid is not None else plane.stats.get("process_id")
+    base = os.path.basename(path)
+    host = base[: -len(".xplane.pb")] if base.endswith(".xplane.pb") else base
+    return XSpace(path, env["profile_start_time"], env.get("profile_stop_time", 0), host,
+                  pid if isinstance(pid, int) else None, meta, planes)
+
+
+def _planes(space) -> tuple[list[Plane], dict | None, dict]:
+    """(planes with events, the ``Task Environment`` stats, ``/host:metadata`` stats)."""
     planes, env, meta = [], None, {}
     for plane in space.planes:
         name = plane.name
@@ -164,17 +182,35 @@ def read_xplane(path) -> XSpace:
                 lines.append((line.name, events))
         if lines:
             planes.append(Plane(name, stats, lines))
-    if env is None or not isinstance(env.get("profile_start_time"), int):
-        what = "is empty" if not data else "has no 'Task Environment' plane with profile_start_time"
-        raise ValueError(f"{path} is not an XPlane file written by jax.profiler ({what}; "
-                         "truncated, or another protobuf?)")
-    pid = meta.get("process_id")
-    for plane in planes:
-        pid = pid if pid is not None else plane.stats.get("process_id")
-    base = os.path.basename(path)
-    host = base[: -len(".xplane.pb")] if base.endswith(".xplane.pb") else base
-    return XSpace(path, env["profile_start_time"], env.get("profile_stop_time", 0), host,
-                  pid if isinstance(pid, int) else None, meta, planes)
+    return planes, env, meta
+
+
+@contextlib.contextmanager
+def _stderr_captured():
+    """Collect what C++ code writes to fd 2 during the block (``log()``: its lines, afterwards).
+
+    jaxlib's protobuf parser logs each problem of a damaged file straight to fd 2 (``E1201
+    ... wire_format_lite.cc:578] String field ... contains invalid UTF-8``), which would turn
+    ``spectrace merge``'s one-line error into a screenful. The lines are kept for the error
+    message instead. Only the file descriptor is swapped, for the length of one parse.
+    """
+    import tempfile
+
+    lines: list[str] = []
+    try:
+        saved = os.dup(2)
+    except OSError:  # no fd 2 (a daemon): nothing to capture
+        yield lambda: lines
+        return
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield lambda: lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            lines.extend(tmp.read(1 << 16).decode("utf-8", "replace").splitlines())
 
 
 def _stats(pairs) -> dict:

@@ -327,5 +327,9 @@ def test_reading_a_missing_or_truncated_trace_names_the_file(written, tmp_path):
         read_pftrace(tmp_path / "nope.pftrace")
     cut = tmp_path / "cut.pftrace"
     cut.write_bytes(path.read_bytes()[:-7])
-    with pytest.raises(ValueError, match=r"cut\.pftrace is not a Perfetto trace"):
+    with pytest.raises(ValueError, match=r"cut\.pftrace is truncated: packet \d+ at byte \d+ needs \d+ bytes"):
         read_pftrace(cut)
+    other = tmp_path / "other.pftrace"
+    other.write_bytes(b"\x08\x01 not a trace")
+    with pytest.raises(ValueError, match=r"other\.pftrace is not a Perfetto trace"):
+        read_pftrace(other)

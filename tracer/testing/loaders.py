@@ -10,6 +10,7 @@ is left in ``attributes`` is what the engine set.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import os
 from typing import Any, Iterable, Mapping
@@ -20,14 +21,31 @@ from ._view import IO_KEY, Io, SpanView, TransferView
 
 def load(path: str | os.PathLike) -> tuple[list[SpanView], list[TransferView]]:
     """Spans (and transfers, where the file keeps them) of a ``.pftrace`` or OTLP JSON file,
-    told apart by content, not by name."""
+    told apart by content, not by name.
+
+    ``FileNotFoundError`` for a missing file; any file that is not one of the two (truncated,
+    damaged, another format) is a ``ValueError`` whose message names it.
+    """
+    where = os.fspath(path)
     with open(path, "rb") as f:
         data = f.read()
     if data.lstrip()[:1] in (b"{", b"["):
-        return from_otlp_json(data.decode("utf-8"))
+        try:
+            return from_otlp_json(data.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{where}: OTLP JSON must be UTF-8; byte {e.start} is not") from None
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
     from ._pftrace import from_pftrace
 
-    return from_pftrace(data, os.fspath(path))
+    try:
+        return from_pftrace(data, where)
+    except ValueError as e:
+        if where in str(e):
+            raise
+        raise ValueError(f"{where}: not a trace spectrace can read: {e}") from None
+    except (TypeError, KeyError, AttributeError, OverflowError) as e:  # a value of the wrong kind in a slice
+        raise ValueError(f"{where}: not a trace spectrace can read ({type(e).__name__}: {e})") from None
 
 
 def split_attributes(attributes: Mapping[str, Any]) -> tuple[dict, dict[str, Io], dict]:
@@ -120,16 +138,25 @@ def from_otlp_json(text: str) -> tuple[list[SpanView], list[TransferView]]:
 
     Ids are opaque strings (hex in the Collector's output, base64 in protobuf's JSON mapping):
     they only link children to parents. ``intValue`` is a string in JSON; it becomes an int.
+    A document of the wrong shape is a ``ValueError`` that says where (``resourceSpans[0].
+    scopeSpans[0].spans[3].startTimeUnixNano``) and what was found.
     """
     views, transfers = [], []
-    for doc in _json_documents(text):
-        for batch in doc if isinstance(doc, list) else [doc]:
-            for rs in batch.get("resourceSpans", ()):
-                for ss in rs.get("scopeSpans", rs.get("instrumentationLibrarySpans", ())):
-                    for sp in ss.get("spans", ()):
-                        view, moved = _otlp_span(sp)
-                        views.append(view)
-                        transfers.extend(moved)
+    try:
+        for d, doc in enumerate(_json_documents(text)):
+            for b, batch in enumerate(doc if isinstance(doc, list) else [doc]):
+                at = f"document {d + 1}" + (f"[{b}]" if isinstance(doc, list) else "")
+                for r, rs in enumerate(_arr(_obj(batch, at).get("resourceSpans"), f"{at}.resourceSpans")):
+                    rs = _obj(rs, f"resourceSpans[{r}]")
+                    key = "scopeSpans" if "scopeSpans" in rs else "instrumentationLibrarySpans"
+                    for i, ss in enumerate(_arr(rs.get(key), f"resourceSpans[{r}].{key}")):
+                        where = f"resourceSpans[{r}].{key}[{i}].spans"
+                        for j, sp in enumerate(_arr(_obj(ss, where[:-6]).get("spans"), where)):
+                            view, moved = _otlp_span(_obj(sp, f"{where}[{j}]"), f"{where}[{j}]")
+                            views.append(view)
+                            transfers.extend(moved)
+    except RecursionError:
+        raise ValueError("OTLP JSON nested too deeply") from None
     return views, transfers
 
 
@@ -141,41 +168,103 @@ def _json_documents(text: str):
             i += 1
         if i >= n:
             return
-        doc, i = decoder.raw_decode(text, i)
+        try:
+            doc, i = decoder.raw_decode(text, i)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"not OTLP JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
         yield doc
 
 
-def _otlp_span(sp: dict) -> tuple[SpanView, list[TransferView]]:
-    trace_id = sp.get("traceId", "")
-    parent = sp.get("parentSpanId") or None
-    attrs = _kv(sp.get("attributes", ()))
-    events = [(e.get("name", ""), int(e.get("timeUnixNano", 0)), _kv(e.get("attributes", ())))
-              for e in sp.get("events", ())]
-    status = sp.get("status") or {}
+def _obj(v, where: str) -> dict:
+    if not isinstance(v, dict):
+        raise ValueError(f"{where} must be a JSON object, got {type(v).__name__}")
+    return v
+
+
+def _arr(v, where: str) -> list:
+    if v is None:
+        return []
+    if not isinstance(v, list):
+        raise ValueError(f"{where} must be a JSON array, got {type(v).__name__}")
+    return v
+
+
+def _int(v, where: str) -> int:
+    """OTLP's 64-bit integers: JSON numbers or decimal strings."""
+    if isinstance(v, bool) or not isinstance(v, (int, str, float)):
+        raise ValueError(f"{where} must be an integer, got {type(v).__name__}")
+    try:
+        out = int(v)
+    except (ValueError, OverflowError):
+        raise ValueError(f"{where} must be an integer, got {str(v)[:40]!r}") from None
+    if not -(1 << 63) <= out < (1 << 64):
+        raise ValueError(f"{where} = {str(v)[:40]} is outside 64 bits")
+    return out
+
+
+def _str(v, where: str) -> str:
+    if v is None:
+        return ""
+    if not isinstance(v, str):
+        raise ValueError(f"{where} must be a string, got {type(v).__name__}")
+    return v
+
+
+def _otlp_span(sp: dict, at: str) -> tuple[SpanView, list[TransferView]]:
+    trace_id = _str(sp.get("traceId"), f"{at}.traceId")
+    parent = _str(sp.get("parentSpanId"), f"{at}.parentSpanId") or None
+    attrs = _kv(sp.get("attributes"), f"{at}.attributes")
+    events = []
+    for i, e in enumerate(_arr(sp.get("events"), f"{at}.events")):
+        e = _obj(e, f"{at}.events[{i}]")
+        events.append((_str(e.get("name"), f"{at}.events[{i}].name"),
+                       _int(e.get("timeUnixNano", 0), f"{at}.events[{i}].timeUnixNano"),
+                       _kv(e.get("attributes"), f"{at}.events[{i}].attributes")))
+    status = _obj(sp.get("status") or {}, f"{at}.status")
     code = status.get("code", 0)
-    error = status.get("message", "") if code in (2, "STATUS_CODE_ERROR") else None
-    return _make(sp.get("name", ""), int(sp.get("startTimeUnixNano", 0)), int(sp.get("endTimeUnixNano", 0)),
-                 attrs, events, error, source=sp, raw_id=(trace_id, sp.get("spanId")),
-                 raw_parent=(trace_id, parent) if parent else None)
+    error = str(status.get("message", "")) if code in (2, "STATUS_CODE_ERROR") else None
+    try:
+        return _make(_str(sp.get("name"), f"{at}.name"), _int(sp.get("startTimeUnixNano", 0), f"{at}.startTimeUnixNano"),
+                     _int(sp.get("endTimeUnixNano", 0), f"{at}.endTimeUnixNano"), attrs, events, error,
+                     source=sp, raw_id=(trace_id, _str(sp.get("spanId"), f"{at}.spanId")),
+                     raw_parent=(trace_id, parent) if parent else None)
+    except (TypeError, ValueError, OverflowError) as e:  # io.* or thread.* attributes of the wrong kind
+        raise ValueError(f"{at}: {e}") from None
 
 
-def _kv(items) -> dict:
-    return {kv["key"]: _any_value(kv.get("value") or {}) for kv in items}
+def _kv(items, where: str) -> dict:
+    out = {}
+    for i, kv in enumerate(_arr(items, where)):
+        kv = _obj(kv, f"{where}[{i}]")
+        out[_str(kv.get("key"), f"{where}[{i}].key")] = _any_value(_obj(kv.get("value") or {}, f"{where}[{i}].value"),
+                                                              f"{where}[{i}].value")
+    return out
 
 
-def _any_value(v: dict) -> Any:
+def _any_value(v: dict, where: str) -> Any:
     if "stringValue" in v:
-        return v["stringValue"]
+        return v["stringValue"] if isinstance(v["stringValue"], str) else str(v["stringValue"])
     if "intValue" in v:
-        return int(v["intValue"])
+        return _int(v["intValue"], f"{where}.intValue")
     if "doubleValue" in v:
-        return float(v["doubleValue"])
+        x = v["doubleValue"]
+        if isinstance(x, bool) or not isinstance(x, (int, float, str)):
+            raise ValueError(f"{where}.doubleValue must be a number, got {type(x).__name__}")
+        try:
+            return float(x)  # "NaN", "Infinity" are how protobuf's JSON mapping writes those
+        except (ValueError, OverflowError):
+            raise ValueError(f"{where}.doubleValue must be a number, got {str(x)[:40]!r}") from None
     if "boolValue" in v:
         return bool(v["boolValue"])
     if "arrayValue" in v:
-        return [_any_value(x) for x in v["arrayValue"].get("values", ())]
+        values = _obj(v["arrayValue"], f"{where}.arrayValue").get("values")
+        return [_any_value(_obj(x, f"{where}.arrayValue.values[{i}]"), f"{where}.arrayValue.values[{i}]")
+                for i, x in enumerate(_arr(values, f"{where}.arrayValue.values"))]
     if "kvlistValue" in v:
-        return _kv(v["kvlistValue"].get("values", ()))
+        return _kv(_obj(v["kvlistValue"], f"{where}.kvlistValue").get("values"), f"{where}.kvlistValue.values")
     if "bytesValue" in v:
-        return base64.b64decode(v["bytesValue"])
+        try:
+            return base64.b64decode(_str(v["bytesValue"], f"{where}.bytesValue"))
+        except binascii.Error:
+            raise ValueError(f"{where}.bytesValue is not base64") from None
     return None
