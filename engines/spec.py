@@ -159,6 +159,29 @@ class SpecPrefillEngine:
         if not isinstance(gen_len, (int, np.integer)) or isinstance(gen_len, bool) or gen_len < 0:
             raise ValueError(f"gen_len must be an int >= 0, got {gen_len!r}")
         base, model = self.base, {"gen_ai.request.model": self.base.model_name}
+        # One request, one root span (GenAI semconv's "{operation} {model}"): the windows under
+        # it share one trace, one sampling decision, and the caller's trace context as parent.
+        request = {"gen_ai.operation.name": "text_completion", "gen_ai.provider.name": "spectrace", **model}
+        with tracer.span(f"text_completion {base.model_name}", **request) as root:
+            result, decode_s = self._run(prompt, gen_len, baseline, model)
+            root.set("gen_ai.usage.input_tokens", result.prompt_tokens)
+            root.set("gen_ai.usage.output_tokens", len(result.tokens))
+        ttft = {"speculative": result.ttft_speculative_s}
+        if result.ttft_baseline_s is not None:
+            ttft["baseline"] = result.ttft_baseline_s
+        windows_s = {"ttft.spec_device": result.ttft_spec_device_s, "ttft.host_scoring": result.ttft_host_scoring_s,
+                     "ttft.base_pruned": result.ttft_base_pruned_only_s, "ttft.baseline": result.ttft_baseline_s}
+        steps = max(len(result.tokens) - 1, 0)
+        if steps:
+            windows_s["decode"] = decode_s
+        tracer.record_request(model=base.model_name, ttft_s=ttft, windows_s=windows_s,
+                              input_tokens=result.prompt_tokens, output_tokens=len(result.tokens),
+                              time_per_output_token_s=decode_s / steps if steps else None,
+                              kept_ratio=result.kept_tokens / result.prompt_tokens if result.prompt_tokens else None)
+        return result
+
+    def _run(self, prompt: str, gen_len: int, baseline: bool, model: dict) -> tuple[SpecResult, float]:
+        base = self.base
         windows: dict[str, _Timed] = {}
         baseline_logits = None
         if baseline:
@@ -185,9 +208,10 @@ class SpecPrefillEngine:
             pruned = base.prefill_from_ids(pre.token_ids[kept], pre.positions[kept], window=None)
         windows["ttft.base_pruned"] = w
 
-        tokens = np.zeros(0, np.int32)
+        tokens, decode_s = np.zeros(0, np.int32), 0.0
         if gen_len:  # continues at pruned.next_position, the original prompt length
-            tokens = base.decode(pruned, int(gen_len), window="decode").tokens
+            gen = base.decode(pruned, int(gen_len), window="decode")
+            tokens, decode_s = gen.tokens, gen.decode_s
 
         spec_s, scoring_s, pruned_s = (windows[n].s for n in ("ttft.spec_device", "ttft.host_scoring",
                                                              "ttft.base_pruned"))
@@ -201,7 +225,7 @@ class SpecPrefillEngine:
             kept_indices=kept, tokens=tokens, logits=pruned.logits, baseline_logits=baseline_logits,
             scoring=self.scoring, anchors=drafted.n_anchors, anchor_queries=_anchors(drafted),
             io={PASSES[n]: _io_of(t.span) for n, t in windows.items()},
-            chunks={PASSES[n]: _chunks_of(t.span) for n, t in windows.items()})
+            chunks={PASSES[n]: _chunks_of(t.span) for n, t in windows.items()}), decode_s
 
     # ---- draft -------------------------------------------------------------------------------
     def _draft_pass(self, prompt: str) -> _Drafted:

@@ -81,6 +81,12 @@ def configure(*, enabled=_UNSET, debug=_UNSET, max_spans=_UNSET, exporter=_UNSET
         _otel._timeout_override[0] = _timeout("export_timeout_s", export_timeout_s)
     if sampler is not _UNSET:
         _set_sampler(sampler)
+    # Restoring a previous setting (``configure(**previous)``) must not rebuild what is running:
+    # a Prometheus endpoint cannot be bound twice, and a new pipeline costs a flush.
+    if exporter is not _UNSET and _same(exporter, EXPORT.setting) and EXPORT.pipeline is not None:
+        exporter = _UNSET
+    if metrics is not _UNSET and _same(metrics, EXPORT.metrics_setting) and EXPORT.env_tried:
+        metrics = _UNSET
     if exporter is not _UNSET or metrics is not _UNSET:
         _set_export(EXPORT.setting if exporter is _UNSET else exporter,
                     EXPORT.metrics_setting if metrics is _UNSET else metrics,
@@ -88,6 +94,10 @@ def configure(*, enabled=_UNSET, debug=_UNSET, max_spans=_UNSET, exporter=_UNSET
     elif st.enabled and EXPORT.pipeline is None and not EXPORT.env_tried:
         _export_from_environment()  # recording turned on by a program: honour the OTEL_* variables once
     return previous
+
+
+def _same(a, b) -> bool:
+    return a is b or (isinstance(a, str) and a == b)
 
 
 def _export_from_environment() -> None:

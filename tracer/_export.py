@@ -155,14 +155,22 @@ def after_fork_in_child() -> None:
     st.on_root_end = None
     st.windows_out = None
     if old is not None:
-        try:
-            from . import configure
+        # Exporter objects (gRPC channels, sockets) do not survive a fork, and a fork handler is
+        # no place to start threads: the child builds its pipeline at its first root span's end.
+        # Metrics stay with the parent (a Prometheus port cannot be bound twice).
+        st.exporting = True  # buffer from now on; the lazy start below drains it
+        st.on_root_end = _start_in_child
 
-            # Exporter objects (gRPC channels, sockets) do not survive a fork: build new ones.
-            # Metrics stay with the parent (a Prometheus port cannot be bound twice).
-            configure(exporter=EXPORT.setting, metrics="none")
-        except Exception as e:
-            print(f"spectrace: warning: export disabled in the forked child: {e}", file=sys.stderr)
+
+def _start_in_child() -> None:
+    _core.STATE.on_root_end = None
+    try:
+        from . import configure
+
+        configure(exporter=EXPORT.setting, metrics="none")
+    except Exception as e:
+        _core.STATE.exporting = False
+        print(f"spectrace: warning: export disabled in the forked child: {e}", file=sys.stderr)
 
 
 def at_exit(timeout_s: float) -> None:

@@ -126,11 +126,18 @@ def quiet_sdk_loggers() -> None:
             lg.setLevel(logging.CRITICAL)
 
 
+_resource_cache: list = []
+
+
 def resource() -> Resource:
-    r = Resource.create()
-    if str(r.attributes.get("service.name", "")).startswith("unknown_service"):
-        r = r.merge(Resource({"service.name": "spectrace"}))
-    return r
+    """The process's resource (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``), detected once:
+    detection runs a thread pool, which must not run again inside a forked child."""
+    if not _resource_cache:
+        r = Resource.create()
+        if str(r.attributes.get("service.name", "")).startswith("unknown_service"):
+            r = r.merge(Resource({"service.name": "spectrace"}))
+        _resource_cache.append(r)
+    return _resource_cache[0]
 
 
 _timeout_override: list = [None]  # tracer.configure(export_timeout_s=...)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from itertools import accumulate
 
 from . import clock
+from ._record import WINDOW
 from .xplane import XSpace, event_epoch_ns
 
 __all__ = ["DeviceOps", "DeviceTime", "aligned", "device_ops", "format_rows", "rows", "span_device_time"]
@@ -143,6 +144,11 @@ def span_device_time(spans, ops: DeviceOps, *, top: int = 5, epoch: bool = False
             for s in spans if s.end_ns}
 
 
+def _is_window(s) -> bool:
+    """A recorded window, or a loaded span that was one (the exporters stamp ``spectrace.window``)."""
+    return bool(getattr(s, "window", False) or s.attributes.get(WINDOW))
+
+
 def rows(spans, times: dict[int, DeviceTime], *, max_depth: int = 1) -> list[dict]:
     """One row per span down to ``max_depth`` (0 = roots: the windows), in start order.
 
@@ -153,15 +159,25 @@ def rows(spans, times: dict[int, DeviceTime], *, max_depth: int = 1) -> list[dic
     ids = {s.span_id: s for s in spans}
 
     def depth(s) -> int:
-        d = 0
+        """Steps up to the outermost window above (a request root over the windows is not a level)."""
+        d, top = 0, 0 if _is_window(s) else None
         while s.parent_id in ids:
             s, d = ids[s.parent_id], d + 1
-        return d
+            if _is_window(s):
+                top = d
+        return d if top is None else top
 
+    above = set()  # spans that hold windows (the request root): not rows of their own
+    for s in spans:
+        if _is_window(s):
+            p = s.parent_id
+            while p in ids:
+                above.add(p)
+                p = ids[p].parent_id
     out = []
     for s in sorted(spans, key=lambda s: (s.start_ns, -s.end_ns)):
         d = depth(s)
-        if d > max_depth:
+        if d > max_depth or s.span_id in above:
             continue
         row = {"name": s.name, "depth": d}
         row.update({k: s.attributes[k] for k in ("engine", "chunk.index") if k in s.attributes})
