@@ -22,6 +22,7 @@ def _clean_tracer():
     _core.take_pending()
     _core.STATE.captures = ()
     _core.STATE.last_window = None
+    _core._last_window.set(None)
     dropped, warned = _core.STATE.dropped, _core.STATE.warned_drop
     yield
     tracer.configure(**previous)
