@@ -192,7 +192,7 @@ def _check_memory(args, models, *, slots: int, seq: int, weights: bool = True) -
     need = weights + kv + scores
     free, source = _free_memory(device[0])
     if free is not None and need > free:
-        gib = lambda b: f"{b / 2**30:.1f} GiB"  # noqa: E731
+        gib = lambda b: f"{b / 2**30:.1f} GiB" if b >= 2**30 else f"{b / 2**20:.0f} MiB"  # noqa: E731
         raise UserError(f"spectrace: this run needs about {gib(need)} ({gib(weights)} weights, {gib(kv)} KV cache "
                         f"for {slots} positions (--ctx-len/--prompt-len/--gen-len), {gib(scores)} attention scores "
                         f"per --prefill-seq-len {seq} chunk), more than the {gib(free)} free on {platform} ({source})")
