@@ -52,7 +52,7 @@ def _device(indices, which):
     devs = jax.devices()
     bad = [i for i in indices if not 0 <= i < len(devs)]
     if bad or len(indices) != 1:
-        raise UserError(f"spectrace: --{which}-devices {','.join(map(str, indices))} must name one of the "
+        raise UserError(f"spectrace: --{which}-devices {','.join(map(str, indices)) or repr('')} must name one of the "
                         f"{len(devs)} device(s) 0..{len(devs) - 1} ({devs[0].platform})")
     return [devs[indices[0]]]
 
