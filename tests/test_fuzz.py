@@ -18,14 +18,19 @@ import json
 import os
 import time
 
+import tempfile
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.configuration import set_hypothesis_home_dir
 
 from spectrace import tracer
 from spectrace.tracer import cli, ttft
 from spectrace.tracer.testing import Trace
 
+# Hypothesis caches constants (and, on a failure, writes patches) under .hypothesis/: not in the checkout.
+set_hypothesis_home_dir(os.path.join(tempfile.gettempdir(), "spectrace-hypothesis"))
 FUZZ = settings(derandomize=True, database=None, deadline=5000, max_examples=200, print_blob=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                        HealthCheck.function_scoped_fixture])
