@@ -22,7 +22,7 @@ import sys
 
 from . import _config, _core, _export, clock
 from ._capture import Recording, capture
-from ._core import NOOP, current_span, instrument, span
+from ._core import NOOP, current_span, instrument, span, suppress
 from ._core import window_ as window
 from ._io import io_metrics, record_transfer, transfer
 from ._record import CATEGORIES, DIRECTIONS, IoTotals, Span, Transfer, category_of
@@ -32,7 +32,7 @@ __all__ = [
     "CATEGORIES", "DIRECTIONS", "IoTotals", "NOOP", "Recording", "Span", "Transfer", "capture",
     "category_of", "clock", "configure", "current_span", "debug_enabled", "enabled", "flush",
     "instrument", "io_metrics", "record_request", "record_transfer", "shutdown", "span", "stats",
-    "transfer", "use_traceparent", "window",
+    "suppress", "transfer", "use_traceparent", "window",
 ]
 
 _UNSET = _export._UNSET
@@ -144,6 +144,7 @@ def _set_sampler(setting) -> None:
         raise ValueError(f"sampler must be 'env', None or an OpenTelemetry Sampler, got {setting!r}")
     _sampler_setting[0] = setting
     _core.STATE.sampler = sampler
+    _core.regate()
     _export.root_hook()
 
 
@@ -245,7 +246,8 @@ def _export_timeout() -> float:
 
 def record_request(*, model, ttft_s, windows_s=None, input_tokens=None, output_tokens=None,
                    time_per_output_token_s=None, kept_ratio=None) -> None:
-    """One request's figures for the metrics (every request, sampled or not, recording on or off).
+    """One request's figures for the metrics (every request, sampled or not, recording on or off;
+    not inside :func:`suppress`).
 
     ``ttft_s``: ``{pass: seconds}`` (``speculative``, ``baseline``); ``windows_s``:
     ``{window name: seconds}``. Costs a queue append; the export worker records it. A no-op
@@ -254,7 +256,7 @@ def record_request(*, model, ttft_s, windows_s=None, input_tokens=None, output_t
     if not EXPORT.env_tried and EXPORT.metrics_setting == "env":
         _export_from_environment()
     p = EXPORT.pipeline
-    if p is None or p.metrics is None:
+    if p is None or p.metrics is None or _core.suppressed():
         return
     try:
         from ._metrics import request

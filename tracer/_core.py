@@ -32,7 +32,7 @@ class _State:
 
     __slots__ = ("enabled", "debug", "max_spans", "pending", "dropped", "captures", "exporting",
                  "on_root_end", "mirror", "last_window", "recorded", "warned_drop", "lock",
-                 "unexported", "sampler", "on_root_start", "windows_out", "in_flight")
+                 "unexported", "sampler", "on_root_start", "windows_out", "gated", "suppressed")
 
     def __init__(self) -> None:
         env = _config.from_environment()
@@ -44,13 +44,14 @@ class _State:
         self.pending: collections.deque[Span] = collections.deque()
         self.dropped = 0  # spans that did not fit into ``pending``
         self.unexported = 0  # spans finished while no exporter was configured (not buffered)
-        self.in_flight = 0  # spans the export worker took from ``pending`` and has not settled
         self.captures: tuple = ()  # active tracer.capture() recordings
         self.exporting = False  # an exporter consumes ``pending``
         self.on_root_end = None  # callable: wake the export worker
         self.mirror = None  # factory(name) -> context manager (TraceAnnotation while profiling)
         self.last_window: Span | None = None  # the process's last finished window (any context)
-        self.sampler = None  # the OTel sampler when one is configured (span() then checks UNSAMPLED)
+        self.sampler = None  # the OTel sampler when one is configured
+        self.suppressed = 0  # open tracer.suppress() blocks
+        self.gated = False  # sampler or suppress in use: span() checks for UNSAMPLED
         self.on_root_start = None  # callable(root span) -> sampled?: the caller's OTel parent, the sampler
         self.windows_out = None  # deque of finished windows for the metrics worker, or None
         self.recorded = 0
@@ -305,6 +306,41 @@ class _Unsampled:
 
 
 UNSAMPLED = _Unsampled()
+
+
+def regate() -> None:
+    """Recompute whether span() must look for :data:`UNSAMPLED` (only then does it read the context)."""
+    STATE.gated = STATE.sampler is not None or STATE.suppressed > 0
+
+
+class suppress:
+    """``with tracer.suppress():`` records nothing inside: no span, no transfer, no request metric.
+
+    For work that is not a request: a compile warm-up, a health check. Cheap (the shared no-op
+    for every span inside), nestable, and per context (other threads and tasks record as usual).
+    """
+
+    __slots__ = ("_token",)
+
+    def __enter__(self):
+        STATE.suppressed += 1
+        regate()
+        self._token = _current.set(UNSAMPLED)
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            _current.reset(self._token)
+        except ValueError:
+            _current.set(None)
+        STATE.suppressed -= 1
+        regate()
+        return False
+
+
+def suppressed() -> bool:
+    """Whether this context is inside :class:`suppress` or an unsampled request."""
+    return _current.get() is UNSAMPLED
 # Per thread: what the last disabled span() call named (NOOP used as a decorator).
 _noop_last: dict = {}
 
@@ -344,8 +380,8 @@ def span(name: str, /, **attributes):
     if not st.enabled:
         _noop_last[_get_ident()] = (name, attributes, False)
         return NOOP
-    if st.sampler is not None and _current.get() is UNSAMPLED:
-        return NOOP  # under a root the sampler dropped: as cheap as disabled
+    if st.gated and _current.get() is UNSAMPLED:
+        return NOOP  # under a root the sampler dropped, or in tracer.suppress(): as cheap as disabled
     s = _new_span(ActiveSpan)
     s.name = name
     s.attributes = attributes
@@ -423,17 +459,7 @@ def _count_drop(n: int) -> None:
 
 
 def take_pending() -> list[Span]:
-    """Remove and return the finished spans waiting for an exporter (export worker, flush).
-
-    They count as ``in_flight`` (still buffered, for :func:`tracer.stats`) until the worker
-    settles them with :func:`settle`.
-    """
+    """Remove and return the finished spans waiting for an exporter (the export worker's call:
+    it counts them as in flight until it settles them)."""
     pending = STATE.pending
-    out = [pending.popleft() for _ in range(len(pending))]
-    STATE.in_flight += len(out)
-    return out
-
-
-def settle(n: int) -> None:
-    """The worker exported (or counted as failed) ``n`` spans it took."""
-    STATE.in_flight -= n
+    return [pending.popleft() for _ in range(len(pending))]

@@ -58,7 +58,7 @@ def _retire(p) -> None:
         e["failed"] += book.failed
 
 
-def stop(timeout_s: float, *, at_exit: bool = False) -> None:
+def stop(timeout_s: float) -> None:
     """Flush and stop the pipeline; what it could not deliver in time is counted as dropped."""
     p, EXPORT.pipeline = EXPORT.pipeline, None
     if p is None:
@@ -68,10 +68,9 @@ def stop(timeout_s: float, *, at_exit: bool = False) -> None:
     st.on_root_end = None
     st.windows_out = None
     p.shutdown(timeout_s)
-    # Anything still buffered now will never be exported by this pipeline.
-    left = len(st.pending) + st.in_flight
+    # Anything still buffered or in flight now will never be counted as exported by this pipeline.
+    left = p.retire() + len(st.pending)
     st.pending.clear()
-    st.in_flight = 0
     _retire(p)
     EXPORT.books.at_exit += left
 
@@ -107,7 +106,7 @@ def stats() -> dict:
     p = EXPORT.pipeline
     exported = b.exported + (p.exported if p else 0)
     failed = b.failed + (p.failed if p else 0)
-    buffered = len(st.pending) + st.in_flight
+    buffered = len(st.pending) + (p.in_flight if p else 0)
     exporters = {k: dict(v) for k, v in b.exporters.items()}
     for book in (p.books if p else ()):
         e = exporters.setdefault(book.name, {"exported": 0, "failed": 0})
@@ -145,7 +144,6 @@ def after_fork_in_child() -> None:
     ROOTS.clear()
     st = _core.STATE
     st.pending.clear()
-    st.in_flight = 0
     st.recorded = st.dropped = st.unexported = 0
     st.warned_drop = False
     old = EXPORT.pipeline
@@ -175,7 +173,7 @@ def _start_in_child() -> None:
 
 def at_exit(timeout_s: float) -> None:
     try:
-        stop(timeout_s, at_exit=True)
+        stop(timeout_s)
         line = loss_line(stats())
         if line:
             print(line, file=sys.stderr)

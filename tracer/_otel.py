@@ -198,6 +198,8 @@ class ExportPipeline:
         self._tracer = self.provider.get_tracer("spectrace")
         self.exported = 0
         self.failed = 0
+        self.in_flight = 0  # taken from the buffer, not yet settled (counted as buffered)
+        self.retired = False
         self._warned = False
         self._cond = threading.Condition()
         self._wake = False
@@ -256,18 +258,17 @@ class ExportPipeline:
             try:
                 self._drain_metrics()
                 while True:
-                    batch = _core.take_pending()
+                    batch = self._take()
                     if not batch:
                         break
                     for i in range(0, len(batch), _BATCH):
                         part = batch[i:i + _BATCH]
                         try:
-                            self._export(part)
+                            ok, failed, books = self._export(part)
                         except Exception as e:  # never let the worker die, never lose count
-                            self.failed += len(part)
+                            ok, failed, books = 0, len(part), []
                             self._report(f"export worker error: {e!r}")
-                        finally:
-                            _core.settle(len(part))
+                        self._settle(len(part), ok, failed, books)
                     self._drain_metrics()
             except Exception as e:
                 self._report(f"export worker error: {e!r}")
@@ -275,6 +276,34 @@ class ExportPipeline:
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
+
+    def _take(self) -> list[Span]:
+        with self._cond:
+            if self.retired:
+                return []
+            batch = _core.take_pending()
+            self.in_flight += len(batch)
+            return batch
+
+    def _settle(self, n: int, exported: int, failed: int, books: list) -> None:
+        """Count a finished batch, unless the pipeline was retired meanwhile (its in-flight spans
+        were then counted as dropped, and a late success must not count them twice)."""
+        with self._cond:
+            if self.retired:
+                return
+            self.in_flight -= n
+            self.exported += exported
+            self.failed += failed
+            for book, (e, f) in zip(self.books, books):
+                book.exported += e
+                book.failed += f
+
+    def retire(self) -> int:
+        """Stop counting; returns the spans still in flight (to be counted as dropped)."""
+        with self._cond:
+            self.retired = True
+            left, self.in_flight = self.in_flight, 0
+            return left
 
     def _drain_metrics(self) -> None:
         m = self.metrics
@@ -287,7 +316,8 @@ class ExportPipeline:
                 except Exception as e:
                     self._report(f"metrics error: {e!r}", spans=False)
 
-    def _export(self, records: list[Span]) -> None:
+    def _export(self, records: list[Span]) -> tuple[int, int, list]:
+        """Encode and export one batch: ``(exported, failed, [(exported, failed) per exporter])``."""
         self._collect.spans = []
         unencodable = 0
         for s in records:
@@ -298,26 +328,22 @@ class ExportPipeline:
                 self._report(f"a span could not be encoded ({e!r})")
         spans = self._collect.spans
         self._collect.spans = []
-        self.failed += unencodable
         if not spans:
-            return
-        all_ok = True
+            return 0, unencodable, []
+        all_ok, books = True, []
         for exporter, book in zip(self.exporters, self.books):
             try:
                 ok = exporter.export(spans) == SpanExportResult.SUCCESS
                 err = "the exporter returned FAILURE"
             except Exception as e:
                 ok, err = False, repr(e)
-            if ok:
-                book.exported += len(spans)
-            else:
-                book.failed += len(spans)
+            books.append((len(spans), 0) if ok else (0, len(spans)))
+            if not ok:
                 all_ok = False
                 self._report(f"{book.name} could not export {len(spans)} spans ({err})")
         if all_ok:
-            self.exported += len(spans)
-        else:
-            self.failed += len(spans)
+            return len(spans), unencodable, books
+        return 0, unencodable + len(spans), books
 
     def _to_sdk(self, s: Span) -> None:
         root = ROOTS.get(s.trace_id)

@@ -97,3 +97,27 @@ def test_the_sampler_comes_from_the_environment():
                         "OTEL_TRACES_SAMPLER_ARG": "0.2"})
     assert r.returncode == 0, r.stderr
     assert 120 < int(r.stdout) < 280  # 200 expected; 5 sd is ~63
+
+
+def test_suppress_records_nothing_inside_and_nests(exported):
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    tracer.configure(metrics=[reader])
+    try:
+        with tracer.capture() as rec:
+            with tracer.suppress():
+                with tracer.suppress():
+                    _requests(5)
+                _requests(5)
+                tracer.record_request(model="m", ttft_s={"speculative": 9.0})  # a warm-up's TTFT
+            _requests(1)
+            tracer.record_request(model="m", ttft_s={"speculative": 0.1})
+        tracer.flush(10)
+    finally:
+        tracer.configure(metrics="none")
+    assert len(rec.spans) == 3  # only the request after the block
+    data = reader.get_metrics_data()
+    (ttft,) = [dp for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+               if m.name == "gen_ai.server.time_to_first_token" for dp in m.data.data_points]
+    assert ttft.count == 1 and ttft.sum == pytest.approx(0.1)
