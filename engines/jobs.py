@@ -16,8 +16,7 @@ from spectrace.tracer import benchstats, ttft
 from spectrace.tracer._atomic import OutputDir, write_text
 from spectrace.tracer.errors import UserError, check_interrupt
 
-DEFAULT_PROMPT_TOKENS = 3000
-_DEFAULT_PAIR = ("default-base", "default-draft")
+from spectrace.engines.limits import DEFAULT_PROMPT_TOKENS, check_limits, check_memory, check_prompt, devices_for, seq_len
 
 
 def preload() -> None:
@@ -44,19 +43,6 @@ def make_prompt(tokenizer, n_tokens: int | None = None, text: str | None = None)
     return exact_prompt(tokenizer, n_tokens or DEFAULT_PROMPT_TOKENS)
 
 
-def _device(indices, which):
-    if indices is None:
-        return None
-    import jax
-
-    devs = jax.devices()
-    bad = [i for i in indices if not 0 <= i < len(devs)]
-    if bad or len(indices) != 1:
-        raise UserError(f"spectrace: --{which}-devices {','.join(map(str, indices)) or repr('')} must name one of the "
-                        f"{len(devs)} device(s) 0..{len(devs) - 1} ({devs[0].platform})")
-    return [devs[indices[0]]]
-
-
 def _compile_cache() -> None:
     """JAX's persistent compilation cache under ``cache_root()/jax``, unless one is configured.
 
@@ -74,12 +60,6 @@ def _compile_cache() -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
 
 
-def _seq_len(args) -> int:
-    if args.prefill_seq_len:
-        return args.prefill_seq_len
-    return 128 if (args.base, args.draft) == _DEFAULT_PAIR else 2048
-
-
 def _load_base(args, progress, *, prompt_len: int | None, room: int, models: dict, **switches):
     """The base engine, the prompt, and a context of the prompt plus ``room`` tokens in whole chunks.
 
@@ -88,16 +68,16 @@ def _load_base(args, progress, *, prompt_len: int | None, room: int, models: dic
     """
     from spectrace.engines import BaseEngine
 
-    seq = _seq_len(args)
+    seq = seq_len(args)
     try:
         progress.set_description("load base")
         base = BaseEngine.from_pretrained(args.base, prefill_seq_len=seq, ctx_len=args.ctx_len or seq,
-                                          dtype=args.dtype, devices=_device(args.base_devices, "base"), **switches)
+                                          dtype=args.dtype, devices=devices_for(args.base_devices, "base"), **switches)
         progress.set_description("tokenize")
         prompt = make_prompt(base.tokenizer, prompt_len, args.prompt_text)
         n = len(base.tokenizer(prompt)["input_ids"])
-        _check_prompt(args, models, n, room=room, what="the prompt has")
-        _check_memory(args, models, slots=-((n + room) // -seq) * seq, seq=seq, weights=False)
+        check_prompt(args, models, n, room=room, what="the prompt has")
+        check_memory(args, models, slots=-((n + room) // -seq) * seq, seq=seq, weights=False)
         if args.ctx_len and n + args.gen_len > args.ctx_len:
             raise UserError(f"spectrace: the prompt has {n} tokens; with --gen-len {args.gen_len} it needs "
                             f"--ctx-len >= {n + args.gen_len}, got {args.ctx_len}")
@@ -119,7 +99,7 @@ def _load(args, progress, models):
         spec = SpecPrefillEngine.from_pretrained(
             args.draft, base=base, prefill_seq_len=base.prefill_seq_len, ctx_len=ctx, keep=args.keep,
             look_ahead=args.look_ahead, scoring=args.scoring, layers=args.layers, dtype=args.dtype,
-            draft_devices=_device(args.draft_devices, "draft"))
+            draft_devices=devices_for(args.draft_devices, "draft"))
     except (OSError, ValueError) as e:
         raise UserError(f"spectrace: {e}")
     return spec, base, prompt, ctx
@@ -139,82 +119,6 @@ def _models(args, roles) -> dict:
     except (OSError, ValueError) as e:
         raise UserError(f"spectrace: {e}")
     return out
-
-
-def _max_position(models) -> tuple[int, str]:
-    role, (name, cfg) = min(models.items(), key=lambda kv: kv[1][1].max_position)
-    return cfg.max_position, f"the {role} model's ({name}) max_position_embeddings"
-
-
-def _check_prompt(args, models, n_tokens: int, *, room: int, what: str) -> None:
-    """A prompt of ``n_tokens`` (plus ``room`` generated/look-ahead positions) must fit the models."""
-    limit, label = _max_position(models)
-    if n_tokens > limit:
-        raise UserError(f"spectrace: {what} {n_tokens} tokens, more than {label} {limit}")
-    if n_tokens + room > limit:
-        extra = f"--gen-len {args.gen_len}" + (f" and --look-ahead {args.look_ahead}" if room > args.gen_len else "")
-        raise UserError(f"spectrace: {what} {n_tokens} tokens; with {extra} that needs {n_tokens + room} "
-                        f"positions, more than {label} {limit}")
-
-
-def _check_limits(args, models, *, prompt_len: int | None, room: int) -> None:
-    """Refuse numeric options the models (max_position_embeddings) or the memory cannot take.
-
-    Runs before any weight is loaded or any prompt is built, so ``--prompt-len 10**12`` is one
-    line at once rather than a hang, and ``--ctx-len 10**9`` one line rather than an
-    out-of-memory kill. The memory figure is an estimate (weights, KV caches of the context,
-    one chunk's fp32 attention scores) against what the device reports free.
-    """
-    limit, label = _max_position(models)
-    for opt, value in (("--prompt-len", prompt_len if args.prompt_len else None), ("--ctx-len", args.ctx_len),
-                       ("--gen-len", args.gen_len), ("--look-ahead", getattr(args, "look_ahead", None)),
-                       ("--prefill-seq-len", args.prefill_seq_len)):
-        if value is not None and value > limit:
-            raise UserError(f"spectrace: {opt} {value} is more than {label} {limit}")
-    if prompt_len is not None and args.prompt_text is None:
-        _check_prompt(args, models, prompt_len, room=room, what="--prompt-len asks for")
-    seq = _seq_len(args)
-    tokens = args.ctx_len or (0 if args.prompt_text is not None else prompt_len or DEFAULT_PROMPT_TOKENS) + room
-    _check_memory(args, models, slots=-(tokens // -seq) * seq, seq=seq)
-
-
-def _check_memory(args, models, *, slots: int, seq: int, weights: bool = True) -> None:
-    """Refuse a run whose estimated memory exceeds the device's free memory (``weights``: count
-    them too; False once they are loaded, so they are already out of the free figure)."""
-    import jax
-
-    device = _device(args.base_devices, "base") or jax.devices()[:1]
-    platform = device[0].platform
-    itemsize = {"float32": 4, "bfloat16": 2}.get(args.dtype) or (4 if platform == "cpu" else 2)
-    weights = sum(cfg.weight_bytes(itemsize) for _, cfg in models.values()) if weights else 0
-    kv = sum(cfg.kv_cache_bytes(slots, itemsize) for _, cfg in models.values())
-    scores = max(cfg.n_heads for _, cfg in models.values()) * seq * slots * 4
-    need = weights + kv + scores
-    free, source = _free_memory(device[0])
-    if free is not None and need > free:
-        gib = lambda b: f"{b / 2**30:.1f} GiB" if b >= 2**30 else f"{b / 2**20:.0f} MiB"  # noqa: E731
-        raise UserError(f"spectrace: this run needs about {gib(need)} ({gib(weights)} weights, {gib(kv)} KV cache "
-                        f"for {slots} positions (--ctx-len/--prompt-len/--gen-len), {gib(scores)} attention scores "
-                        f"per --prefill-seq-len {seq} chunk), more than the {gib(free)} free on {platform} ({source})")
-
-
-def _free_memory(device) -> tuple[int | None, str]:
-    """Bytes the device can still allocate, and where that figure came from (None: unknown)."""
-    stats = None
-    try:
-        stats = device.memory_stats()
-    except Exception:  # noqa: BLE001 - backends without memory stats raise various errors
-        pass
-    if stats and stats.get("bytes_limit"):
-        return stats["bytes_limit"] - stats.get("bytes_in_use", 0), "the device's bytes_limit - bytes_in_use"
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024, "MemAvailable in /proc/meminfo"
-    except (OSError, ValueError, IndexError):
-        pass
-    return None, "unknown"
 
 
 class _Progress:
@@ -250,7 +154,7 @@ RUN_FILES = ("trace.pftrace", "ttft.json", "report.html")
 def run_command(args) -> int:
     out = OutputDir(args.out, names=RUN_FILES)  # checked now, created when written, removed on failure
     models = _models(args, ("base", "draft"))
-    _check_limits(args, models, prompt_len=args.prompt_len or DEFAULT_PROMPT_TOKENS,
+    check_limits(args, models, prompt_len=args.prompt_len or DEFAULT_PROMPT_TOKENS,
                   room=args.gen_len + args.look_ahead)
     previous = tracer.configure(enabled=True)
     _compile_cache()
@@ -260,7 +164,7 @@ def run_command(args) -> int:
             spec, base, prompt, ctx = _load(args, progress, models)
             progress.update()
             progress.set_description("warm-up (compile)")
-            with tracer.capture():  # compiled once here; TTFT below excludes compilation
+            with tracer.suppress():  # compiled once here; not a request: no TTFT, no spans, no metrics
                 spec.run(prompt, gen_len=args.gen_len)
             progress.update()
             runs, run_spans, xplanes = _measured_runs(spec, prompt, args, out, progress)
@@ -351,7 +255,7 @@ def bench_command(args) -> int:
     out = OutputDir(args.out, names=("bench.md", "bench.json")) if args.out else None  # refused before any run
     models = _models(args, ("base",) if args.variant_set == "seed003" else ("base", "draft"))
     prompt_len = args.prompt_len or (512 if args.variant_set == "seed003" else DEFAULT_PROMPT_TOKENS)
-    _check_limits(args, models, prompt_len=prompt_len,
+    check_limits(args, models, prompt_len=prompt_len,
                   room=args.gen_len + (0 if args.variant_set == "seed003" else args.look_ahead))
     previous = tracer.configure(enabled=args.variant_set == "scoring")
     _compile_cache()

@@ -100,9 +100,13 @@ def _effect(variant: Stat, baseline: Stat) -> Effect:
 
 def finite(x: Any) -> float | None:
     """``x`` as a float if it is a finite real number (not a bool), else None."""
-    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
         return None
-    return float(x)
+    try:
+        v = float(x)  # an int beyond float's range raises OverflowError
+    except OverflowError:
+        return None
+    return v if math.isfinite(v) else None
 
 
 def _value(variant: str, i: int, phase: str, run: Mapping[str, Any]) -> float:

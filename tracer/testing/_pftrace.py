@@ -22,7 +22,7 @@ def from_pftrace(data: bytes, path: str = "<bytes>") -> tuple[list[SpanView], li
     from .._record import PARENT_ID, SPAN_ID, WINDOW
     from .loaders import split_attributes
 
-    pf = decode(parse_trace(data, path))
+    pf = decode(parse_trace(data, path), path)
     ours = any(PARENT_ID in s.args for s in pf.slices)
     nested = {} if ours else _nesting(pf.slices)
     views, by_id, moves = [], {}, []
