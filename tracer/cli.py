@@ -164,9 +164,13 @@ def _dispatch(args) -> int:
         # A KeyboardInterrupt raised while a C extension initializes (jaxlib's nanobind modules)
         # aborts the process (SIGABRT, "terminate called..."): Ctrl-C waits for the imports.
         with interrupts_deferred():
-            from spectrace.engines import jobs  # JAX only for the commands that run models
+            try:
+                from spectrace.engines import jobs  # JAX only for the commands that run models
 
-            jobs.preload()
+                jobs.preload()
+            except ModuleNotFoundError as e:  # the tracer-only install: say what to add
+                raise UserError(f"spectrace {args.command}: needs the JAX engines, which are not installed "
+                                f"(no module {e.name!r}): pip install 'spectrace[engines]'") from None
         return jobs.run_command(args) if args.command == "run" else jobs.bench_command(args)
     if args.command == "merge":
         return _merge(args)
