@@ -2,7 +2,7 @@
 # Download the wheels the GPU machine lacks into .whl/ (git-ignored), for the device tool's
 # `carry`. The GPU image has jax, torch, transformers, numpy, protobuf and grpcio, but no
 # OpenTelemetry and no perfetto. Pinned to the versions this project is tested with.
-# On the GPU machine:  python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
+# On the GPU machine: `. scripts/device_env.sh` installs them and makes the checkout importable.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .whl
@@ -12,6 +12,7 @@ PKGS=(
   opentelemetry-exporter-otlp-proto-common==1.45.2 opentelemetry-exporter-otlp-proto-grpc==1.45.2
   opentelemetry-exporter-otlp-proto-http==1.45.2 opentelemetry-exporter-otlp-common==0.66b2
   opentelemetry-exporter-http-transport==0.66b2 googleapis-common-protos==1.76.0 perfetto==0.59.1
+  opentelemetry-exporter-prometheus==0.66b2 prometheus-client==0.26.0
 )
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \

@@ -6,9 +6,7 @@
 #   2. spectrace bench (seed 003's set) on the Llama-3.2-1B preset: scan vs Python loops.
 # Needs the wheels from scripts/fetch_device_wheels.sh carried as .whl.
 set -euo pipefail
-export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-export PYTHONPATH="$PWD:/tmp/site"
+. scripts/device_env.sh  # the wheels, and the checkout importable as spectrace
 OUT=${OUT:-/tmp/out}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -m spectrace.tracer.cli run --base llama-3.1-8b --draft llama-3.2-1b --prompt-len 10741 --prefill-seq-len 2048 \

@@ -13,9 +13,7 @@
 # PSL the prefill_seq_len (16384: the 10741-token prompt in one chunk; on the H100 that saved ~15 ms of
 # the draft pass against 4096, docs/evidence/h100-session4/probe_psl16384.txt).
 set -euo pipefail
-export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-export PYTHONPATH="$PWD:/tmp/site"
+. scripts/device_env.sh  # the wheels, and the checkout importable as spectrace
 OUT=${OUT:-/tmp/out}
 STEPS=${STEPS:-0 1 2 3 4 5 6}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
