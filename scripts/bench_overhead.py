@@ -44,6 +44,16 @@ def _loop_span_transfer(n):
             rt("prefill_queries", "d2h", 4096, ns=1000)
 
 
+def _loop_request(n):
+    """A request: one root span over 9 chunk spans (per span: n counts every span)."""
+    sp = tracer.span
+    for _ in range(n // 10):
+        with sp("text_completion m", model="m"):
+            for i in range(9):
+                with sp("prefill.chunk", engine="spec", index=i):
+                    pass
+
+
 def _make_otel():
     from opentelemetry.sdk.trace import TracerProvider
 
@@ -99,7 +109,24 @@ def main(argv=None) -> None:
             tracer.configure(enabled=True)
             f(n)
             tracer.configure(enabled=False)
-            tracer._core.take_pending()  # keep memory flat between repeats
+        return run
+
+    def with_metrics(f):
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+        def run(n):
+            tracer.configure(enabled=True, metrics=[InMemoryMetricReader()])
+            f(n)
+            tracer.configure(enabled=False, metrics="none")
+        return run
+
+    def unsampled(f):
+        from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+        def run(n):
+            tracer.configure(enabled=True, sampler=ALWAYS_OFF)
+            f(n)
+            tracer.configure(enabled=False, sampler=None)
         return run
 
     variants = {
@@ -108,6 +135,10 @@ def main(argv=None) -> None:
         "tracer.span disabled (2 attributes)": disabled(_loop_span),
         "tracer.span enabled (2 attributes)": enabled(_loop_span),
         "tracer.span enabled + 1 transfer": enabled(_loop_span_transfer),
+        "tracer.span enabled, metrics on (2 attributes)": with_metrics(_loop_span),
+        "request of 10 spans, disabled": disabled(_loop_request),
+        "request of 10 spans, sampled out (always_off)": unsampled(_loop_request),
+        "request of 10 spans, recorded": enabled(_loop_request),
         "OTel SDK start_as_current_span (2 attributes)": loop_otel,
     }
     if loop_jax is not None:
