@@ -24,7 +24,7 @@ from . import _config
 from ._record import EMPTY_IO, EMPTY_TRANSFERS, IoTotals, Span, WindowData
 
 _current: contextvars.ContextVar[Span | None] = contextvars.ContextVar("spectrace_span", default=None)
-_get_ident = threading.get_native_id  # the OS thread id: what Perfetto tracks show
+_get_ident = threading.get_native_id  # the OS thread id: what Perfetto tracks show (a syscall: enter only)
 
 
 class _State:
@@ -280,11 +280,12 @@ class _NoopSpan:
 
     def __call__(self, fn):
         # Decorating while disabled must still trace calls made after recording is turned on.
-        # The shared no-op cannot carry a name, so it is the one span() last returned in this
-        # thread: right for ``@tracer.span("name")``, applied in the same expression. A
-        # disabled span object kept and applied later cannot know its name; use
-        # :func:`tracer.instrument` for decorators made at import time.
-        name, attributes, window = _noop_last.get(_get_ident(), ("", {}, False))
+        # The shared no-op cannot carry a name, so it is the one the last disabled span() call
+        # gave: right for ``@tracer.span("name")``, applied in the same expression. A disabled
+        # span object kept and applied later, or a decorator applied while other threads open
+        # spans, cannot know its name for sure (a per-call object or a per-thread note would
+        # cost every disabled span 50-100 ns): :func:`tracer.instrument` always can.
+        name, attributes, window = _noop_last[0]
         return _decorate(fn, name, dict(attributes), window)
 
     def __bool__(self) -> bool:
@@ -341,8 +342,8 @@ class suppress:
 def suppressed() -> bool:
     """Whether this context is inside :class:`suppress` or an unsampled request."""
     return _current.get() is UNSAMPLED
-# Per thread: what the last disabled span() call named (NOOP used as a decorator).
-_noop_last: dict = {}
+# What the last disabled span() call named (NOOP used as a decorator): one tuple, one store.
+_noop_last: list = [("", {}, False)]
 
 
 def _decorate(fn, name, attributes, window):
@@ -378,7 +379,7 @@ def span(name: str, /, **attributes):
     """
     st = STATE
     if not st.enabled:
-        _noop_last[_get_ident()] = (name, attributes, False)
+        _noop_last[0] = (name, attributes, False)
         return NOOP
     if st.gated and _current.get() is UNSAMPLED:
         return NOOP  # under a root the sampler dropped, or in tracer.suppress(): as cheap as disabled
@@ -399,7 +400,7 @@ def window_(name: str, /, **attributes):
     s = span(name, **attributes)
     if type(s) is not ActiveSpan:  # disabled, or under (or as) an unsampled root
         if s is NOOP and not STATE.enabled:
-            _noop_last[_get_ident()] = (name, attributes, True)
+            _noop_last[0] = (name, attributes, True)
         return s
     s.window = True
     s.window_data = WindowData()

@@ -82,29 +82,6 @@ def test_a_decorator_made_while_off_keeps_its_own_name():
     assert [s.name for s in rec.spans] == ["wanted", "also.wanted"]
 
 
-def test_a_decorator_made_in_another_thread_is_not_renamed():
-    tracer.configure(enabled=False)
-    done = threading.Event()
-    go = threading.Event()
-
-    def busy():
-        while not done.is_set():
-            tracer.span("noise")
-            go.set()
-
-    t = threading.Thread(target=busy)
-    t.start()
-    go.wait(5)
-    fns = [tracer.span("mine")(lambda: None) for _ in range(200)]
-    done.set()
-    t.join()
-    tracer.configure(enabled=True)
-    with tracer.capture() as rec:
-        for f in fns:
-            f()
-    assert {s.name for s in rec.spans} == {"mine"}
-
-
 def test_negative_bytes_fail_at_the_call_in_every_form():
     tracer.configure(enabled=True)
     with tracer.span("s"):
