@@ -259,11 +259,10 @@ def record_request(*, model, ttft_s, windows_s=None, input_tokens=None, output_t
     if p is None or p.metrics is None or _core.suppressed():
         return
     try:
-        from ._metrics import request
+        from ._metrics import Request
 
-        p.requests.append(request(model=model, ttft_s=ttft_s, windows_s=windows_s, input_tokens=input_tokens,
-                                  output_tokens=output_tokens, time_per_output_token_s=time_per_output_token_s,
-                                  kept_ratio=kept_ratio))
+        p.requests.append(Request(model, dict(ttft_s), dict(windows_s or {}), input_tokens, output_tokens,
+                                  time_per_output_token_s, kept_ratio))
         p.wake()
     except Exception as e:
         _core._misuse(f"record_request: {e!r}")

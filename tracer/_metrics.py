@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from ._record import Span
@@ -39,19 +40,17 @@ PROVIDER = "spectrace"
 METRICS_VAR = "OTEL_METRICS_EXPORTER"
 
 
+@dataclass(frozen=True, slots=True)
 class Request:
-    """One request's figures, as the engine measured them (seconds, tokens)."""
+    """One request's figures, as the engine measured them (seconds, tokens); None: not measured."""
 
-    __slots__ = ("model", "ttft_s", "windows_s", "input_tokens", "output_tokens", "tpot_s", "kept_ratio")
-
-    def __init__(self, model, ttft_s, windows_s, input_tokens, output_tokens, tpot_s, kept_ratio):
-        self.model = model
-        self.ttft_s = ttft_s
-        self.windows_s = windows_s
-        self.input_tokens = input_tokens
-        self.output_tokens = output_tokens
-        self.tpot_s = tpot_s
-        self.kept_ratio = kept_ratio
+    model: str
+    ttft_s: Mapping  # pass -> seconds
+    windows_s: Mapping  # window name -> seconds
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    tpot_s: float | None = None
+    kept_ratio: float | None = None
 
 
 def _base(model) -> dict:
@@ -258,10 +257,3 @@ def _prometheus(environ):
         reader.shutdown()
         raise ValueError(f"OTEL_EXPORTER_PROMETHEUS_HOST/PORT={host}:{port}: cannot listen ({e.strerror or e})") from None
     return reader, server
-
-
-def request(*, model, ttft_s: Mapping, windows_s: Mapping | None = None, input_tokens=None,
-            output_tokens=None, time_per_output_token_s=None, kept_ratio=None) -> Request:
-    """Validate and pack one request's figures (the public face is :func:`tracer.record_request`)."""
-    return Request(model, dict(ttft_s), dict(windows_s or {}), input_tokens, output_tokens,
-                   time_per_output_token_s, kept_ratio)
