@@ -215,17 +215,26 @@ def test_millions_of_spans_keep_memory_bounded():
     # No exporter configured: nothing reads a buffer, so nothing is kept (captures hold their own).
     r = run_python(
         "import tracemalloc\nfrom spectrace import tracer\n"
+        "def rss():\n"
+        "    return int(next(ln for ln in open('/proc/self/status') if ln.startswith('VmRSS')).split()[1]) * 1024\n"
         "tracer.configure(enabled=True)\n"
+        "for _ in range(1000):\n"
+        "    with tracer.span('s', i=1):\n"
+        "        pass\n"
+        "before = rss()\n"
         "tracemalloc.start()\n"
         "for _ in range(1_000_000):\n"
         "    with tracer.span('s', i=1):\n"
         "        pass\n"
         "cur, peak = tracemalloc.get_traced_memory()\n"
+        "tracemalloc.stop()\n"
         "s = tracer.stats()\n"
-        "print(peak, s['spans_recorded'], s['spans_dropped_no_exporter'], s['spans_buffered'])\n", timeout=300)
-    peak, recorded, unexported, buffered = map(int, r.stdout.split())
-    assert (recorded, unexported, buffered) == (1_000_000, 1_000_000, 0)
+        "print(peak, rss() - before, s['spans_recorded'], s['spans_dropped_no_exporter'], s['spans_buffered'])\n",
+        timeout=300)
+    peak, grown, recorded, unexported, buffered = map(int, r.stdout.split())
+    assert (recorded, unexported, buffered) == (1_001_000, 1_001_000, 0)
     assert peak < 5e6, peak  # flat: not a million kept spans (~550 MB before)
+    assert grown < 20e6, grown  # RSS after 10^6 spans: within 20 MB of before (tracemalloc's own tables included)
     assert r.stderr == ""  # recording without an exporter is not a loss worth a line
 
 
