@@ -1,4 +1,4 @@
-"""The ``spectrace`` command: run, bench, merge, report.
+"""The ``spectrace`` command: run, bench, merge, report, diff.
 
 Parsing and dispatch only. ``run`` and ``bench`` need the JAX engines and import
 :mod:`engines.jobs` lazily, so ``spectrace merge`` and ``spectrace report`` work where JAX is not
@@ -96,6 +96,21 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="rebuild report.html from ttft.json (several dirs: mean ± std)")
     rep.add_argument("dirs", nargs="+", help="run directories holding ttft.json")
     rep.add_argument("-o", "--output", help="where to write report.html (default: the first directory)")
+
+    d = sub.add_parser("diff", help="explain why one TTFT is slower than another: windows, spans, IO, chunks, noise")
+    d.add_argument("a", help="run directory (ttft.json + trace.pftrace; or directories of runs), or bench output (bench.json)")
+    d.add_argument("b", nargs="?", help="the other side; without it, --passes P Q or --variants V W compare within A")
+    d.add_argument("--passes", nargs="+", metavar="PASS",
+                   help="run passes: speculative (default), spec (the draft window), host_scoring, base_pruned, "
+                        "baseline; one name for both sides or one per side")
+    d.add_argument("--variants", nargs="+", metavar="VARIANT",
+                   help="bench variants (default: every variant both bench outputs have)")
+    d.add_argument("--alpha", type=float, default=0.05,
+                   help="significance level of Welch's t over the runs, Holm-corrected (default 0.05)")
+    d.add_argument("--outlier-k", type=float, default=5.0,
+                   help="chunk outlier rule: slower than the median chunk by k·MAD and by 50%% (default 5)")
+    d.add_argument("--json", dest="json_out", metavar="OUT", help="also write the diff as JSON here")
+    d.add_argument("-o", "--output", metavar="HTML", help="also write the diff as an HTML page here")
     return p
 
 
@@ -174,6 +189,8 @@ def _dispatch(args) -> int:
         return jobs.run_command(args) if args.command == "run" else jobs.bench_command(args)
     if args.command == "merge":
         return _merge(args)
+    if args.command == "diff":
+        return _diff(args)
     return _report(args)
 
 
@@ -256,6 +273,36 @@ def _report(args) -> int:
     except ValueError as e:
         raise UserError(f"spectrace report: {e}")
     print(f"wrote {path}")
+    return 0
+
+
+def _diff(args) -> int:
+    import math
+
+    from . import diff as diff_mod
+
+    if not (math.isfinite(args.alpha) and 0 < args.alpha < 1):
+        raise UserError(f"spectrace diff: --alpha must be in (0, 1), got {args.alpha!r}")
+    if not (math.isfinite(args.outlier_k) and args.outlier_k > 0):
+        raise UserError(f"spectrace diff: --outlier-k must be a positive number, got {args.outlier_k!r}")
+    for opt, out in (("--json", args.json_out), ("-o", args.output)):
+        if out is not None:
+            _check_output_file(f"spectrace diff: {opt}", out)
+    try:
+        result = diff_mod.diff_paths(args.a, args.b, passes=args.passes, variants=args.variants,
+                                     alpha=args.alpha, outlier_k=args.outlier_k)
+        if args.json_out:
+            diff_mod.write_json(args.json_out, result)
+        if args.output:
+            diff_mod.write_html(args.output, result)
+    except OSError as e:
+        raise UserError(f"spectrace diff: {_os_error(e)}")
+    except ValueError as e:
+        raise UserError(f"spectrace diff: {e}")
+    print(diff_mod.format_text(result))
+    for what, path in (("JSON", args.json_out), ("HTML", args.output)):
+        if path:
+            print(f"wrote {path} ({what})")
     return 0
 
 
