@@ -12,7 +12,7 @@ import sys
 import time
 
 from spectrace import tracer
-from spectrace.tracer import benchstats, ttft
+from spectrace.tracer import benchstats, diff, ttft
 from spectrace.tracer._atomic import OutputDir, write_text
 from spectrace.tracer.errors import UserError, check_interrupt
 
@@ -238,6 +238,7 @@ def _print_summary(doc: dict, out, *, quiet: bool) -> None:
         print(out / "trace.pftrace")
         return
     print("\n" + ttft.format_summary(doc))
+    print("\n" + diff.run_summary(doc, out))  # speculative vs baseline, explained (spectrace diff's)
     print(f"\nwrote {out}/trace.pftrace, ttft.json, report.html")
     print(f"open {out.resolve()}/trace.pftrace in https://ui.perfetto.dev (Open trace file)")
 

@@ -114,7 +114,8 @@ def _part_candidates(res: dict) -> list[tuple[str, dict]]:
 def _part_sentence(name: str, r: dict, res: dict) -> str:
     counts = ""
     if r["name"] == "chunks" and (r.get("count_a") or r.get("count_b")):
-        counts = f", {r.get('count_a') or 0:g} vs {r.get('count_b') or 0:g} chunks"
+        counts = (f", {r.get('count_a') or 0:g} chunks in {res['a']['label']} vs {r.get('count_b') or 0:g} "
+                  f"in {res['b']['label']}")
     return (f"{name}: {fmt_ms(r['delta_ms'])}{_share(r)}{counts}{_only(r, res)}{_p(r)}"
             f"{_device(name if res['matched_windows'] else '', res)}")
 

@@ -343,12 +343,18 @@ def write_html(path, doc: dict) -> None:
 def run_summary(doc: dict, out=None, *, lines: int = 4) -> str:
     """The speculative-vs-baseline explanation ``spectrace run`` ends with, from ``ttft.json``
     alone (windows, chunks and IO per pass; the trace's finer split is ``spectrace diff``'s,
-    which the last line names with the run directory ``out``)."""
-    if not isinstance(doc.get("ttft_baseline_s"), (int, float)):
-        return ""
-    sides = [Side(p, "", "run", p, PASSES[p], samples=samples_from_doc(doc, PASSES[p], "ttft.json"), docs=[doc],
-                  source="ttft.json") for p in ("speculative", "baseline")]
-    result = compare(*sides)
-    head, *rest = result["explanation"]
-    hint = f"  (spectrace diff {out} --passes speculative baseline: span by span)" if out is not None else ""
-    return "\n".join([head] + [f"  {x}" for x in rest[:lines]] + ([hint] if hint else []))
+    which the last line names with the run directory ``out``).
+
+    Never raises: the run's files are written by then, and a summary line must not turn a
+    finished run into a traceback; a problem is one line that says so.
+    """
+    try:
+        if not isinstance(doc.get("ttft_baseline_s"), (int, float)):
+            return "speculative vs baseline: no baseline was measured"
+        sides = [Side(p, "", "run", p, PASSES[p], samples=samples_from_doc(doc, PASSES[p], "ttft.json"),
+                      docs=[doc], source="ttft.json") for p in ("speculative", "baseline")]
+        head, *rest = compare(*sides)["explanation"]
+    except Exception as e:  # noqa: BLE001 - see the docstring
+        return f"speculative vs baseline: not explained ({type(e).__name__}: {e})"
+    hint = [f"  (spectrace diff {out} --passes speculative baseline: span by span)"] if out is not None else []
+    return "\n".join([head] + [f"  {x}" for x in rest[:lines]] + hint)
