@@ -15,8 +15,6 @@ alone (seed 000's ``TTFT(spec_device)``); ``baseline`` the full base prefill.
 from __future__ import annotations
 
 import json
-import math
-import os
 import pathlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +23,8 @@ from .benchstats import Stat, finite, summarize
 from .ttft import PASSES as PASS_KEY
 from .ttft import load as load_ttft
 
-__all__ = ["PASSES", "FIELD", "Sample", "Side", "load_sides", "samples_from_doc", "samples_from_trace"]
+__all__ = ["PASSES", "FIELD", "InputError", "Sample", "Side", "kind_of", "load_sides", "samples_from_doc",
+           "samples_from_trace"]
 
 PASSES: dict[str, tuple[str, ...]] = {
     "speculative": ("ttft.spec_device", "ttft.host_scoring", "ttft.base_pruned"),
@@ -113,7 +112,8 @@ def samples_from_trace(trace, windows: tuple[str, ...], where: str) -> list[Samp
     if not all(counts.values()):
         missing = [w for w, c in counts.items() if not c]
         names = sorted({s.name for s in trace.spans if s.name.startswith("ttft.")})
-        raise InputError(f"{where} has no {', '.join(missing)} window (its windows: {', '.join(names) or 'none'})")
+        raise InputError(f"{where} has no {', '.join(missing)} window{'s' if len(missing) > 1 else ''} "
+                         f"(its windows: {', '.join(names) or 'none'})")
     if len(set(counts.values())) > 1:
         raise InputError(f"{where}: the windows do not come in runs: "
                          + ", ".join(f"{c} x {w}" for w, c in counts.items()))
@@ -259,6 +259,11 @@ def _kind(path: str) -> tuple[str, pathlib.Path, list[pathlib.Path]]:
                      "(spectrace bench --out), nor run directories")
 
 
+def kind_of(path: str) -> str:
+    """``"run"`` or ``"bench"``; :class:`InputError` for a path that is neither."""
+    return _kind(path)[0]
+
+
 def load_sides(path: str, picks: list[str], label_of) -> list[Side]:
     """One :class:`Side` per pass (run directories) or variant (bench) named in ``picks``."""
     kind, p, dirs = _kind(path)
@@ -348,14 +353,3 @@ def _bench_side(p: pathlib.Path, variant: str, label: str) -> Side:
     else:
         raise InputError(f"{str(p / 'bench.json')!r}: variant {variant!r} has neither the TTFT phases nor a total")
     return Side(label, str(p), "bench", variant, windows, stats=stats, docs=[doc], source="bench.json")
-
-
-def is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def same_path(a: str, b: str) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False

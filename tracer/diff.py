@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._diff_input import GAP, REST, InputError, PASSES, Side, load_sides, samples_from_doc
+from ._diff_input import GAP, REST, InputError, PASSES, Side, kind_of, load_sides, samples_from_doc
 from ._diff_stats import MAD_SCALE, compare_stats, holm, mad_outliers, median
 from .benchstats import Stat
 
@@ -47,11 +47,18 @@ def diff_paths(a: str, b: str | None = None, *, passes: list[str] | None = None,
     present on both sides when two bench outputs are given without ``variants``.
     """
     picks = list(passes or variants or [])
+    kinds = [kind_of(p) for p in ([a] if b is None else [a, b])]
+    if kinds[-1] != kinds[0]:
+        raise InputError(f"{a!r} is a {_KIND_NAME[kinds[0]]} but {b!r} is a {_KIND_NAME[kinds[1]]}; "
+                         "compare two run directories or two bench outputs")
+    if kinds[0] == "bench" and passes:
+        raise InputError("--passes names passes of run directories; for bench outputs use --variants")
+    if kinds[0] == "run" and variants:
+        raise InputError("--variants names variants of bench outputs; for run directories use --passes")
     if b is None:
         if len(picks) != 2:
             raise InputError("give two directories A B, or one with --passes P Q (run) or --variants V W (bench)")
         sides = load_sides(a, picks, lambda p: p)
-        _check_kinds(sides[0], sides[1], passes, variants)
         pairs = [(sides[0], sides[1])]
     else:
         if len(picks) > 2:
@@ -59,7 +66,6 @@ def diff_paths(a: str, b: str | None = None, *, passes: list[str] | None = None,
         pa, pb = (picks + picks)[:2] if picks else ([], [])
         sa = load_sides(a, [pa] if pa else [], lambda p: "A")
         sb = load_sides(b, [pb] if pb else [], lambda p: "B")
-        _check_kinds(sa[0], sb[0], passes, variants)
         if sa[0].kind == "bench" and not picks:
             common = [s.pass_ for s in sa if s.pass_ in {x.pass_ for x in sb}]
             if not common:
@@ -70,18 +76,7 @@ def diff_paths(a: str, b: str | None = None, *, passes: list[str] | None = None,
     return {"schema": SCHEMA, "comparisons": [compare(x, y, alpha=alpha, outlier_k=outlier_k) for x, y in pairs]}
 
 
-def _check_kinds(a: Side, b: Side, passes, variants) -> None:
-    if a.kind != b.kind:
-        raise InputError(f"{a.path!r} is a {_kind_name(a)} but {b.path!r} is a {_kind_name(b)}; "
-                         "compare two run directories or two bench outputs")
-    if a.kind == "bench" and passes:
-        raise InputError("--passes names passes of run directories; for bench outputs use --variants")
-    if a.kind == "run" and variants:
-        raise InputError("--variants names variants of bench outputs; for run directories use --passes")
-
-
-def _kind_name(s: Side) -> str:
-    return "bench output (bench.json)" if s.kind == "bench" else "run directory (ttft.json)"
+_KIND_NAME = {"bench": "bench output (bench.json)", "run": "run directory (ttft.json)"}
 
 
 # ---------------------------------------------------------------- rows
