@@ -8,8 +8,9 @@ lines.
 Which rows get a sentence: with a noise test (n >= 2 on a side), flagged rows (beyond noise)
 holding at least 1% of the difference; without one, rows holding at least 5% of it (and
 0.5% of the larger TTFT, so a self-diff or a tiny difference names no jitter). A category
-whose bytes differ is always named, whatever its time: moving other data is a structural
-difference (seed 000's ``prefill_queries`` question). The unexplained rest comes last.
+found on one side only, or moving 1% more bytes on one side, is always named, whatever its
+time: moving other data is a structural difference (seed 000's ``prefill_queries``
+question). The unexplained rest comes last.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ._diff_input import GAP
 
 __all__ = ["explain", "fmt_bytes", "fmt_ms", "listed"]
 
+_METHOD = {"welch": "Welch's t", "prediction": "prediction interval", "exact": "exact", "none": "untested"}
 TESTED_SHARE = 0.01
 UNTESTED_SHARE = 0.05
 SCALE_FLOOR = 0.005
@@ -57,7 +59,9 @@ def _share(r: dict) -> str:
 
 
 def _p(r: dict) -> str:
-    return "" if r.get("p") is None or r["test"]["method"] == "exact" else f", p = {r['p']:.2g}"
+    if r.get("p") is None or r["test"]["method"] == "exact":
+        return ""
+    return f", p = {r['p']:.2g}" + ("" if r.get("flag") else ", within noise")
 
 
 def _only(r: dict, res: dict) -> str:
@@ -97,7 +101,7 @@ def _headline(res: dict) -> str:
     line = f"{who} ({ta:.2f} vs {tb:.2f} ms, {fmt_ms(d)})"
     if t["flag"] is not None and t["test"]["method"] != "exact":
         line += (f": beyond noise (p = {t['p']:.2g})" if t["flag"] else
-                 f": within noise (p = {t['p']:.2g}, {res['statistic']['name']})")
+                 f": within noise (p = {t['p']:.2g}, {_METHOD[t['test']['method']]})")
     return line
 
 
@@ -135,6 +139,12 @@ def _io_sentence(r: dict, res: dict) -> str:
     return f"{head}: {body}{_p(r)}"
 
 
+def _bytes_differ(r: dict) -> bool:
+    """One side only, or at least 1% more data: other data moved (a few bytes of ids are not)."""
+    a, b = r["a"]["bytes"], r["b"]["bytes"]
+    return bool(r.get("only")) or abs(a - b) > 0.01 * max(a, b)
+
+
 def _outlier_sentence(o: dict, res: dict) -> str:
     other = next(s["label"] for s in (res["a"], res["b"]) if s["label"] != o["side"])
     tokens = f" ({o['tokens']} tokens)" if o.get("tokens") is not None else ""
@@ -152,7 +162,7 @@ def explain(res: dict) -> list[str]:
         if listed(r, res):
             found.append((abs(r["delta_ms"]), 0, _part_sentence(name, r, res)))
     for r in res["io"]:
-        if listed(r, res) or r["delta_bytes"] != 0:
+        if listed(r, res) or _bytes_differ(r):
             found.append((abs(r["delta_ms"]), 1, _io_sentence(r, res)))
     for o in res["chunks"]["outliers"]:
         size = abs(o["delta_ms"] if o["delta_ms"] is not None else o["excess_ms"])

@@ -81,13 +81,17 @@ class Side:
     docs: list[dict] = field(default_factory=list)  # ttft.json documents (config, prompt)
     notes: list[str] = field(default_factory=list)  # inconsistencies met while loading
     source: str = "trace"  # where the rows came from: "trace", "ttft.json" or "bench.json"
+    _keys: set | None = field(default=None, repr=False, compare=False)
 
     @property
     def n(self) -> int:
         return len(self.samples) if self.samples else max((s.n for s in self.stats.values()), default=0)
 
     def keys(self) -> set:
-        return set(self.stats) if not self.samples else set().union(*(s.values for s in self.samples))
+        """Every row key any run has (computed once: the samples do not change after loading)."""
+        if self._keys is None:
+            self._keys = set(self.stats) if not self.samples else set().union(*(s.values for s in self.samples))
+        return self._keys
 
     def stat(self, key: tuple) -> Stat | None:
         if not self.samples:
@@ -281,12 +285,13 @@ def load_sides(path: str, picks: list[str], label_of) -> list[Side]:
     for pick in picks or ["speculative"]:
         if pick not in PASSES:
             raise InputError(f"pass {pick!r} is not one of {', '.join(PASSES)}")
-        side = Side(label_of(pick), str(p), "run", pick, PASSES[pick], docs=[doc for _, doc in docs])
+        samples, notes = [], []
         for (d, doc), trace in zip(docs, traces):
             got = samples_from_trace(trace, PASSES[pick], f"{d / 'trace.pftrace'}")
-            side.notes += _agree(doc, got, PASSES[pick], str(d))
-            side.samples += got
-        out.append(side)
+            notes += _agree(doc, got, PASSES[pick], str(d))
+            samples += got
+        out.append(Side(label_of(pick), str(p), "run", pick, PASSES[pick], samples=samples,
+                        docs=[doc for _, doc in docs], notes=notes))
     return out
 
 
