@@ -210,9 +210,9 @@ def test_numbers_the_model_cannot_take_are_refused_at_once(argv, needles, tmp_pa
 
 
 def test_a_run_the_memory_cannot_hold_is_refused_before_allocation(tmp_path, capfd, monkeypatch):
-    from spectrace.engines import jobs
+    from spectrace.engines import jobs, limits
 
-    monkeypatch.setattr(jobs, "_free_memory", lambda device: (64 << 20, "a test's figure"))
+    monkeypatch.setattr(limits, "free_memory", lambda device: (64 << 20, "a test's figure"))
     monkeypatch.setattr(jobs, "_load", lambda *a: pytest.fail("loaded a model past the memory check"))
     line = one_line(*main(capfd, "run", "--ctx-len", 16384, "--prefill-seq-len", 4096, "--out", tmp_path / "o"),
                     "KV cache for 16384 positions", "attention scores per --prefill-seq-len 4096 chunk",
