@@ -207,3 +207,63 @@ tp.shutdown()
     base, base_chunk = by[("ttft.baseline", "base")], by[("prefill.chunk", "base")]
     assert base.trace_id == base_chunk.trace_id == "0af7651916cd43dd8448eb211c80319c"
     assert base.parent_span_id == "b7ad6b7169203331"
+
+
+def _run_code(collector, code: str, service: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QEFF_", "OTEL_"))}
+    env.update(collector.otel_env("grpc", QEFF_SPEC_IO_TIMING="1", OTEL_SERVICE_NAME=service))
+    return subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_an_attribute_that_raises_costs_nothing_at_the_collector(collector):
+    code = r"""
+import json
+from spectrace import tracer
+class Bad:
+    def __str__(self):
+        raise RuntimeError("no")
+for i in range(2000):
+    with tracer.span("s", i=i, **({"bad": Bad()} if i == 7 else {})):
+        pass
+print(json.dumps({"flushed": tracer.flush(), **tracer.stats()}))
+"""
+    service = f"spectrace-bad-{uuid.uuid4().hex[:8]}"
+    r = _run_code(collector, code, service)
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert s["flushed"] and s["spans_exported"] == 2000 and _balanced(s)
+    got = collector.wait_for_spans(2000, service=service)
+    assert len(got) == 2000  # the batch with the bad value arrived whole
+    (bad,) = [g for g in got if "bad" in g.attributes]
+    assert "str() raised RuntimeError" in bad.attributes["bad"] and bad.attributes["i"] == 7
+
+
+def test_a_forked_child_exports_to_the_collector_with_its_own_ids(collector):
+    code = r"""
+import os
+from spectrace import tracer
+with tracer.span("before-fork"):
+    pass
+tracer.flush()
+pid = os.fork()
+who = "child" if pid == 0 else "parent"
+for i in range(20):
+    with tracer.span("after-fork", who=who, i=i):
+        pass
+ok = tracer.flush()
+print(who, ok, flush=True)
+if pid == 0:
+    os._exit(0)
+os.waitpid(pid, 0)
+"""
+    service = f"spectrace-fork-{uuid.uuid4().hex[:8]}"
+    t0 = time.monotonic()
+    r = _run_code(collector, code, service)
+    assert r.returncode == 0, r.stderr
+    assert time.monotonic() - t0 < 30  # the child's exit does not wait for a worker it lacks
+    assert sorted(r.stdout.split()) == sorted(["child", "True", "parent", "True"])
+    got = collector.wait_for_spans(41, service=service)
+    assert len(got) == 41  # 1 before the fork, 20 from each process: nothing sent twice
+    assert len({g.span_id for g in got}) == 41 and len({g.trace_id for g in got}) == 41
+    assert sum(g.attributes.get("who") == "child" for g in got) == 20
