@@ -149,6 +149,10 @@ def _outlier_sentence(o: dict, res: dict) -> str:
     other = next(s["label"] for s in (res["a"], res["b"]) if s["label"] != o["side"])
     tokens = f" ({o['tokens']} tokens)" if o.get("tokens") is not None else ""
     there = f"; {other}'s chunk there: {o['other_ms']:.2f} ms" if o.get("other_ms") is not None else ""
+    io = sorted((o.get("io_ms") or {}).items(), key=lambda kv: -kv[1])
+    copies = [f"{c} {ms:.2f} ms" for c, ms in io if ms >= 0.1 * o["excess_ms"]]
+    if copies:  # the chunk's own transfers: what seed 000 asked of the slow chunk
+        there += f"; its transfers: {', '.join(copies)}"
     return (f"chunk outlier: {o['side']} {o['window']} chunk #{o['index']}{tokens} took {o['ms']:.2f} ms, "
             f"{fmt_ms(o['excess_ms'])} over its window's median chunk ({o['median_ms']:.2f} ms; rule: > median + "
             f"{res['chunks']['k']:g}·MAD and > 1.5x median){there}")

@@ -50,7 +50,7 @@ def _row(label: str, r: dict, c: dict, depth: int = 0) -> tuple:
 
 def _diverging(name: str, title: str, rows: list[tuple[str, float]]) -> str:
     """Horizontal bars from a zero line: one per (label, Δ ms); red right (A slower), green left."""
-    lw, top, rh, gap = 260, 12, 20, 8
+    lw, top, rh, gap = 340, 12, 20, 8
     pw = _W - lw - 90
     h = top + len(rows) * (rh + gap) + 40
     ticks = _nice_ticks(max((abs(v) for _, v in rows), default=0.0))
@@ -66,7 +66,7 @@ def _diverging(name: str, title: str, rows: list[tuple[str, float]]) -> str:
     for i, (label, v) in enumerate(rows):
         y = top + i * (rh + gap)
         x0, x1 = sorted((x(0), x(v)))
-        b.append(f'<text class="row" x="{lw - 10}" y="{y + rh / 2 + 5}" text-anchor="end">{_e(label[:40])}</text>'
+        b.append(f'<text class="row" x="{lw - 10}" y="{y + rh / 2 + 5}" text-anchor="end">{_e(label[:46])}</text>'
                  f'<rect data-mark="{_e(label)}" x="{x0:.2f}" y="{y}" width="{max(x1 - x0, 0.5):.2f}" height="{rh}" '
                  f'fill="{_SLOWER if v > 0 else _FASTER}"><title>{_e(label)}: {v:+.3f} ms</title></rect>'
                  f'<text class="val" x="{max(x1, x(0)) + 6:.1f}" y="{y + rh / 2 + 5}">{v:+.3g}</text>')
@@ -89,7 +89,8 @@ def _one(c: dict) -> str:
     out.append("<h2>TTFT by window</h2>" + _legend([(n, _WINDOW_COLOR.get(n, _REST_COLOR)) for n in names])
                + _hbars("diff-windows", "TTFT by window, both sides", bars, 1e3, "ms", "time to first token"))
     if c["matched_windows"]:
-        parts = [(f"{w['name']} › {p['name']}", p["delta_ms"]) for w in c["windows"] for p in w["parts"]] \
+        parts = [(f"{w['name']} › {'host gaps' if p['name'] == GAP else p['name']}", p["delta_ms"])
+                 for w in c["windows"] for p in w["parts"]] \
             or [(w["name"], w["delta_ms"]) for w in c["windows"]]
     else:
         parts = [(p["name"], p["delta_ms"]) for p in c["parts"]]

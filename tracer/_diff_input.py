@@ -47,7 +47,7 @@ class Sample:
     """One run of one pass: every row's value (ms; bytes and counts under their own keys)."""
 
     values: dict[tuple, float] = field(default_factory=dict)
-    chunks: dict[str, list[tuple[Any, Any, float]]] = field(default_factory=dict)  # window -> (index, tokens, ms)
+    chunks: dict[str, list[tuple]] = field(default_factory=dict)  # window -> [(index, tokens, ms, {cat: io ms})]
     gaps: dict[str, dict[str, float]] = field(default_factory=dict)  # window -> {"bind → prefill.chunk #0": ms}
     models: dict[str, str] = field(default_factory=dict)  # window -> gen_ai.request.model
 
@@ -156,7 +156,8 @@ def _window(smp: Sample, w, transfers) -> None:
         _device(smp, c, ("part", name, lbl))
         if c.name == "prefill.chunk":
             smp.chunks.setdefault(name, []).append((c.attributes.get("chunk.index", len(smp.chunks.get(name, []))),
-                                                    c.attributes.get("chunk.tokens"), c.duration_ms))
+                                                    c.attributes.get("chunk.tokens"), c.duration_ms,
+                                                    {cat: io.ms for cat, io in c.io.items()}))
         covered += c.duration_ms
         gaps[f"{prev} → {_where(c)}"] = (c.start_ns - prev_end) / 1e6
         prev_end, prev = max(prev_end, c.end_ns), _where(c)
@@ -222,7 +223,8 @@ def samples_from_doc(doc: dict, windows: tuple[str, ...], where: str) -> list[Sa
                 smp.add(("aggcount", "chunks"), 1)
                 for cat, io in (c.get("io") or {}).items():
                     smp.add(("partio", w, "chunks", cat), finite((io or {}).get("ms")) or 0.0)
-                smp.chunks.setdefault(w, []).append((c.get("index"), c.get("tokens"), ms))
+                smp.chunks.setdefault(w, []).append((c.get("index"), c.get("tokens"), ms, {
+                    cat: finite((io or {}).get("ms")) or 0.0 for cat, io in (c.get("io") or {}).items()}))
                 parts += ms
             if w == "ttft.host_scoring":
                 for lbl, f in _SCORE_FIELDS:

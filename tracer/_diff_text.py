@@ -7,7 +7,7 @@ tree of the difference, IO per category and direction, chunk outliers, device bu
 
 from __future__ import annotations
 
-from ._diff_explain import _verdict
+from ._diff_explain import _gbps, _verdict
 
 __all__ = ["format_text"]
 
@@ -28,7 +28,7 @@ def _flag(r: dict, c: dict) -> str:
 
 
 def _bw(x) -> str:
-    return "—" if x is None else f"{x:.3g}"
+    return _gbps(x)
 
 
 def _line(name: str, r: dict, c: dict, depth: int = 0) -> str:
@@ -75,11 +75,11 @@ def format_one(c: dict) -> str:
         out += [_line(r["name"], r, c, 1) for r in c["between_windows"]]
     if c["io"]:
         out += ["", "IO per binding category and direction (the pass's windows)",
-                f"  {'category':<22}{'bytes ' + a['label'][:6]:>16}{'bytes ' + b['label'][:6]:>16}{'ms':>9}{'ms':>9}"
-                f"{'Δ ms':>9}{'GB/s':>8}{'GB/s':>8}{'copies':>13}"]
+                f"  {'category':<22}{'bytes ' + a['label'][:10]:>16}{'bytes ' + b['label'][:10]:>16}{'ms':>9}{'ms':>9}"
+                f"{'Δ ms':>9}{'bandwidth':>12}{'bandwidth':>12}{'copies':>13}"]
         for r in c["io"]:
             out.append(f"  {r['name']:<22}{r['a']['bytes']:>16,.0f}{r['b']['bytes']:>16,.0f}{r['a']['mean']:>9.3f}"
-                       f"{r['b']['mean']:>9.3f}{r['delta_ms']:>+9.3f}{_bw(r['a']['gbps']):>8}{_bw(r['b']['gbps']):>8}"
+                       f"{r['b']['mean']:>9.3f}{r['delta_ms']:>+9.3f}{_bw(r['a']['gbps']):>12}{_bw(r['b']['gbps']):>12}"
                        f"{r['a']['count']:>6g} |{r['b']['count']:>5g}  {_flag(r, c)}".rstrip())
     ch = c["chunks"]
     if ch["windows"] or ch["outliers"]:

@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--variants", nargs="+", metavar="VARIANT",
                    help="bench variants (default: every variant both bench outputs have)")
     d.add_argument("--alpha", type=float, default=0.05,
-                   help="significance level of Welch's t over the runs, Holm-corrected (default 0.05)")
+                   help="Welch's t over the runs: false discovery rate (Benjamini-Hochberg) over the rows (default 0.05)")
     d.add_argument("--outlier-k", type=float, default=5.0,
                    help="chunk outlier rule: slower than the median chunk by k·MAD and by 50%% (default 5)")
     d.add_argument("--json", dest="json_out", metavar="OUT", help="also write the diff as JSON here")

@@ -13,7 +13,7 @@ and says, ranked and with evidence, where the difference is:
 * chunk outliers (:func:`tracer._diff_stats.mad_outliers`'s rule) and, with XPlane data
   (``device.busy_ms``/``device.idle_ms`` on spans), whether compute or idling changed;
 * with n >= 2 runs a side, a row is *flagged* only when Welch's t says it is beyond noise
-  (Holm-corrected over the rows, :mod:`tracer._diff_stats`); with one run a side nothing can
+  (Benjamini–Hochberg over the rows, :mod:`tracer._diff_stats`); with one run a side nothing can
   be tested, and rows are listed by their share of the difference instead, which is said.
 
 Pure functions over :class:`tracer._diff_input.Side` (no JAX, no I/O but the loading); the
@@ -23,10 +23,8 @@ result is one JSON-ready dict (schema ``spectrace.diff/1``) that the text
 
 from __future__ import annotations
 
-from typing import Any
-
 from ._diff_input import GAP, REST, InputError, PASSES, Side, kind_of, load_sides, samples_from_doc
-from ._diff_stats import MAD_SCALE, compare_stats, holm, mad_outliers, median
+from ._diff_stats import MAD_SCALE, bh, compare_stats, mad_outliers, median
 from .benchstats import Stat
 
 __all__ = ["SCHEMA", "InputError", "compare", "diff_paths", "format_text", "render_html", "run_summary",
@@ -85,7 +83,7 @@ def _stat_dict(s: Stat) -> dict:
 
 
 class _Rows:
-    """Builds rows of one comparison and remembers them, so Holm runs over all of them at once."""
+    """Builds rows of one comparison and remembers them, so the correction runs over all of them at once."""
 
     def __init__(self, a: Side, b: Side, alpha: float):
         self.a, self.b, self.alpha = a, b, alpha
@@ -108,7 +106,7 @@ class _Rows:
         d = total["delta_ms"]
         for r in self.all + [total]:
             r["share"] = r["delta_ms"] / d if d else None
-        for r, f in zip(self.all, holm([r["p"] for r in self.all], self.alpha)):
+        for r, f in zip(self.all, bh([r["p"] for r in self.all], self.alpha)):
             r["flag"] = f
         total["flag"] = None if total["p"] is None else total["p"] < self.alpha
 
@@ -194,26 +192,33 @@ def _side_info(s: Side) -> dict:
 def _statistic(a: Side, b: Side, alpha: float) -> dict:
     if a.n >= 2 and b.n >= 2:
         how = (f"Welch's t over the runs (n = {a.n} and {b.n}), two-sided, alpha = {alpha:g}, "
-               "Holm-corrected over the rows; a flagged row is beyond noise")
+               "Benjamini–Hochberg over the rows (false discovery rate alpha); a flagged row is beyond noise")
         name = "welch"
     elif a.n >= 2 or b.n >= 2:
         how = (f"one side is a single run: flagged when it lies outside the other side's {1 - alpha:.0%} "
-               f"prediction interval (t with n - 1 df), Holm-corrected over the rows")
+               f"prediction interval (t with n - 1 df), Benjamini–Hochberg over the rows")
         name = "prediction"
     else:
         how = (f"one run a side: no noise estimate, nothing is tested; rows at >= {LISTED_SHARE:.0%} of the "
                "difference are named (give each side --runs 5 to test against noise, seed 003's protocol)")
         name = None
-    return {"name": name, "alpha": alpha, "correction": "holm" if name else None, "description": how}
+    return {"name": name, "alpha": alpha, "correction": "benjamini-hochberg" if name else None, "description": how}
 
 
 # ---------------------------------------------------------------- chunks, gaps, mismatches
-def _chunk_means(side: Side, w: str) -> list[tuple[Any, Any, float]] | None:
-    """(index, tokens, mean ms) per chunk position, when every run has the same chunk count."""
+def _chunk_means(side: Side, w: str) -> list[tuple] | None:
+    """(index, tokens, mean ms, {category: mean io ms}) per chunk position, when every run has
+    the same chunk count."""
     lists = [s.chunks.get(w, []) for s in side.samples]
     if not lists or not lists[0] or len({len(x) for x in lists}) > 1:
         return None
-    return [(lists[0][i][0], lists[0][i][1], sum(x[i][2] for x in lists) / len(lists)) for i in range(len(lists[0]))]
+    n = len(lists)
+    out = []
+    for i in range(len(lists[0])):
+        cats = {c for x in lists for c in x[i][3]}
+        out.append((lists[0][i][0], lists[0][i][1], sum(x[i][2] for x in lists) / n,
+                    {c: sum(x[i][3].get(c, 0.0) for x in lists) / n for c in cats}))
+    return out
 
 
 def _chunks(a: Side, b: Side, k: float) -> dict:
@@ -233,6 +238,7 @@ def _chunks(a: Side, b: Side, k: float) -> dict:
                 other_ms = theirs[i][2] if matched else None
                 outliers.append({"side": side.label, "window": w, "index": mine[i][0], "tokens": mine[i][1],
                                  "ms": ms, "median_ms": med, "excess_ms": excess, "other_ms": other_ms,
+                                 "io_ms": {c: v for c, v in mine[i][3].items() if v > 0},
                                  "delta_ms": None if other_ms is None else (ms - other_ms) * (1 if side is a else -1)})
     return {"rule": OUTLIER_RULE.format(scale=MAD_SCALE, k=k), "k": k, "outliers": outliers, "windows": windows}
 
@@ -335,7 +341,7 @@ def write_html(path, doc: dict) -> None:
 
 
 # ---------------------------------------------------------------- spectrace run's last lines
-def run_summary(doc: dict, out=None, *, lines: int = 4) -> str:
+def run_summary(doc: dict, out=None, *, lines: int = 5) -> str:
     """The speculative-vs-baseline explanation ``spectrace run`` ends with, from ``ttft.json``
     alone (windows, chunks and IO per pass; the trace's finer split is ``spectrace diff``'s,
     which the last line names with the run directory ``out``).

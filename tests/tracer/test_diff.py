@@ -23,7 +23,7 @@ import pytest
 from spectrace import tracer
 from spectrace.tracer import _capture, _core, _io, ttft
 from spectrace.tracer import cli, diff
-from spectrace.tracer._diff_stats import compare_stats, holm, mad_outliers, t_critical, t_two_sided_p
+from spectrace.tracer._diff_stats import bh, compare_stats, holm, mad_outliers, t_critical, t_two_sided_p
 from spectrace.tracer.benchstats import Stat, compare as bench_compare, summarize, to_json
 from spectrace.tracer.perfetto import write_pftrace
 
@@ -195,6 +195,8 @@ def test_student_t_matches_the_tables():
     assert compare_stats(Stat(5, 0, 5), Stat(5, 0, 5)).p == 1.0 and compare_stats(Stat(6, 0, 5), Stat(5, 0, 5)).p == 0.0
     assert compare_stats(Stat(1, 0, 1), Stat(2, 0, 1)).p is None  # one run a side: nothing to test
     assert holm([0.01, 0.04, None, 0.03], 0.05) == [True, False, None, False]
+    assert bh([0.01, 0.04, None, 0.03], 0.05) == [True, True, None, True]  # 0.04 <= 3/3 · 0.05
+    assert bh([0.01, 0.5, 0.03], 0.05) == [True, False, True] and bh([0.2, 0.5], 0.05) == [False, False]
     assert mad_outliers([2, 2.1, 1.9, 17, 2]) == [(3, 17, 15)]
     assert mad_outliers([10, 17, 15]) == [] and mad_outliers([2, 30]) == []  # prefix growth; too few chunks
 
