@@ -1,8 +1,11 @@
 """Grouped-query attention over the KV cache: which keys a query sees, and how that is computed.
 
 The rule: a key is visible to a query when ``0 <= key_pos <= query_pos`` (position ids, not
-slots). Padding has position -1, so it is invisible as a key, and a pruned prompt (gapped
-positions) attends exactly as the full prompt would among the kept tokens. Two forms compute it:
+slots), and on a sliding-window layer also ``key_pos > query_pos - window``. Padding has
+position -1, so it is invisible as a key, and a pruned prompt (gapped positions) attends exactly
+as the full prompt would among the kept tokens: a kept token sees the kept subset of what it saw
+in the full prompt, its window measured in original positions. How a layer scores is an
+:class:`AttnSpec` (scale, tanh soft-capping, window). Three forms compute it:
 
 * :func:`masked`: scores over every cache slot, masked by position. Holds for any positions;
   reads every slot. Used for decode steps (T = 1, where reading the cache is the cost anyway),
@@ -14,6 +17,11 @@ positions) attends exactly as the full prompt would among the kept tokens. Two f
   a case flash attention runs natively (cuDNN on GPU: no [T, S] mask in HBM, no work above the
   diagonal or past ``start``); the two are merged exactly by their log-sum-exp. Measured on an
   H100 against the old single masked call over all slots, which cuDNN could not run causally.
+* :func:`sliding`: a sliding-window layer's queries over a band of the cache. Slots hold
+  strictly increasing positions, so a query at slot j can only see slots ``(j - window, j]``
+  (an earlier slot has a smaller position, at least one less per slot), gapped positions or
+  not; a block of Q queries needs a band of ``window - 1 + Q`` slots, masked by position. The
+  cost is O(T * window), whatever the cache holds.
 
 Padding queries (the tail of the last chunk) get finite, meaningless outputs; their keys sit
 past every real query's slot, so no real token sees them.
@@ -22,6 +30,9 @@ Axis letters as in ``engines.model``; G = N // K query heads per KV head.
 """
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
@@ -35,19 +46,51 @@ def _precision(x):
     return lax.Precision.HIGHEST if x.dtype == jnp.float32 else None
 
 
-def visible(q_pos, k_pos):
-    """[B, T, S] mask: the key holds a real token (pos >= 0) at or before the query's position."""
-    return (k_pos[:, None, :] >= 0) & (k_pos[:, None, :] <= q_pos[:, :, None])
+@dataclass(frozen=True)
+class AttnSpec:
+    """How one layer scores keys: ``softmax(softcap(q . k * scale))`` over the visible keys.
+
+    ``scale``: None means ``head_dim ** -0.5`` (Llama); Gemma uses ``query_pre_attn_scalar ** -0.5``.
+    ``softcap``: Gemma 2's ``tanh(s / c) * c`` on the scores before the mask (None: none).
+    ``window``: a sliding-window layer sees keys with ``key_pos > query_pos - window`` (None: all).
+    Hashable: it is a static argument of the compiled functions.
+    """
+
+    scale: float | None = None
+    softcap: float | None = None
+    window: int | None = None
+
+    def scale_for(self, head_dim: int) -> float:
+        return head_dim ** -0.5 if self.scale is None else self.scale
 
 
-def _scores_softmax(q, k, v, mask):
+FULL = AttnSpec()
+
+
+def visible(q_pos, k_pos, window: int | None = None):
+    """[B, T, S] mask: the key holds a real token (pos >= 0) at or before the query's position
+    (and, with a ``window``, within ``window - 1`` positions of it)."""
+    kp, qp = k_pos[:, None, :], q_pos[:, :, None]
+    mask = (kp >= 0) & (kp <= qp)
+    return mask if window is None else mask & (kp > qp - window)
+
+
+def _scores(qg, k, spec: AttnSpec, H: int, letters: str):
+    """Float32 scores of grouped queries against keys, scaled and soft-capped (before any mask)."""
+    s = jnp.einsum(letters, qg, k, precision=_precision(qg),
+                   preferred_element_type=jnp.float32) * jnp.float32(spec.scale_for(H))
+    if spec.softcap is not None:
+        s = jnp.tanh(s / jnp.float32(spec.softcap)) * jnp.float32(spec.softcap)
+    return s
+
+
+def _scores_softmax(q, k, v, mask, spec: AttnSpec = FULL):
     """Reference attention with its log-sum-exp: q [B, T, N, H], k, v [B, S, K, H], mask
     broadcastable to [B, T, S] -> (out [B, T, N, H], lse [B, N, T] float32). Scores in float32."""
     B, T, N, H = q.shape
     K = k.shape[2]
     qg = q.reshape(B, T, K, N // K, H)                                             # [B, T, K, G, H]
-    scores = jnp.einsum("BTKGH,BSKH->BKGTS", qg, k, precision=_precision(q),
-                        preferred_element_type=jnp.float32) * jnp.float32(H ** -0.5)  # [B, K, G, T, S]
+    scores = _scores(qg, k, spec, H, "BTKGH,BSKH->BKGTS")                          # [B, K, G, T, S]
     scores = jnp.where(mask[:, None, None], scores, _FILL)                         # [B, K, G, T, S]
     lse = jax.nn.logsumexp(scores, axis=-1)                                        # [B, K, G, T]
     probs = jnp.exp(scores - lse[..., None]).astype(v.dtype)                       # [B, K, G, T, S]
@@ -55,43 +98,87 @@ def _scores_softmax(q, k, v, mask):
     return out.reshape(B, T, N, H), lse.reshape(B, N, T)
 
 
-def masked(q, k, v, q_pos, k_pos, *, per_row: bool = False):
+def masked(q, k, v, q_pos, k_pos, *, per_row: bool = False, spec: AttnSpec = FULL, key_mask=None):
     """Attention of q [B, T, N, H] over k, v [B, S, K, H] by position ids q_pos [B, T], k_pos [B, S].
 
     ``per_row``: map a one-query attention over the T rows (seed 003's baseline) instead of one
-    batched Q.Kᵀ.
+    batched Q.Kᵀ. ``key_mask`` [B, S] bool: keys marked False are invisible to every query (the
+    reference forward drops tokens this way).
     """
     with jax.named_scope("attention"):
+        if key_mask is not None:
+            k_pos = jnp.where(key_mask, k_pos, -1)
         if not per_row:
-            return _scores_softmax(q, k, v, visible(q_pos, k_pos))[0]
-        one = lambda qr, pr: _scores_softmax(qr[:, None], k, v, visible(pr[:, None], k_pos))[0][:, 0]
+            return _scores_softmax(q, k, v, visible(q_pos, k_pos, spec.window), spec)[0]
+        one = lambda qr, pr: _scores_softmax(qr[:, None], k, v, visible(pr[:, None], k_pos, spec.window),
+                                             spec)[0][:, 0]
         return jax.vmap(one, in_axes=(1, 1), out_axes=1)(q, q_pos)                # [B, T, N, H]
 
 
-def chunk_causal(q, k, v, cache_k, cache_v, start, *, prefix: bool = True):
+_BAND_BLOCK = 256  # queries per band of :func:`sliding` (at most; a power of two dividing T)
+
+
+def sliding(q, cache_k, cache_v, q_pos, k_pos, first_slot, spec: AttnSpec):
+    """A sliding-window layer: q [B, T, N, H] at cache slots ``[first_slot, first_slot + T)`` over
+    the layer's cache [B, S, K, H] (already holding these rows' keys), masked by position.
+
+    The T rows go in blocks of Q (a power of two dividing T, at most ``min(window, 256)``); each
+    block reads the band ``[block_slot - window + 1, block_slot + Q)`` (clamped into the cache),
+    which holds every key any of its queries can see. One gather and one batched Q.Kᵀ for all
+    blocks: scores [B, T/Q, K, G, Q, window - 1 + Q] instead of [B, T, S].
+    """
+    B, T, N, H = q.shape
+    S, K = cache_k.shape[1], cache_k.shape[2]
+    W = spec.window
+    Q = math.gcd(T, 1 << (min(W, _BAND_BLOCK).bit_length() - 1))                  # divides T
+    nb, L = T // Q, min(S, W - 1 + Q)
+    with jax.named_scope("attention.sliding"):
+        starts = first_slot + jnp.arange(nb, dtype=jnp.int32) * Q - (W - 1)       # [nb]
+        starts = jnp.clip(starts, 0, S - L)
+        idx = starts[:, None] + jnp.arange(L, dtype=jnp.int32)[None, :]           # [nb, L]
+        kb = jnp.take(cache_k, idx, axis=1)                                        # [B, nb, L, K, H]
+        vb = jnp.take(cache_v, idx, axis=1)                                        # [B, nb, L, K, H]
+        kp = jnp.take(k_pos, idx, axis=1)                                          # [B, nb, L]
+        qp = q_pos.reshape(B, nb, Q)                                               # [B, nb, Q]
+        mask = (kp[:, :, None, :] >= 0) & (kp[:, :, None, :] <= qp[..., None]) & (
+            kp[:, :, None, :] > qp[..., None] - W)                                 # [B, nb, Q, L]
+        qg = q.reshape(B, nb, Q, K, N // K, H)                                     # [B, nb, Q, K, G, H]
+        s = _scores(qg, kb, spec, H, "BnQKGH,BnLKH->BnKGQL")                       # [B, nb, K, G, Q, L]
+        s = jnp.where(mask[:, :, None, None], s, _FILL)
+        p = jax.nn.softmax(s, axis=-1).astype(cache_v.dtype)                       # [B, nb, K, G, Q, L]
+        out = jnp.einsum("BnKGQL,BnLKH->BnQKGH", p, vb, precision=_precision(q))   # [B, nb, Q, K, G, H]
+        return out.reshape(B, T, N, H).astype(q.dtype)
+
+
+def chunk_causal(q, k, v, cache_k, cache_v, start, *, prefix: bool = True, spec: AttnSpec = FULL):
     """A prefill chunk's attention: causal over its own k, v [B, T, K, H], plus the whole filled
     prefix ``[0, start)`` of the layer's cache [B, S, K, H] (already holding this chunk at
     ``[start, start + T)``, which the prefix length excludes). ``start``: int32 scalar, may be 0.
     ``prefix=False`` (static): the caller knows ``start`` is 0; only the causal part runs, with
     no prefix call and no merge (the first chunk of a fresh prefill).
 
+    ``spec``: scale and soft-capping (no window: sliding layers use :func:`sliding`). cuDNN has
+    no soft-capping, so a soft-capped layer (Gemma 2) takes the XLA form on a GPU too.
+
     Returns [B, T, N, H].
     """
+    assert spec.window is None, "a sliding-window layer attends through sliding()"
     with jax.named_scope("attention"):
-        fused = jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16) and _has_cudnn()
+        fused = (jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16) and _has_cudnn()
+                 and spec.softcap is None)
         if not prefix:
-            return (_cudnn if fused else _xla)(q, k, v, causal=True)[0]
+            return (_cudnn if fused else _xla)(q, k, v, spec, causal=True)[0]
         if fused:
-            own, own_lse = _cudnn(q, k, v, causal=True)                            # [B,T,N,H], [B,N,T]
+            own, own_lse = _cudnn(q, k, v, spec, causal=True)                      # [B,T,N,H], [B,N,T]
             # cuDNN needs a non-empty prefix: at start 0 it reads slot 0 and the merge weighs it 0.
-            prefix, prefix_lse = _cudnn(q, cache_k, cache_v, kv_len=jnp.maximum(start, 1))
+            prefix, prefix_lse = _cudnn(q, cache_k, cache_v, spec, kv_len=jnp.maximum(start, 1))
         else:
-            own, own_lse = _xla(q, k, v, causal=True)
+            own, own_lse = _xla(q, k, v, spec, causal=True)
             # CPU: a loop over the filled prefix only. Elsewhere (float32 or no cuDNN on a GPU)
             # one masked pass: a data-dependent loop would run trip by trip from the host.
             cpu = jax.default_backend() == "cpu"
-            prefix, prefix_lse = _xla_prefix(q, cache_k, cache_v, start) if cpu else \
-                _xla(q, cache_k, cache_v, kv_len=start)
+            prefix, prefix_lse = _xla_prefix(q, cache_k, cache_v, start, spec) if cpu else \
+                _xla(q, cache_k, cache_v, spec, kv_len=start)
         return _merge(own, own_lse, prefix, prefix_lse, start > 0)
 
 
@@ -106,17 +193,17 @@ def _merge(o1, lse1, o2, lse2, use2):
     return out.astype(o1.dtype)
 
 
-def _xla(q, k, v, *, causal=False, kv_len=None):
+def _xla(q, k, v, spec: AttnSpec = FULL, *, causal=False, kv_len=None):
     """One part of :func:`chunk_causal` in plain XLA (CPU, float32): the same cases as :func:`_cudnn`."""
     T, S = q.shape[1], k.shape[1]
     if causal:
         mask = jnp.tril(jnp.ones((T, S), bool))[None]                              # [1, T, S]
     else:
         mask = (jnp.arange(S) < kv_len)[None, None, :]                             # [1, 1, S]
-    return _scores_softmax(q, k, v, mask)
+    return _scores_softmax(q, k, v, mask, spec)
 
 
-def _xla_prefix(q, cache_k, cache_v, start):
+def _xla_prefix(q, cache_k, cache_v, start, spec: AttnSpec = FULL):
     """q [B, T, N, H] over the cache's filled prefix ``[0, start)`` only, T slots at a time with
     an online softmax (flash attention's recurrence), in plain XLA.
 
@@ -134,8 +221,7 @@ def _xla_prefix(q, cache_k, cache_v, start):
         m, l, acc = carry                                                          # [B,K,G,T] x 2, [B,K,G,T,H]
         kb = lax.dynamic_slice_in_dim(cache_k, b * T, T, axis=1)                   # [B, T', K, H]
         vb = lax.dynamic_slice_in_dim(cache_v, b * T, T, axis=1)                   # [B, T', K, H]
-        s = jnp.einsum("BTKGH,BSKH->BKGTS", qg, kb, precision=_precision(q),
-                       preferred_element_type=jnp.float32) * jnp.float32(H ** -0.5)  # [B, K, G, T, T']
+        s = _scores(qg, kb, spec, H, "BTKGH,BSKH->BKGTS")                          # [B, K, G, T, T']
         s = jnp.where(b * T + jnp.arange(T) < start, s, -jnp.inf)                 # slots past the prefix
         m_new = jnp.maximum(m, s.max(-1))                                          # finite: a block has a slot
         p = jnp.exp(s - m_new[..., None])                                          # [B, K, G, T, T']
@@ -160,7 +246,7 @@ def _has_cudnn() -> bool:
     return True
 
 
-def _cudnn(q, k, v, *, causal=False, kv_len=None):
+def _cudnn(q, k, v, spec: AttnSpec = FULL, *, causal=False, kv_len=None):
     """cuDNN flash attention returning the float32 log-sum-exp [B, N, T] too.
 
     ``jax.nn.dot_product_attention(return_residual=True)`` casts the log-sum-exp to the output
@@ -178,6 +264,6 @@ def _cudnn(q, k, v, *, causal=False, kv_len=None):
         mask = cudnn.MaskType.PADDING
         lengths = dict(q_seqlen=jnp.full((B,), T, jnp.int32),
                        kv_seqlen=jnp.broadcast_to(jnp.asarray(kv_len, jnp.int32), (B,)))
-    out, lse = cudnn.dot_product_attention(q, k, v, scale=q.shape[-1] ** -0.5, mask_type=mask,
+    out, lse = cudnn.dot_product_attention(q, k, v, scale=spec.scale_for(q.shape[-1]), mask_type=mask,
                                            return_residual=True, **lengths)
     return out, lse.astype(jnp.float32)

@@ -24,52 +24,21 @@ import numpy as np
 from spectrace import tracer
 from spectrace.engines import model
 from spectrace.engines.cache import KVCache, allocate_cache, reset_cache
-from spectrace.engines.config import FIT_MULTIPLE, EngineOptions, LlamaConfig
+from spectrace.engines.config import FIT_MULTIPLE, EngineOptions
+from spectrace.engines.host import _default_dtype, _h2d, _one_device, _window_or_span, to_host  # noqa: F401
 from spectrace.engines.params import for_options
 from spectrace.engines.results import GenerateResult, PrefillResult
 from spectrace.engines.tokenizer import encode
 
 
-def _window_or_span(window: str | None, fallback: str, **attributes):
-    """A window when the caller names one; else a plain span (the caller's window encloses it)."""
-    return tracer.window(window, **attributes) if window else tracer.span(fallback, **attributes)
-
-
-def _h2d(device, arrays, binding: str = "other", *, wait: bool = True):
-    """Place host arrays on the device as one recorded transfer.
-
-    ``wait=False`` records the bytes but not the copy's time (only its enqueueing): for a few
-    bytes that the next program reads anyway, where waiting would add a host round trip
-    (~0.5 ms on the H100 host, ``scripts/probe_host.py``) to the TTFT being measured.
-    """
-    nbytes = sum(a.nbytes for a in arrays)
-    with tracer.transfer(binding, "h2d", nbytes):
-        placed = jax.device_put(arrays, device)
-        if wait:
-            jax.block_until_ready(placed)
-    return placed
-
-
-def to_host(array, binding: str = "other"):
-    """Copy a device array to the host as one recorded d2h transfer of category ``binding``.
-
-    Waits for the array to be computed first, so the transfer times the copy, not the device
-    work that produced it (a look-ahead's 36-byte token read once showed as 11.6 ms: the whole
-    look-ahead).
-    """
-    jax.block_until_ready(array)
-    with tracer.transfer(binding, "d2h", array.nbytes):
-        return np.asarray(array)
-
-
 class BaseEngine:
-    """A Llama model on one device with a KV cache for ``ctx_len`` tokens.
+    """A Llama or Gemma model on one device with a KV cache for ``ctx_len`` tokens.
 
     Build with :meth:`from_pretrained`. ``name`` is the ``engine`` attribute of its chunk spans
     (the speculative engine's draft uses ``"spec"``).
     """
 
-    def __init__(self, cfg: LlamaConfig, params: dict, tokenizer, *, prefill_seq_len: int, ctx_len: int,
+    def __init__(self, cfg, params: dict, tokenizer, *, prefill_seq_len: int, ctx_len: int,
                  device, options: EngineOptions | None = None, name: str = "base", model_name: str = "llama"):
         for pname, value in (("prefill_seq_len", prefill_seq_len), ("ctx_len", ctx_len)):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
@@ -121,7 +90,7 @@ class BaseEngine:
     def from_pretrained(cls, path_or_preset: str | Path, *, prefill_seq_len: int, ctx_len: int, dtype=None,
                         devices=None, options: EngineOptions | None = None, name: str = "base",
                         seed: int = 0, cache_dir: str | Path | None = None, **switches) -> BaseEngine:
-        """Load a Hugging Face Llama checkpoint directory or a preset (see ``engines.PRESET_NAMES``).
+        """Load a Hugging Face checkpoint directory (Llama, Gemma 2, Gemma 3) or a preset (``engines.PRESET_NAMES``).
 
         ``dtype``: default float32 on CPU, bfloat16 on accelerators. ``devices``: one device (or
         a one-element list); default the first JAX device. ``switches`` (``decode``, ``prefill``,
@@ -148,7 +117,7 @@ class BaseEngine:
                    options=options, name=name, model_name=source.name)
 
     @classmethod
-    def from_config(cls, cfg: LlamaConfig, tokenizer=None, *, prefill_seq_len: int, ctx_len: int, dtype=None,
+    def from_config(cls, cfg, tokenizer=None, *, prefill_seq_len: int, ctx_len: int, dtype=None,
                     devices=None, options: EngineOptions | None = None, name: str = "base", seed: int = 0,
                     model_name: str = "random", **switches) -> BaseEngine:
         """An engine with seeded random weights generated on the device (benchmarks, shrunk test configs).
@@ -403,12 +372,17 @@ class BaseEngine:
         n = self._cache_len if n is None else int(n)
         return self.cache.stacked_keys(n)
 
-    def forward_logits(self, ids, positions=None) -> np.ndarray:
-        """Logits [P, V] float32 of a full forward without the cache (the reference for tests)."""
+    def forward_logits(self, ids, positions=None, key_mask=None) -> np.ndarray:
+        """Logits [P, V] float32 of a full forward without the cache (the reference for tests).
+
+        ``key_mask`` [P] bool: tokens marked False are invisible as keys in every layer (a
+        pruned prompt's reference: the full prompt with the dropped tokens masked out).
+        """
         ids = np.asarray(ids, np.int32)
         positions = np.arange(len(ids), dtype=np.int32) if positions is None else np.asarray(positions, np.int32)
+        mask = None if key_mask is None else jnp.asarray(np.asarray(key_mask, bool)[None])
         out = model.forward_jit(self.params, jnp.asarray(ids[None]), jnp.asarray(positions[None]),
-                                cfg=self.config, opts=self.options)
+                                cfg=self.config, opts=self.options, key_mask=mask)
         return np.asarray(out)[0]
 
     # ---- checks ------------------------------------------------------------------------------
@@ -438,18 +412,3 @@ class BaseEngine:
         if held + n_tokens > self.ctx_len:
             what = f"prompt has {n_tokens} tokens" + (f" on top of {held} cached" if held else "")
             raise ValueError(f"{what}, more than ctx_len={self.ctx_len}; raise ctx_len or shorten the prompt")
-
-
-def _default_dtype(device):
-    # float32 where it is cheap and exact (CPU, tests); bfloat16 where matmul units want it.
-    return jnp.dtype(jnp.float32) if device.platform == "cpu" else jnp.dtype(jnp.bfloat16)
-
-
-def _one_device(devices):
-    if devices is None:
-        return jax.devices()[0]
-    if isinstance(devices, (list, tuple)):
-        if len(devices) != 1:
-            raise ValueError(f"devices={devices!r}: the base engine runs on exactly one device; pass one")
-        return devices[0]
-    return devices

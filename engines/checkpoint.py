@@ -1,4 +1,4 @@
-"""Hugging Face Llama checkpoint directories: reading them into the engine's layout, and writing them.
+"""Hugging Face checkpoint directories (Llama, Gemma 2, Gemma 3): reading them into the engine's layout, and writing them.
 
 A checkpoint is ``config.json`` (read through ``transformers.AutoConfig``), weights in
 ``model.safetensors`` or shards listed by ``model.safetensors.index.json``, and tokenizer files.
@@ -20,25 +20,43 @@ import ml_dtypes
 import numpy as np
 
 from spectrace.engines.config import LlamaConfig
+from spectrace.engines.models import SUPPORTED_MODEL_TYPES, family
 from spectrace.engines.params import param_shapes
 
-SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM",)
+# Gemma3ForConditionalGeneration (model_type "gemma3": the 4B/12B/27B releases) is read as its text tower.
+_MULTIMODAL = {"gemma3": "Gemma3ForConditionalGeneration"}
+SUPPORTED_ARCHITECTURES = tuple(a for _, a in SUPPORTED_MODEL_TYPES.values()) + tuple(_MULTIMODAL.values())
+# Where a family's "model." names live in a checkpoint: Gemma 3's multimodal releases nest the
+# text model (transformers 4.x wrote "language_model.model.", 5.x writes "model.language_model.").
+_PREFIXES = ("model.", "model.language_model.", "language_model.model.")
 _DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16, "F64": np.float64}
 
 
 class CheckpointError(ValueError):
-    """A checkpoint directory that exists but does not describe a loadable Llama model."""
+    """A checkpoint directory that exists but does not describe a loadable model."""
 
 
-def read_config(path: str | Path) -> LlamaConfig:
-    """The model config of checkpoint directory ``path``; refuses non-Llama architectures."""
+def supported_text() -> str:
+    """The model_type values (and architectures) the reader accepts, for error messages."""
+    rows = [f"{mt!r} ({arch})" for mt, (_, arch) in SUPPORTED_MODEL_TYPES.items()]
+    rows += [f"{mt!r} ({arch}, its text tower)" for mt, arch in _MULTIMODAL.items()]
+    return ", ".join(rows)
+
+
+def read_config(path: str | Path):
+    """The model config (:class:`LlamaConfig` or :class:`GemmaConfig`) of checkpoint directory ``path``;
+    refuses unsupported architectures, naming the model_type and the supported ones."""
     path = Path(path)
     config_file = path / "config.json"
     if not path.is_dir():
         raise FileNotFoundError(f"checkpoint directory {path} does not exist")
     if not config_file.is_file():
         raise FileNotFoundError(f"{config_file} is missing: a checkpoint directory needs config.json")
-    _check_config_json(config_file)
+    raw = _check_config_json(config_file)
+    model_type, archs = raw.get("model_type"), raw.get("architectures")
+    if model_type not in SUPPORTED_MODEL_TYPES and model_type not in _MULTIMODAL:
+        raise CheckpointError(f"{config_file}: unsupported architecture {archs} (model_type={model_type!r}); "
+                              f"supported model_type: {supported_text()}")
     from transformers import AutoConfig
 
     try:
@@ -47,10 +65,16 @@ def read_config(path: str | Path) -> LlamaConfig:
         first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
         raise CheckpointError(f"{config_file}: transformers cannot read it: {first}") from exc
     archs = list(getattr(hf, "architectures", None) or [])
-    if getattr(hf, "model_type", None) != "llama" or (archs and not set(archs) & set(SUPPORTED_ARCHITECTURES)):
-        raise CheckpointError(
-            f"{config_file}: unsupported architecture {archs or None} (model_type={getattr(hf, 'model_type', None)!r}); "
-            f"supported: {list(SUPPORTED_ARCHITECTURES)} with model_type 'llama'")
+    if archs and not set(archs) & set(SUPPORTED_ARCHITECTURES):
+        raise CheckpointError(f"{config_file}: unsupported architecture {archs} (model_type={model_type!r}); "
+                              f"supported model_type: {supported_text()}")
+    if model_type in _MULTIMODAL:
+        hf = hf.get_text_config()
+    if model_type != "llama":
+        try:
+            return SUPPORTED_MODEL_TYPES[hf.model_type][0].from_hf(hf)
+        except (ValueError, KeyError, AttributeError) as exc:
+            raise CheckpointError(f"{config_file}: {exc}") from exc
     for flag in ("attention_bias", "mlp_bias"):
         if getattr(hf, flag, False):
             raise CheckpointError(f"{config_file}: {flag}=true is not supported (Llama has no biases)")
@@ -67,11 +91,15 @@ _POSITIVE_INTS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attenti
 _TYPES = {**{k: (int,) for k in _POSITIVE_INTS}, "rms_norm_eps": (float, int), "rope_theta": (float, int),
           "tie_word_embeddings": (bool,), "attention_bias": (bool,), "mlp_bias": (bool,),
           "model_type": (str,), "hidden_act": (str,), "architectures": (list,),
-          "rope_parameters": (dict,), "rope_scaling": (dict,), "bos_token_id": (int,), "eos_token_id": (int, list)}  # noqa: E501
+          "rope_parameters": (dict,), "rope_scaling": (dict,), "bos_token_id": (int,), "eos_token_id": (int, list),
+          "hidden_activation": (str,), "sliding_window": (int,), "query_pre_attn_scalar": (float, int),
+          "layer_types": (list,), "final_logit_softcapping": (float, int), "attn_logit_softcapping": (float, int),
+          "rope_local_base_freq": (float, int), "text_config": (dict,)}
 _REQUIRED = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+_POSITIVE_INTS += ("sliding_window",)
 
 
-def _check_config_json(config_file: Path) -> None:
+def _check_config_json(config_file: Path) -> dict:
     """Refuse a config.json whose keys have the wrong type, naming the file and the key.
 
     transformers would refuse most of these too, but in a multi-line message, and some (an
@@ -102,6 +130,7 @@ def _check_config_json(config_file: Path) -> None:
                      list: "a list", dict: "an object"}[types[0]] + (" or a list of them" if list in types[1:] else ""))
             shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
             raise CheckpointError(f"{config_file}: {key} must be {want}, got {shown}")
+    return raw
 
 
 # ---- safetensors ------------------------------------------------------------------------------
@@ -175,8 +204,11 @@ class _Reader:
     def get(self, name: str, expected: tuple) -> np.ndarray:
         file = self.files.get(name)
         if file is None:
-            raise CheckpointError(f"tensor {name!r} is missing from the checkpoint "
-                                  f"(files: {sorted({f.name for f in self.files.values()})}); expected shape {expected}")
+            files = sorted({f for f in self.files.values()})
+            where = f"{files[0]}: tensor {name!r} is missing" if len(files) == 1 else (
+                f"tensor {name!r} is missing from the checkpoint: no shard holds it "
+                f"(files: {[f.name for f in files]} in {files[0].parent})")
+            raise CheckpointError(f"{where}; expected shape {expected}")
         if file not in self._headers:
             self._headers[file] = read_safetensors_header(file)
         header, base = self._headers[file]
@@ -199,26 +231,23 @@ class _Reader:
         return np.memmap(file, dtype=dt, mode="r", offset=base + start, shape=shape)
 
 
-def _hf_layout(cfg: LlamaConfig):
-    """(our leaf path, HF name template, HF shape, transform HF -> ours) for every weight."""
-    D, N, K, H, F, V = cfg.dim, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.ffn_dim, cfg.vocab_size
-    p = "model.layers.{i}."
-    rows = [
-        ("embed", "model.embed_tokens.weight", (V, D), lambda w: w),
-        ("final_norm", "model.norm.weight", (D,), lambda w: w),
-        ("layers/attn_norm", p + "input_layernorm.weight", (D,), lambda w: w),
-        ("layers/mlp_norm", p + "post_attention_layernorm.weight", (D,), lambda w: w),
-        ("layers/wq", p + "self_attn.q_proj.weight", (N * H, D), lambda w: w.T.reshape(D, N, H)),
-        ("layers/wk", p + "self_attn.k_proj.weight", (K * H, D), lambda w: w.T.reshape(D, K, H)),
-        ("layers/wv", p + "self_attn.v_proj.weight", (K * H, D), lambda w: w.T.reshape(D, K, H)),
-        ("layers/wo", p + "self_attn.o_proj.weight", (D, N * H), lambda w: w.T.reshape(N, H, D)),
-        ("layers/w_gate", p + "mlp.gate_proj.weight", (F, D), lambda w: w.T),
-        ("layers/w_up", p + "mlp.up_proj.weight", (F, D), lambda w: w.T),
-        ("layers/w_down", p + "mlp.down_proj.weight", (D, F), lambda w: w.T),
-    ]
-    if not cfg.tie_embeddings:
-        rows.append(("lm_head", "lm_head.weight", (V, D), lambda w: w.T))
-    return rows
+def _hf_layout(cfg, prefix: str = "model."):
+    """(our leaf path, HF name template, HF shape, transform HF -> ours) for every weight of
+    ``cfg``'s family, with the text model's names under ``prefix``."""
+    rows = family(cfg).hf_layout(cfg)
+    if prefix == "model.":
+        return rows
+    return [(ours, prefix + name[len("model."):] if name.startswith("model.") else name, shape, fn)
+            for ours, name, shape, fn in rows]
+
+
+def _prefix_of(names, cfg) -> str:
+    """Which of ``_PREFIXES`` the checkpoint's tensor names use (the embedding decides)."""
+    if cfg.family == "gemma":
+        for prefix in _PREFIXES:
+            if prefix + "embed_tokens.weight" in names:
+                return prefix
+    return "model."
 
 
 def _leaf(tree: dict, path: str):
@@ -227,7 +256,7 @@ def _leaf(tree: dict, path: str):
     return tree
 
 
-def load_weights(path: str | Path, cfg: LlamaConfig, *, dtype, device) -> dict:
+def load_weights(path: str | Path, cfg, *, dtype, device) -> dict:
     """The checkpoint's weights in the engine's layout (separate QKV), placed on ``device`` in ``dtype``.
 
     Layers are stacked into one host buffer per weight, then copied to the device one weight at
@@ -235,13 +264,15 @@ def load_weights(path: str | Path, cfg: LlamaConfig, *, dtype, device) -> dict:
     """
     path = Path(path)
     reader = _Reader(*_weight_files(path))
+    prefix = _prefix_of(reader.files, cfg)
     for name in reader.files:
-        if name.endswith(".bias"):
-            raise CheckpointError(f"{reader.files[name].name}: tensor {name!r} is a bias; Llama has none")
+        if name.endswith(".bias") and name.startswith(prefix):
+            raise CheckpointError(f"{reader.files[name].name}: tensor {name!r} is a bias; "
+                                  f"{cfg.family.capitalize()} has none")
     shapes = param_shapes(cfg)
     np_dtype = np.dtype(dtype)
     out: dict = {"layers": {}}
-    for ours, hf_name, hf_shape, transform in _hf_layout(cfg):
+    for ours, hf_name, hf_shape, transform in _hf_layout(cfg, prefix):
         target_shape = _leaf(shapes, ours)
         host = np.empty(target_shape, np_dtype)
         if ours.startswith("layers/"):
@@ -258,7 +289,7 @@ def load_weights(path: str | Path, cfg: LlamaConfig, *, dtype, device) -> dict:
 
 
 # ---- writing ----------------------------------------------------------------------------------
-def hf_state_dict(params: dict, cfg: LlamaConfig) -> dict[str, np.ndarray]:
+def hf_state_dict(params: dict, cfg) -> dict[str, np.ndarray]:
     """Host params (separate layout, numpy) as HF tensor names and shapes (the inverse of loading)."""
     D, N, K, H = cfg.dim, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
     inverse = {
@@ -279,14 +310,14 @@ def hf_state_dict(params: dict, cfg: LlamaConfig) -> dict[str, np.ndarray]:
     return state
 
 
-def write_config(path: str | Path, cfg: LlamaConfig, *, torch_dtype: str = "float32") -> None:
-    """config.json readable by transformers 4.x (rope_theta/rope_scaling) and 5.x (rope_parameters)."""
-    body = {**cfg.to_hf_dict(), "model_type": "llama", "torch_dtype": torch_dtype,
+def write_config(path: str | Path, cfg, *, torch_dtype: str = "float32") -> None:
+    """config.json readable by transformers (Llama: 4.x rope_theta/rope_scaling and 5.x rope_parameters)."""
+    body = {"model_type": "llama", **cfg.to_hf_dict(), "torch_dtype": torch_dtype,
             "initializer_range": 0.02, "use_cache": True}
     Path(path, "config.json").write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")
 
 
-def save_checkpoint(path: str | Path, cfg: LlamaConfig, params: dict, *, max_shard_bytes: int | None = None) -> Path:
+def save_checkpoint(path: str | Path, cfg, params: dict, *, max_shard_bytes: int | None = None) -> Path:
     """Write ``config.json`` and float32 safetensors (sharded with an index past ``max_shard_bytes``).
 
     Deterministic: the same params give the same bytes. Tokenizer files are written separately.

@@ -1,4 +1,4 @@
-"""What a Llama-family model is (:class:`LlamaConfig`) and how an engine runs it (:class:`EngineOptions`).
+"""What a model is (:class:`LlamaConfig`, :class:`GemmaConfig`) and how an engine runs it (:class:`EngineOptions`).
 
 Both are frozen, hashable dataclasses: they are passed to ``jax.jit`` as static arguments, so two
 engines with equal configs share compiled functions, and tests shrink them with
@@ -85,6 +85,13 @@ class LlamaConfig:
     def q_per_kv(self) -> int:
         """G: query heads that read the same KV head."""
         return self.n_heads // self.n_kv_heads
+
+    family = "llama"  # which engines.models module runs it
+
+    @property
+    def layer_windows(self) -> tuple:
+        """Per layer: the sliding window, or None for full attention (Llama: all full)."""
+        return (None,) * self.n_layers
 
     @property
     def num_params(self) -> int:

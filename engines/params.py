@@ -1,8 +1,9 @@
-"""The parameter pytree of a Llama model: its layouts, random initialisation, and the fused-QKV form.
+"""The parameter pytree of a model: its layouts, random initialisation, and the fused-QKV form.
 
 Checkpoints and :func:`init_params` stack layer weights along a leading L axis (one array per
-weight name, the shapes :func:`param_shapes` checks). Weights are stored input-axis first
-(``x @ w``), heads split out, so einsum strings read directly::
+weight name, the shapes :func:`param_shapes` checks; each family's module lists its own, e.g.
+Gemma adds ``post_attn_norm``, ``post_mlp_norm``, ``q_norm``, ``k_norm``). Weights are stored
+input-axis first (``x @ w``), heads split out, so einsum strings read directly (Llama's)::
 
     embed       [V, D]            final_norm [D]          lm_head [D, V]  (absent when tied)
     layers/attn_norm [L, D]       layers/mlp_norm [L, D]
@@ -25,25 +26,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from spectrace.engines.config import EngineOptions, LlamaConfig
+from spectrace.engines.config import EngineOptions
+from spectrace.engines.models import family
 
 
-def param_shapes(cfg: LlamaConfig) -> dict:
+def param_shapes(cfg) -> dict:
     """The separate-QKV layout's shapes, as a pytree of tuples (what checkpoints are checked against)."""
-    L, D, N, K, H, F, V = (cfg.n_layers, cfg.dim, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim,
-                           cfg.ffn_dim, cfg.vocab_size)
-    shapes = {
-        "embed": (V, D),
-        "final_norm": (D,),
-        "layers": {
-            "attn_norm": (L, D), "mlp_norm": (L, D),
-            "wq": (L, D, N, H), "wk": (L, D, K, H), "wv": (L, D, K, H), "wo": (L, N, H, D),
-            "w_gate": (L, D, F), "w_up": (L, D, F), "w_down": (L, F, D),
-        },
-    }
-    if not cfg.tie_embeddings:
-        shapes["lm_head"] = (D, V)
-    return shapes
+    return family(cfg).param_shapes(cfg)
 
 
 def _fan_in(name: str, shape: tuple) -> int | None:
@@ -76,33 +65,37 @@ def _unflat(items: dict) -> dict:
     return out
 
 
-def init_params_numpy(cfg: LlamaConfig, seed: int) -> dict:
+def init_params_numpy(cfg, seed: int) -> dict:
     """Seeded random float32 weights on the host (numpy's PCG64: the same bytes on every platform).
 
     For small models written to disk (the embedded default pair, the reference-test models):
-    embeddings ~ N(0, 1), projections ~ N(0, 1/fan_in), norm weights ~ 1 + N(0, 0.1²) so that a
-    forgotten or misplaced norm weight changes the logits.
+    embeddings ~ N(0, s²) (s = the family's ``embed_std``: 1 for Llama, 1/sqrt(dim) for Gemma,
+    which scales them up by sqrt(dim)), projections ~ N(0, 1/fan_in), norm weights ~
+    ``NORM_CENTER`` + N(0, 0.1²) (1 + N for Llama's ``w * x``, N for Gemma's ``(1 + w) * x``) so
+    that a forgotten or misplaced norm weight changes the logits.
     """
     rng = np.random.default_rng(seed)
+    fam = family(cfg)
     out = {}
     for path, name, shape in _flat(param_shapes(cfg)):
         fan_in = _fan_in(name, shape)
         if name.endswith("norm"):
-            value = 1.0 + 0.1 * rng.standard_normal(shape)
+            value = fam.NORM_CENTER + 0.1 * rng.standard_normal(shape)
         elif fan_in is None:
-            value = rng.standard_normal(shape)
+            value = rng.standard_normal(shape) * fam.embed_std(cfg)
         else:
             value = rng.standard_normal(shape) / np.sqrt(fan_in)
         out[path] = value.astype(np.float32)
     return _unflat(out)
 
 
-def init_params(cfg: LlamaConfig, seed: int, dtype, device) -> dict:
+def init_params(cfg, seed: int, dtype, device) -> dict:
     """Seeded random weights generated *on the device* in ``dtype`` (8B of bf16 never touches the host).
 
     Same distributions as :func:`init_params_numpy` but from ``jax.random`` (different values).
     """
     flat = list(_flat(param_shapes(cfg)))
+    fam = family(cfg)
 
     def make():
         keys = jax.random.split(jax.random.key(seed), len(flat))
@@ -110,18 +103,19 @@ def init_params(cfg: LlamaConfig, seed: int, dtype, device) -> dict:
         for key, (path, name, shape) in zip(keys, flat):
             fan_in = _fan_in(name, shape)
             if name.endswith("norm"):
-                value = 1.0 + 0.1 * jax.random.normal(key, shape, jnp.float32)
+                value = fam.NORM_CENTER + 0.1 * jax.random.normal(key, shape, jnp.float32)
                 out[path] = value.astype(dtype)
                 continue
             value = jax.random.normal(key, shape, dtype)
-            out[path] = value if fan_in is None else value * jnp.asarray(1.0 / np.sqrt(fan_in), dtype)
+            std = fam.embed_std(cfg) if fan_in is None else 1.0 / np.sqrt(fan_in)
+            out[path] = value if std == 1.0 else value * jnp.asarray(std, dtype)
         return _unflat(out)
 
     sharding = jax.sharding.SingleDeviceSharding(device)
     return jax.jit(make, out_shardings=sharding)()
 
 
-def for_options(params: dict, cfg: LlamaConfig, opts: EngineOptions) -> dict:
+def for_options(params: dict, cfg, opts: EngineOptions) -> dict:
     """The engine's form of ``params``: per-layer weights, projections fused or separate as ``opts.qkv`` asks.
 
     Takes the stacked layout or an engine's own params (then only the fusion may change). Builds
@@ -137,7 +131,7 @@ def for_options(params: dict, cfg: LlamaConfig, opts: EngineOptions) -> dict:
     return {**params, "layers": convert(layers)}
 
 
-def _projections(lp: dict, cfg: LlamaConfig, opts: EngineOptions) -> dict:
+def _projections(lp: dict, cfg, opts: EngineOptions) -> dict:
     """One layer's weights with Q|K|V and gate|up concatenated (``fused``) or apart (``separate``)."""
     lp = dict(lp)
     N, K, H = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim

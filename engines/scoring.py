@@ -15,6 +15,9 @@ The math is the published algorithm (SpecPrefill, ICML 2025; the authors' vLLM w
    damped by the zeros. For an even ``k`` torch returns ``S + 1`` values; we keep the first
    ``S``, which is the asymmetric padding above;
 4. max over layers x heads, mean over anchors -> one score per prompt token;
+   on a draft with sliding-window layers (Gemma) each such layer scores as it attends: an
+   anchor at position p reads only the keys with position > p - window there (``windows``,
+   ``anchor_positions``), so a sliding layer's probabilities sit on the last window;
 5. chunks of ``chunk_size`` (32; the last one may be shorter and is scored by the mean of its
    real tokens), keep the top ``ceil(n_chunks * keep)`` chunks (ties: the earlier chunk wins),
    always keep the last prompt token, return the sorted token indices.
@@ -40,7 +43,8 @@ from typing import Sequence
 
 import numpy as np
 
-LAYER_SETS: tuple[str, ...] = ("all", "last4", "last1")
+LAYER_SETS: tuple[str, ...] = ("all", "last4", "last1", "full", "sliding")
+_NO_WINDOW = 1 << 30  # stands for "no window" in the device program's per-layer window vector
 
 # ceil(n * keep) in binary floating point overshoots when n * keep is a whole number that
 # 0.1-style fractions cannot hit exactly (30 * 0.1 = 3.0000000000000004 -> 4 chunks). The
@@ -59,19 +63,46 @@ def validate(*, keep: float, chunk_size: int, pool_kernel: int, layers: str) -> 
         raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
     if not isinstance(pool_kernel, int) or isinstance(pool_kernel, bool) or pool_kernel < 1:
         raise ValueError(f"pool_kernel must be an integer >= 1 (1 = no pooling), got {pool_kernel!r}")
-    if layers not in LAYER_SETS:
-        raise ValueError(f"layers must be one of {LAYER_SETS}, got {layers!r}")
+    if layers not in LAYER_SETS and not isinstance(layers, tuple):
+        raise ValueError(f"layers must be one of {LAYER_SETS} or a tuple of layer indices, got {layers!r}")
 
 
-def layer_slice(n_layers: int, layers: str) -> slice:
-    """Which of the draft's ``n_layers`` layers take part: all, the last 4 or the last one."""
+def layer_indices(n_layers: int, layers, windows=None) -> tuple[int, ...]:
+    """Which of the draft's ``n_layers`` layers take part: ``"all"``, the last 4 (``"last4"``),
+    the last one (``"last1"``), its full-attention (``"full"``) or sliding-window (``"sliding"``)
+    layers by ``windows`` (per layer: a window or None), or an explicit tuple of indices."""
+    if isinstance(layers, tuple):
+        if not layers or any(not isinstance(i, int) or not 0 <= i < n_layers for i in layers):
+            raise ValueError(f"layers={layers!r}: layer indices must lie in [0, {n_layers})")
+        return tuple(sorted(set(layers)))
     if layers == "all":
-        return slice(0, n_layers)
+        return tuple(range(n_layers))
     if layers == "last4":
-        return slice(max(0, n_layers - 4), n_layers)
+        return tuple(range(max(0, n_layers - 4), n_layers))
     if layers == "last1":
-        return slice(n_layers - 1, n_layers)
+        return (n_layers - 1,)
+    if layers in ("full", "sliding"):
+        windows = tuple(windows or (None,) * n_layers)
+        picked = tuple(i for i, w in enumerate(windows) if (w is None) == (layers == "full"))
+        if not picked:
+            raise ValueError(f"layers={layers!r}: the draft has no {layers}-attention layers")
+        return picked
     raise ValueError(f"layers must be one of {LAYER_SETS}, got {layers!r}")
+
+
+def layer_pick(idx: tuple[int, ...]):
+    """An index for the layer axis: a slice for a contiguous run (a view, no gather), else an int array."""
+    if idx == tuple(range(idx[0], idx[-1] + 1)):
+        return slice(idx[0], idx[-1] + 1)
+    return np.asarray(idx, np.int32)
+
+
+def windows_of(windows, idx) -> tuple | None:
+    """The participating layers' windows, or None when none of them has one."""
+    if windows is None:
+        return None
+    picked = tuple(windows[i] for i in idx)
+    return picked if any(w is not None for w in picked) else None
 
 
 def num_chunks(n_tokens: int, chunk_size: int) -> int:
@@ -116,7 +147,7 @@ def _gqa_split(n_heads: int, n_kv: int) -> int:
 
 
 def assemble(anchor_queries: Sequence[np.ndarray], keys: np.ndarray | Sequence[np.ndarray],
-             n_real: int, *, layers: str = "all", key_layout: str = "LSKH") -> tuple[np.ndarray, np.ndarray]:
+             n_real: int, *, layers="all", key_layout: str = "LSKH") -> tuple[np.ndarray, np.ndarray]:
     """Stack the anchors and cut the copied key cache down to the real prompt, in fp32.
 
     ``anchor_queries``: one ``[L, N, H]`` array per anchor (final chunk's last real token first,
@@ -131,17 +162,20 @@ def assemble(anchor_queries: Sequence[np.ndarray], keys: np.ndarray | Sequence[n
         k_all = np.stack([np.asarray(k) for k in keys], axis=key_layout.index("L"))
     k_all, key_layout = _drop_batch(k_all, key_layout, np.take)
     k_all = np.transpose(k_all, [key_layout.index(c) for c in "LSKH"])           # [L, S_cache, K, H]
-    sl = layer_slice(q.shape[1], layers)
+    sl = layer_pick(layer_indices(q.shape[1], layers))
     k = np.ascontiguousarray(k_all[sl, :n_real], dtype=np.float32)               # [L', S, K, H]
     return np.ascontiguousarray(q[:, sl]), k
 
 
-def compute(queries: np.ndarray, keys: np.ndarray, *, pool_kernel: int = 13) -> np.ndarray:
+def compute(queries: np.ndarray, keys: np.ndarray, *, pool_kernel: int = 13, windows=None,
+            anchor_positions=None) -> np.ndarray:
     """Token importance ``[S]`` from ``queries [A, L, N, H]`` and ``keys [L, S, K, H]``.
 
-    Loops over layers so that one layer's ``[K, G*A, S]`` block is live at a time (the whole
-    ``[L, N, A, S]`` tensor is ~180 MB for a 1B draft at 10k tokens); the running max over
-    layers x heads makes the loop exact.
+    ``windows``: per given layer, a sliding window or None; a windowed layer's anchor at
+    ``anchor_positions[a]`` sees only the keys at positions ``> anchor_positions[a] - window``
+    (key positions are 0..S-1: the draft's unpruned prompt). Loops over layers so that one
+    layer's ``[K, G*A, S]`` block is live at a time (the whole ``[L, N, A, S]`` tensor is
+    ~180 MB for a 1B draft at 10k tokens); the running max over layers x heads makes the loop exact.
     """
     A, L, N, H = queries.shape
     _, S, K, _ = keys.shape
@@ -153,9 +187,14 @@ def compute(queries: np.ndarray, keys: np.ndarray, *, pool_kernel: int = 13) -> 
         # One batched BLAS matmul per layer (np.einsum would not use BLAS here: ~10x slower).
         q = queries[:, l].reshape(A, K, G, H).transpose(1, 2, 0, 3).reshape(K, G * A, H)  # [K, G*A, H]
         logits = np.matmul(q, keys[l].transpose(1, 2, 0)) * scale                # [K, G*A, S]
-        logits -= logits.max(axis=-1, keepdims=True)
+        if windows is not None and windows[l] is not None:
+            apos = np.asarray(anchor_positions).reshape(A, 1)
+            seen = np.arange(S)[None, :] > apos - windows[l]                     # [A, S]
+            logits = np.where(np.tile(seen, (G, 1))[None], logits, -np.inf).astype(np.float32)
+        top = logits.max(axis=-1, keepdims=True)
+        logits -= np.where(np.isfinite(top), top, 0)
         p = np.exp(logits, out=logits)
-        p /= p.sum(axis=-1, keepdims=True)                                       # softmax over S
+        p /= np.maximum(p.sum(axis=-1, keepdims=True), np.finfo(np.float32).tiny)  # softmax over S (0: none seen)
         if pool_kernel > 1:
             padded = np.pad(p, [(0, 0), (0, 0), (left, right)])                  # [K, G*A, S+k-1]
             pooled = padded[..., 0:S].copy()
@@ -185,17 +224,22 @@ def select(scores: np.ndarray, *, keep: float, chunk_size: int = 32) -> np.ndarr
 
 
 def score_host(anchor_queries, keys, n_real: int, *, keep: float, chunk_size: int = 32,
-               pool_kernel: int = 13, layers: str = "all", key_layout: str = "LSKH") -> np.ndarray:
-    """``assemble`` + ``compute`` + ``select`` in one call (untimed; the engine times each)."""
+               pool_kernel: int = 13, layers="all", key_layout: str = "LSKH", windows=None,
+               anchor_positions=None) -> np.ndarray:
+    """``assemble`` + ``compute`` + ``select`` in one call (untimed; the engine times each).
+    ``windows``: per model layer (the queries' L), a window or None."""
     q, k = assemble(anchor_queries, keys, n_real, layers=layers, key_layout=key_layout)
-    return select(compute(q, k, pool_kernel=pool_kernel), keep=keep, chunk_size=chunk_size)
+    idx = layer_indices(len(anchor_queries[0]), layers, windows)
+    return select(compute(q, k, pool_kernel=pool_kernel, windows=windows_of(windows, idx),
+                          anchor_positions=anchor_positions), keep=keep, chunk_size=chunk_size)
 
 
 # --------------------------------------------------------------------------- device (jax)
 
 
 def score_device(queries, keys, n_real: int, *, keep: float, chunk_size: int = 32,
-                 pool_kernel: int = 13, layers: str = "all", key_layout: str = "LSKH"):
+                 pool_kernel: int = 13, layers="all", key_layout: str = "LSKH", windows=None,
+                 anchor_positions=None):
     """Kept indices computed where ``queries [A, L, N, H]`` and ``keys`` (in ``key_layout``, or a
     sequence of per-layer arrays; any cache length ``S_cache >= n_real``) already live.
     ``queries`` may also be a tuple of parts, ``[L, N, H]`` (one anchor) or ``[A_i, L, N, H]``,
@@ -205,7 +249,8 @@ def score_device(queries, keys, n_real: int, *, keep: float, chunk_size: int = 3
     are the sorted kept indices, the rest are ``-1``; ``M = max_kept_tokens(S_cache, ...)`` is
     static, so one compilation serves every prompt length of a cache size. ``n_real`` and the
     number of chunks to keep are traced scalars (computed here on the host, so host and device
-    agree on ``ceil``).
+    agree on ``ceil``). ``windows`` (per model layer) and ``anchor_positions`` [A]: as
+    :func:`compute`'s, for a draft with sliding-window layers.
     """
     _check_layout(key_layout)
     per_layer = isinstance(keys, (list, tuple))
@@ -215,10 +260,14 @@ def score_device(queries, keys, n_real: int, *, keep: float, chunk_size: int = 3
     else:
         s_cache = keys.shape[key_layout.index("S")]
     n_keep = num_kept_chunks(n_real, chunk_size, keep)
-    fn = _device_fn(key_layout, per_layer, layers, chunk_size, pool_kernel,
-                    max_kept_tokens(s_cache, chunk_size, keep))
     queries = tuple(queries) if isinstance(queries, (list, tuple)) else queries
-    return fn(queries, keys, np.int32(n_real), np.int32(n_keep))  # numpy: placed with the keys
+    n_layers = len(keys) if per_layer else keys.shape[key_layout.index("L")]
+    idx = layer_indices(n_layers, layers, windows)
+    wins = windows_of(windows, idx)
+    fn = _device_fn(key_layout, per_layer, idx, wins, chunk_size, pool_kernel,
+                    max_kept_tokens(s_cache, chunk_size, keep))
+    apos = np.zeros(1, np.int32) if wins is None else np.asarray(anchor_positions, np.int32)
+    return fn(queries, keys, np.int32(n_real), np.int32(n_keep), apos)  # numpy: placed with the keys
 
 
 def join_anchors(parts):
@@ -230,22 +279,23 @@ def join_anchors(parts):
 
 
 @functools.lru_cache(maxsize=None)
-def _device_fn(key_layout: str, per_layer: bool, layers: str, chunk_size: int, pool_kernel: int, max_kept: int):
+def _device_fn(key_layout: str, per_layer: bool, layer_idx: tuple, windows, chunk_size: int, pool_kernel: int,
+               max_kept: int):
     import jax
     import jax.numpy as jnp
     from jax import lax
 
     left, right = _pool_pads(pool_kernel)
 
-    def fn(queries, keys, n_real, n_keep):
+    def fn(queries, keys, n_real, n_keep, anchor_positions):
         with jax.named_scope("spec_scoring"):
             if isinstance(queries, tuple):
                 queries = join_anchors(queries)                                    # [A, L, N, H]
             A, L, N, H = queries.shape
-            sl = layer_slice(L, layers)
+            sl = layer_pick(layer_idx)
             key_sl = sl
             if per_layer:  # stack only the layers that take part
-                keys, key_sl = jnp.stack(keys[sl], axis=key_layout.index("L")), slice(None)
+                keys, key_sl = jnp.stack([keys[i] for i in layer_idx], axis=key_layout.index("L")), slice(None)
             keys, layout = _drop_batch(keys, key_layout, jnp.take)
             k = jnp.transpose(keys, [layout.index(c) for c in "LSKH"])[key_sl]  # [L', S_cache, K, H]
             k = k.astype(jnp.float32)
@@ -257,7 +307,13 @@ def _device_fn(key_layout: str, per_layer: bool, layers: str, chunk_size: int, p
             pos = jnp.arange(S_cache)                                            # [S_cache]
             real = pos < n_real
             logits = jnp.where(real, logits, -jnp.inf)
-            p = jax.nn.softmax(logits, axis=-1)                                  # 0 beyond the prompt
+            if windows is not None:  # each sliding layer's anchors read only their window
+                w = jnp.asarray([_NO_WINDOW if x is None else x for x in windows], jnp.int32)  # [L']
+                seen = pos[None, None, :] > anchor_positions[None, :, None] - w[:, None, None]  # [L', A, S]
+                logits = jnp.where(seen[:, None, None], logits, -jnp.inf)
+            # 0 beyond the prompt; an anchor that sees no prompt key in a layer (a window shorter
+            # than its look-ahead distance) gets a row of zeros, not NaN
+            p = jnp.nan_to_num(jax.nn.softmax(logits, axis=-1), nan=0.0)
             if pool_kernel > 1:
                 p = lax.reduce_window(p, 0.0, lax.add, (1, 1, 1, 1, pool_kernel), (1,) * 5,
                                       [(0, 0)] * 4 + [(left, right)]) / pool_kernel

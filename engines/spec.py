@@ -126,7 +126,12 @@ class SpecPrefillEngine:
         self.draft, self.base = draft, base
         self.keep, self.chunk_size, self.pool_kernel = float(keep), int(chunk_size), int(pool_kernel)
         self.look_ahead, self.scoring, self.layers = int(look_ahead), scoring, layers
-        self._layers = score.layer_slice(draft.config.n_layers, layers)
+        # The draft's layers that score, and their sliding windows (Gemma: each sliding layer
+        # scores only the keys its anchors can see; Llama has none). docs/gemma.md says why
+        # "all" stays the default for a Gemma draft.
+        self._windows = draft.config.layer_windows
+        self._layers = score.layer_indices(draft.config.n_layers, layers, self._windows)
+        self._pick = score.layer_pick(self._layers)                                 # slice or index array
 
     @classmethod
     def from_pretrained(cls, draft, *, base, prefill_seq_len: int, ctx_len: int, keep: float = 0.10,
@@ -235,7 +240,7 @@ class SpecPrefillEngine:
         the chunk that moves it: ``prefill_queries`` every chunk, ``past_key.<l>_RetainedState``
         per layer on the final chunk (the whole retained buffer, as the binding returns it).
         """
-        d, host, sl = self.draft, self.scoring == "host", self._layers
+        d, host, sl = self.draft, self.scoring == "host", self._pick
         ids, positions, num_chunks = d.tokenize(prompt)
         real = positions >= 0
         out = _Drafted()
@@ -243,10 +248,10 @@ class SpecPrefillEngine:
         def on_chunk(i, q):                                                        # q [L, N, H] f32
             if not host:
                 return
-            q = q if sl == slice(0, d.config.n_layers) else q[sl]                  # [L', N, H]
+            q = q if len(self._layers) == d.config.n_layers else q[sl]            # [L', N, H]
             out.queries = to_host(q, "prefill_queries")                            # the final chunk's wins
             if i == num_chunks - 1:
-                for l in range(sl.start, sl.stop):                                 # L' x [S, K, H]
+                for l in self._layers:                                             # L' x [S, K, H]
                     out.keys.append(to_host(d.cache.k[l][0], f"past_key.{l}_RetainedState"))
 
         # The draft's logits feed only the look-ahead, on the device: host mode copies them as
@@ -274,6 +279,9 @@ class SpecPrefillEngine:
         """Kept indices and the (assemble, compute, select) timers, in the current window."""
         opts = dict(keep=self.keep, chunk_size=self.chunk_size)
         n_real = drafted.prefill.prompt_tokens
+        # Anchors: the last prompt token, then the look-ahead tokens fed after it.
+        apos = np.arange(n_real - 1, n_real - 1 + drafted.n_anchors, dtype=np.int32)
+        windows = score.windows_of(self._windows, self._layers)
         with _Timed(tracer.span, "score.assemble") as t_asm:
             if self.scoring == "host":
                 anchors = [drafted.queries] + ([] if drafted.lookahead is None else list(drafted.lookahead))
@@ -283,12 +291,13 @@ class SpecPrefillEngine:
                 q = drafted.device_parts()
         with _Timed(tracer.span, "score.compute") as t_cmp:
             if self.scoring == "host":
-                token_scores = score.compute(q, k, pool_kernel=self.pool_kernel)  # [S]
+                token_scores = score.compute(q, k, pool_kernel=self.pool_kernel, windows=windows,
+                                             anchor_positions=apos)              # [S]
             else:
                 # The cache as stored (L x [B, S_cache, K, H]); layers are picked inside the jit.
                 idx, count = jax.block_until_ready(score.score_device(
-                    q, self.draft.cache.k, n_real, pool_kernel=self.pool_kernel, layers=self.layers,
-                    key_layout="LBSKH", **opts))
+                    q, self.draft.cache.k, n_real, pool_kernel=self.pool_kernel, layers=self._layers,
+                    key_layout="LBSKH", windows=self._windows if windows else None, anchor_positions=apos, **opts))
         with _Timed(tracer.span, "score.select") as t_sel:
             if self.scoring == "host":
                 kept = score.select(token_scores, **opts)

@@ -22,3 +22,12 @@ def reference_models(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("reference-models")
     return {name: write_reference_model(name, root / name) for name in REFERENCE_MODELS}
+
+
+@pytest.fixture(scope="session")
+def gemma_reference_models(tmp_path_factory):
+    """name -> checkpoint directory of every model in engines.testing_models.GEMMA_REFERENCE_MODELS."""
+    from spectrace.engines.testing_models import GEMMA_REFERENCE_MODELS, write_reference_model
+
+    root = tmp_path_factory.mktemp("gemma-reference-models")
+    return {name: write_reference_model(name, root / name) for name in GEMMA_REFERENCE_MODELS}

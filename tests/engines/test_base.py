@@ -186,14 +186,15 @@ def test_decode_returns_lookahead_queries(make):
 
 
 def test_decode_with_two_row_projections_gives_the_same_tokens_and_queries(make, monkeypatch):
-    # On GPU a decode step feeds small projections two identical rows (model._gemm_rows: XLA
-    # would make the one-row dot a slow reduce); here the same path is forced on the CPU.
+    # On GPU a decode step feeds small projections two identical rows (models.common.gemm_rows:
+    # XLA would make the one-row dot a slow reduce); here the same path is forced on the CPU.
     from spectrace.engines import model
+    from spectrace.engines.models import common
 
     engine = make(8)
     out = {}
     for backends in ((), ("cpu", "gpu")):
-        monkeypatch.setattr(model, "_GEMM_ROWS_BACKENDS", backends)
+        monkeypatch.setattr(common, "GEMM_ROWS_BACKENDS", backends)
         jax.clear_caches()  # the compiled steps were traced under the other setting
         result = engine.prefill_from_ids(ids_of(9), np.arange(9), return_queries=True)
         out[backends] = engine.decode(result, 6, return_queries=True)

@@ -1,0 +1,61 @@
+"""The engines' host boundary: recorded host<->device copies, the tracer window-or-span choice, and
+which device and dtype an engine gets.
+
+Every copy goes through :func:`_h2d` or :func:`to_host`, so its bytes and time land under a
+binding category on the enclosing span (DESIGN.md), and a d2h copy times only the copy.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from spectrace import tracer
+
+
+def _window_or_span(window: str | None, fallback: str, **attributes):
+    """A window when the caller names one; else a plain span (the caller's window encloses it)."""
+    return tracer.window(window, **attributes) if window else tracer.span(fallback, **attributes)
+
+
+def _h2d(device, arrays, binding: str = "other", *, wait: bool = True):
+    """Place host arrays on the device as one recorded transfer.
+
+    ``wait=False`` records the bytes but not the copy's time (only its enqueueing): for a few
+    bytes that the next program reads anyway, where waiting would add a host round trip
+    (~0.5 ms on the H100 host, ``scripts/probe_host.py``) to the TTFT being measured.
+    """
+    nbytes = sum(a.nbytes for a in arrays)
+    with tracer.transfer(binding, "h2d", nbytes):
+        placed = jax.device_put(arrays, device)
+        if wait:
+            jax.block_until_ready(placed)
+    return placed
+
+
+def to_host(array, binding: str = "other"):
+    """Copy a device array to the host as one recorded d2h transfer of category ``binding``.
+
+    Waits for the array to be computed first, so the transfer times the copy, not the device
+    work that produced it (a look-ahead's 36-byte token read once showed as 11.6 ms: the whole
+    look-ahead).
+    """
+    jax.block_until_ready(array)
+    with tracer.transfer(binding, "d2h", array.nbytes):
+        return np.asarray(array)
+
+
+def _default_dtype(device):
+    # float32 where it is cheap and exact (CPU, tests); bfloat16 where matmul units want it.
+    return jnp.dtype(jnp.float32) if device.platform == "cpu" else jnp.dtype(jnp.bfloat16)
+
+
+def _one_device(devices):
+    if devices is None:
+        return jax.devices()[0]
+    if isinstance(devices, (list, tuple)):
+        if len(devices) != 1:
+            raise ValueError(f"devices={devices!r}: the base engine runs on exactly one device; pass one")
+        return devices[0]
+    return devices

@@ -1,0 +1,110 @@
+"""Pieces every model family shares: float32-exact einsums, RoPE tables, and the two-row GEMM trick.
+
+Axis letters (STYLE.md): B batch, T query positions, S key positions, N query heads, K KV heads,
+H head dim, D model dim, F MLP dim, V vocab.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+
+def precision(x):
+    # float32 runs (CPU, tests) must match PyTorch to 1e-4: no TF32/bf16 passes on any backend.
+    return lax.Precision.HIGHEST if x.dtype == jnp.float32 else None
+
+
+def einsum(spec, a, b, out=None):
+    return jnp.einsum(spec, a, b, precision=precision(a), preferred_element_type=out)
+
+
+def rope_inv_freq(head_dim: int, theta: float, scaling=None) -> np.ndarray:
+    """Inverse frequencies [H/2], float32, computed exactly as Hugging Face does (default, linear, llama3).
+
+    ``scaling`` is a :class:`~spectrace.engines.config.RopeScaling` or None.
+    """
+    H = head_dim
+    inv = (1.0 / (theta ** (np.arange(0, H, 2, dtype=np.int64).astype(np.float32) / H))).astype(np.float32)
+    s = scaling
+    if s is None:
+        return inv
+    if s.rope_type == "linear":
+        return (inv / np.float32(s.factor)).astype(np.float32)
+    low_wavelen = s.original_max_position / s.low_freq_factor
+    high_wavelen = s.original_max_position / s.high_freq_factor
+    wavelen = 2 * np.pi / inv
+    scaled = np.where(wavelen > low_wavelen, inv / s.factor, inv)
+    smooth = (s.original_max_position / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor)
+    smoothed = (1 - smooth) * scaled / s.factor + smooth * scaled
+    medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
+    return np.where(medium, smoothed, scaled).astype(np.float32)
+
+
+def rope_tables(positions, inv_freq: np.ndarray):
+    """cos, sin [B, T, 1, H] float32 for position ids [B, T]; computed once per forward, shared by layers."""
+    inv = jnp.asarray(inv_freq)                                                    # [H/2]
+    angles = positions.astype(jnp.float32)[:, :, None] * inv[None, None, :]        # [B, T, H/2]
+    angles = jnp.concatenate([angles, angles], -1)[:, :, None, :]                  # [B, T, 1, H]
+    return jnp.cos(angles), jnp.sin(angles)
+
+
+def apply_rope(x, rope):
+    """Rotate x [B, T, M, H] (M heads) by ``rope_tables`` (HF's rotate-half layout)."""
+    cos, sin = rope                                                                # [B, T, 1, H]
+    xf = x.astype(jnp.float32)                                                     # [B, T, M, H]
+    half = x.shape[-1] // 2
+    rotated = jnp.concatenate([-xf[..., half:], xf[..., :half]], -1)               # [B, T, M, H]
+    return (xf * cos + rotated * sin).astype(x.dtype)                              # [B, T, M, H]
+
+
+# XLA's GPU simplifier turns a dot with one row and a weight of fewer than ~10M elements into a
+# multiply + reduce (GpuAlgebraicSimplifier: "too small for rewriting" as a GEMM). In a decode
+# step of Llama-3.2-1B that hits the fused QKV (2048 x 3072) and output (2048 x 2048)
+# projections, and those reduces streamed the weights at ~1 TB/s of the H100's 3.35 (XPlane of
+# scripts/probe_lookahead.py). Two identical rows keep the dot a GEMM: the draft's 7 look-ahead
+# steps went 15.6 -> 13.2 ms (scripts/probe_spans.py, H100). Larger weights (8B) are GEMMs already.
+GEMM_MIN_WEIGHT = 10_000_000
+GEMM_ROWS_BACKENDS = ["gpu"]  # where the rewrite happens (a test adds "cpu" to run this path)
+
+
+def gemm_rows(x, weight):
+    """x [B, T, ...], with its one row doubled (T = 2) where a one-row dot against ``weight`` would
+    become a reduce on GPU; take ``[:, :T]`` of the product."""
+    if x.shape[1] == 1 and weight.size < GEMM_MIN_WEIGHT and jax.default_backend() in GEMM_ROWS_BACKENDS:
+        return jnp.concatenate([x, x], axis=1)                                     # [B, 2, ...]
+    return x
+
+
+def project_qkv(lp, x, n_heads: int, n_kv_heads: int, head_dim: int, fused: bool):
+    """Pre-RoPE queries [B, T, N, H], keys and values [B, T, K, H] from x [B, T, D] (fused or separate weights)."""
+    B, T, _ = x.shape
+    N, K, H = n_heads, n_kv_heads, head_dim
+    if fused:
+        qkv = einsum("BTD,DE->BTE", gemm_rows(x, lp["wqkv"]), lp["wqkv"])[:, :T]  # [B, T, (N+2K)*H]
+        q = qkv[..., : N * H].reshape(B, T, N, H)                                  # [B, T, N, H]
+        k = qkv[..., N * H: (N + K) * H].reshape(B, T, K, H)                       # [B, T, K, H]
+        v = qkv[..., (N + K) * H:].reshape(B, T, K, H)                             # [B, T, K, H]
+        return q, k, v
+    q = einsum("BTD,DNH->BTNH", x, lp["wq"])                                       # [B, T, N, H]
+    k = einsum("BTD,DKH->BTKH", x, lp["wk"])                                       # [B, T, K, H]
+    v = einsum("BTD,DKH->BTKH", x, lp["wv"])                                       # [B, T, K, H]
+    return q, k, v
+
+
+def gated_mlp(lp, x, act):
+    """down(act(gate(x)) * up(x)), x [B, T, D] -> [B, T, D] (fused gate|up weight or apart)."""
+    with jax.named_scope("mlp"):
+        if "w_gate_up" in lp:
+            gate, up = jnp.split(einsum("BTD,DE->BTE", x, lp["w_gate_up"]), 2, axis=-1)  # [B, T, F] x 2
+        else:
+            gate = einsum("BTD,DF->BTF", x, lp["w_gate"])                          # [B, T, F]
+            up = einsum("BTD,DF->BTF", x, lp["w_up"])                              # [B, T, F]
+        return einsum("BTF,FD->BTD", act(gate) * up, lp["w_down"])                 # [B, T, D]
+
+
+def out_proj(lp, attn):
+    """attn [B, T, N, H] -> [B, T, D] through ``wo`` [N, H, D]."""
+    return einsum("BTNH,NHD->BTD", gemm_rows(attn, lp["wo"]), lp["wo"])[:, :attn.shape[1]]
