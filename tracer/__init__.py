@@ -187,7 +187,9 @@ def _resolve_exporters(setting) -> list:
     out = []
     for item in items:
         if isinstance(item, str):
-            out.extend(_named_exporter(item))
+            from ._otel import named_exporters
+
+            out.extend(named_exporters(item))
         elif hasattr(item, "export") and hasattr(item, "shutdown"):
             out.append(item)
         else:
@@ -209,33 +211,6 @@ def _resolve_readers(setting) -> tuple[list, list]:
         if not hasattr(item, "collect"):
             raise ValueError(f"metrics must be 'env', 'none' or OpenTelemetry MetricReader objects, got {item!r}")
     return list(items), []
-
-
-def _named_exporter(name: str) -> list:
-    if name == "none":
-        return []
-    if name == "console":
-        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
-
-        return [ConsoleSpanExporter()]
-    if name == "otlp":
-        import os
-
-        from ._metrics import check_endpoints
-        from ._otel import quiet_sdk_loggers
-
-        proto = (os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-                 or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc").strip()
-        if proto == "grpc":
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-        elif proto == "http/protobuf":
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-        else:
-            raise ValueError(f"OTEL_EXPORTER_OTLP_PROTOCOL must be 'grpc' or 'http/protobuf', got {proto!r}")
-        check_endpoints(os.environ, "TRACES")
-        quiet_sdk_loggers()
-        return [OTLPSpanExporter(timeout=_export_timeout())]
-    raise ValueError(f"exporter must be 'env', 'none', 'console', 'otlp' or a SpanExporter, got {name!r}")
 
 
 def _export_timeout() -> float:

@@ -80,37 +80,50 @@ def otel_attributes(s: Span) -> dict:
 
 
 def exporters_from_environment() -> list[SpanExporter]:
-    """The span exporters ``OTEL_TRACES_EXPORTER`` names (otlp, console, none), as the SDK builds them.
+    """The span exporters ``OTEL_TRACES_EXPORTER`` names (``otlp``, ``console``, ``none``, comma-separated).
 
     Unset or ``none`` gives no exporter: recording alone never opens a network connection.
-    ``otlp`` honours ``OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL`` (grpc, http/protobuf) and the
-    exporters read their own endpoint, header and timeout variables.
+    A bad name raises ``ValueError`` naming the variable and the value.
     """
-    from opentelemetry.sdk._configuration import _get_exporter_names, _import_exporters
+    raw = os.environ.get("OTEL_TRACES_EXPORTER", "")
+    out = []
+    for name in (n.strip().lower() for n in raw.split(",") if n.strip()):
+        if name not in ("otlp", "console", "none"):
+            raise ValueError(f"OTEL_TRACES_EXPORTER={raw!r}: unknown exporter {name!r} (use otlp, console or none)")
+        out.extend(named_exporters(name))
+    return out
 
+
+def named_exporters(name: str) -> list[SpanExporter]:
+    """``none``, ``console``, or ``otlp`` over ``OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL`` (grpc,
+    http/protobuf) with spectrace's export timeout; the exporter reads its own endpoint and
+    header variables, checked here first so a malformed one is one line, not a late failure."""
+    if name == "none":
+        return []
+    if name == "console":
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+        return [ConsoleSpanExporter()]
+    if name != "otlp":
+        raise ValueError(f"exporter must be 'env', 'none', 'console', 'otlp' or a SpanExporter, got {name!r}")
     from ._metrics import check_endpoints
 
-    raw = os.environ.get("OTEL_TRACES_EXPORTER", "")
     for var in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
         proto = os.environ.get(var)
-        if proto and proto.strip() not in ("grpc", "http/protobuf"):
-            raise ValueError(f"{var}={proto!r}: use 'grpc' or 'http/protobuf'")
-    try:
-        names = _get_exporter_names("traces")
-        if not names:
-            return []
-        classes, _, _ = _import_exporters(names, [], [])
-    except Exception as e:
-        raise ValueError(f"OTEL_TRACES_EXPORTER={raw!r}: {e} (use otlp, console or none)") from None
-    out = []
-    for name, cls in classes.items():
-        if "otlp" in name:
-            check_endpoints(os.environ, "TRACES")
-            out.append(cls(timeout=export_timeout_s()))
-        else:
-            out.append(cls())
+        if proto:
+            proto = proto.strip()
+            if proto not in ("grpc", "http/protobuf"):
+                raise ValueError(f"{var}={proto!r}: use 'grpc' or 'http/protobuf'")
+            break
+    else:
+        proto = "grpc"
+    if proto == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    else:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    check_endpoints(os.environ, "TRACES")
     quiet_sdk_loggers()
-    return out
+    return [OTLPSpanExporter(timeout=export_timeout_s())]
 
 
 def quiet_sdk_loggers() -> None:

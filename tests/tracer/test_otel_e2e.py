@@ -130,11 +130,14 @@ def test_collector_killed_mid_run_and_started_again(collector, tmp_path):
     (third,) = lines
     assert third["phase"] == "back" and third["flushed"] and _balanced(third), (third, err)
     received = collector.wait_for_spans(until=lambda ss: sum(s.attributes.get("phase") == "back" for s in ss) >= 10)
-    phases = {s.attributes.get("phase") for s in received if s.name == "text_completion m"}
-    assert "back" in phases and "down" not in phases  # nothing from the down phase was kept to resend
+    roots = [s for s in received if s.name == "text_completion m"]
+    assert sum(s.attributes["phase"] == "back" for s in roots) == 10  # spans recorded after it is back arrive
+    # The down phase's batch is either delivered by a retry that outlived the restart or counted
+    # as failed; never both, never neither: what arrived is exactly what the books call exported.
+    assert len(received) == third["spans_exported"] - first["spans_exported"] + 50, (len(received), third)
     lost = third["spans_recorded"] - third["spans_exported"]
-    assert lost == third["spans_dropped_export_failed"] == 50, third  # the down phase, counted
-    assert err.count("could not export") == 1, err  # reported once
+    assert lost == third["spans_dropped_export_failed"] and lost in (0, 50), third  # whole batches
+    assert err.count("could not export") == (1 if lost else 0), err  # reported once
 
 
 def test_an_endpoint_that_never_answers_holds_up_neither_requests_nor_exit():
