@@ -111,6 +111,8 @@ def _where(span) -> str:
 
 def samples_from_trace(trace, windows: tuple[str, ...], where: str) -> list[Sample]:
     """One :class:`Sample` per run: the k-th span of each window name belongs to run k."""
+    if not len(trace):
+        raise InputError(f"{where} holds no spans; spectrace run writes its spans there")
     found = {w: sorted(trace.all(w), key=lambda s: s.start_ns) for w in windows}
     counts = {w: len(v) for w, v in found.items()}
     if not all(counts.values()):
