@@ -395,6 +395,17 @@ def test_the_command_prints_and_writes_json_and_html(tmp_path, clock, capsys):
     assert "past_key d2h" in html and 'data-chart="diff-windows"' in html
 
 
+def test_a_directory_of_runs_is_one_side_and_the_page_escapes_what_it_shows(tmp_path, clock):
+    for i in range(3):
+        make_run(tmp_path / "many" / f"run{i}", clock, Fake(jitter_ms=0.2), seed=10 + i)
+    odd = make_run(tmp_path / "<b>odd</b>", clock, Fake(jitter_ms=0.2, past_key_ms=21.0), runs=3, seed=20)
+    doc = diff.diff_paths(odd, str(tmp_path / "many"))
+    c = doc["comparisons"][0]
+    assert (c["a"]["n"], c["b"]["n"]) == (3, 3) and io_row(c, "past_key d2h")["flag"]
+    html = diff.render_html(doc)
+    assert "<b>odd</b>" not in html and "&lt;b&gt;odd&lt;/b&gt;" in html
+
+
 @pytest.mark.parametrize("case,needle", [
     ("missing", "does not exist"),
     ("no_trace", "has ttft.json but no trace.pftrace"),
