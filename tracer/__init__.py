@@ -57,8 +57,8 @@ def configure(*, enabled=_UNSET, debug=_UNSET, max_spans=_UNSET, exporter=_UNSET
     it are dropped and counted). ``exporter``: ``"env"`` (the ``OTEL_*`` variables, default),
     ``"none"``, ``"console"``, ``"otlp"``, a list of these, or OpenTelemetry ``SpanExporter``
     objects (an ``InMemorySpanExporter`` for tests). ``metrics``: ``"env"``
-    (``OTEL_METRICS_EXPORTER``), ``"none"``, or OpenTelemetry ``MetricReader`` objects (an
-    ``InMemoryMetricReader`` for tests). ``sampler``: ``"env"`` (``OTEL_TRACES_SAMPLER``),
+    (``OTEL_METRICS_EXPORTER``), ``"none"``, ``"otlp"``, ``"prometheus"``, ``"console"``, or
+    OpenTelemetry ``MetricReader`` objects (an ``InMemoryMetricReader`` for tests). ``sampler``: ``"env"`` (``OTEL_TRACES_SAMPLER``),
     ``None`` (record every request) or an OpenTelemetry ``Sampler``. ``export_timeout_s``: how
     long an export, a flush or the exit may wait (default 2 s, or ``OTEL_EXPORTER_OTLP_TIMEOUT``).
     Counters (:func:`stats`) survive every reconfiguration.
@@ -206,10 +206,17 @@ def _resolve_readers(setting) -> tuple[list, list]:
 
         quiet_sdk_loggers()
         return readers_from_environment(_export_timeout())
+    if isinstance(setting, str) and setting in ("otlp", "prometheus", "console"):
+        import os
+
+        from ._metrics import readers_from_environment
+
+        return readers_from_environment(_export_timeout(), {**os.environ, "OTEL_METRICS_EXPORTER": setting})
     items = setting if isinstance(setting, (list, tuple)) else [setting]
     for item in items:
         if not hasattr(item, "collect"):
-            raise ValueError(f"metrics must be 'env', 'none' or OpenTelemetry MetricReader objects, got {item!r}")
+            raise ValueError("metrics must be 'env', 'none', 'otlp', 'prometheus', 'console' or OpenTelemetry "
+                             f"MetricReader objects, got {item!r}")
     return list(items), []
 
 

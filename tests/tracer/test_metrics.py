@@ -133,3 +133,26 @@ def test_bad_configuration_is_one_line_and_recording_goes_on(env, needle):
     assert r.stdout.split() == ["1"]
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0] and "disabled" in lines[0], r.stderr
+
+
+def test_configure_takes_metric_exporter_names_and_refuses_others():
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    import os
+
+    os.environ["OTEL_EXPORTER_PROMETHEUS_HOST"], os.environ["OTEL_EXPORTER_PROMETHEUS_PORT"] = "127.0.0.1", str(port)
+    try:
+        tracer.configure(metrics="prometheus")
+        tracer.record_request(model="m", ttft_s={"speculative": 0.05})
+        tracer.flush(10)
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        assert 'gen_ai_server_time_to_first_token_seconds_count{' in body and 'spectrace_pass="speculative"' in body
+    finally:
+        tracer.configure(metrics="none")
+        del os.environ["OTEL_EXPORTER_PROMETHEUS_HOST"], os.environ["OTEL_EXPORTER_PROMETHEUS_PORT"]
+    with pytest.raises(ValueError, match="metrics must be 'env', 'none', 'otlp', 'prometheus', 'console'"):
+        tracer.configure(metrics="statsd")
