@@ -32,6 +32,7 @@ from ._record import WINDOW, Span
 from ._sampling import ROOTS, otel_span_id, otel_trace_id
 
 _BATCH = 512
+_METRICS_QUEUE = 65536
 DEFAULT_EXPORT_TIMEOUT_S = 2.0
 
 
@@ -202,8 +203,11 @@ class ExportPipeline:
         self.exporters = list(exporters)
         self.books = [ExporterBook(type(e).__name__) for e in self.exporters]
         self.metrics = metrics  # tracer._metrics.Metrics or None
-        self.requests = collections.deque()  # tracer._metrics.Request, from tracer.record_request
-        self.windows = collections.deque() if metrics is not None else None
+        # What the metrics read, between the engine and this worker. Bounded: a worker held up
+        # by a stuck span exporter (one export waits up to the export timeout) must not let
+        # finished windows, and the spans they reference, pile up without limit.
+        self.requests = collections.deque(maxlen=_METRICS_QUEUE)  # tracer._metrics.Request
+        self.windows = collections.deque(maxlen=_METRICS_QUEUE) if metrics is not None else None
         self._ids = _GivenIds()
         self._collect = _Collect()
         self.provider = TracerProvider(resource=resource(), id_generator=self._ids)
