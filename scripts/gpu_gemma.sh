@@ -7,7 +7,9 @@
 #   run    spectrace run --base gemma-3-4b --draft gemma-3-1b (device scoring, 10741-token prompt);
 #   bench  spectrace bench --set seed003 on gemma-3-1b, n=5 (PROMPT_LEN 64, GEN_LEN 128: docs/gemma.md);
 #   seed   scripts/bench_seed003_gemma.py: seed 003's own order (one on-device baseline, each change
-#          on top of it, the stacked variant), then the stacked run under --xplane.
+#          on top of it, the stacked variant), then the stacked run under --xplane;
+#   xplane only that stacked run, three profiled passes (the first one pays for the profiler's start);
+#   run12b spectrace run --base gemma-3-12b --draft gemma-3-1b (device scoring, 10741-token prompt).
 set -euo pipefail
 . scripts/device_env.sh  # the wheels, and the checkout importable as spectrace
 OUT=${OUT:-/tmp/out}
@@ -35,4 +37,8 @@ bench) python3 -m spectrace.tracer.cli bench --set seed003 --base gemma-3-1b --p
        --gen-len "$GEN_LEN" --runs 5 --out "$OUT/bench_seed003" 2>&1 | tee "$OUT/bench_seed003.txt" ;;
 seed) python3 scripts/bench_seed003_gemma.py --prompt-len "$PROMPT_LEN" --gen-len "$GEN_LEN" --runs 5 \
        --out "$OUT/seed003_gemma" 2>&1 | tee "$OUT/seed003_gemma.txt" ;;
+xplane) python3 scripts/bench_seed003_gemma.py --xplane-only --xplane-passes 3 --prompt-len "$PROMPT_LEN" \
+       --gen-len "$GEN_LEN" --out "$OUT/seed003_xplane" 2>&1 | tee "$OUT/seed003_xplane.txt" ;;
+run12b) python3 -m spectrace.tracer.cli run --base gemma-3-12b --draft gemma-3-1b --prompt-len "${RUN_PROMPT_LEN:-10741}" \
+       --scoring device --prefill-seq-len "${PSL:-16384}" --gen-len 16 --out "$OUT/run_gemma12b" 2>&1 | tee "$OUT/run_gemma12b.txt" ;;
 esac; done
