@@ -75,7 +75,11 @@ def bench_hf(args, engine, ids) -> dict | None:
         return None
     from spectrace.engines.hf_baseline import hf_model, prefill_s, timed_s
 
-    model = hf_model(engine.config, engine.dtype)
+    try:
+        model = hf_model(engine.config, engine.dtype)
+    except Exception as exc:  # noqa: BLE001 - the engine's numbers still print without the baseline
+        print(f"transformers baseline failed to build: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return None
     model.generation_config.eos_token_id = None  # generate exactly n tokens
     model.generation_config.pad_token_id = 0
     input_ids = torch.tensor(ids[None].astype("int64"), device=model.device)

@@ -17,7 +17,6 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from spectrace.engines.config import LlamaConfig
 
 
 class KVCache(NamedTuple):
@@ -46,7 +45,7 @@ class KVCache(NamedTuple):
         return jnp.stack([k[0, :n] for k in self.k])
 
 
-def allocate_cache(cfg: LlamaConfig, *, batch: int, slots: int, dtype, device) -> KVCache:
+def allocate_cache(cfg, *, batch: int, slots: int, dtype, device) -> KVCache:
     """An empty cache built directly on ``device`` (no host buffer, no transfer).
 
     The builder is compiled once per (config, batch, slots, dtype, device): a fresh ``jax.jit``
@@ -73,7 +72,7 @@ def reset_cache(cache: KVCache) -> KVCache:
 
 
 @functools.lru_cache(maxsize=32)
-def _builder(cfg: LlamaConfig, batch: int, slots: int, dtype, device):
+def _builder(cfg, batch: int, slots: int, dtype, device):
     L, K, H = cfg.n_layers, cfg.n_kv_heads, cfg.head_dim
 
     def make():

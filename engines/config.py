@@ -1,4 +1,7 @@
-"""What a model is (:class:`LlamaConfig`, :class:`GemmaConfig`) and how an engine runs it (:class:`EngineOptions`).
+"""What a Llama model is (:class:`LlamaConfig`) and how an engine runs any model (:class:`EngineOptions`).
+
+Gemma's config is :class:`spectrace.engines.models.gemma_config.GemmaConfig`; both share the
+field names the engine reads (``n_layers``, ``n_heads``, ``head_dim``, ``layer_windows``, ...).
 
 Both are frozen, hashable dataclasses: they are passed to ``jax.jit`` as static arguments, so two
 engines with equal configs share compiled functions, and tests shrink them with

@@ -20,8 +20,10 @@ _TORCH_DTYPES = ("bfloat16", "float16", "float32")
 
 
 def hf_model(config: LlamaConfig, dtype, *, seed: int = 0):
-    """Random-weight ``LlamaForCausalLM`` of ``config`` in ``dtype`` (a JAX dtype or its name), sdpa
-    attention, eval mode, on the GPU when torch sees one (else the CPU).
+    """Random-weight ``LlamaForCausalLM`` (or, for a :class:`GemmaConfig`, ``Gemma3ForCausalLM`` /
+    ``Gemma2ForCausalLM``) of ``config`` in ``dtype`` (a JAX dtype or its name), sdpa attention
+    (Gemma 2: eager, transformers' sdpa cannot soft-cap), eval mode, on the GPU when torch sees one
+    (else the CPU).
 
     The weights are created on the device and in the target dtype directly: an 8B model built in
     float32 on the host first would need 32 GB of host memory and a slow copy.
@@ -33,13 +35,21 @@ def hf_model(config: LlamaConfig, dtype, *, seed: int = 0):
     if str(dtype) not in _TORCH_DTYPES:
         raise ValueError(f"no transformers baseline in dtype {dtype}; expected one of {list(_TORCH_DTYPES)}")
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    hf_cfg = HFLlamaConfig(**config.to_hf_dict())
-    hf_cfg._attn_implementation = "sdpa"
     torch.manual_seed(seed)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(getattr(torch, str(dtype)))
     try:
         with torch.device(device):
+            if getattr(config, "family", "llama") == "gemma":
+                from transformers import AutoConfig, AutoModelForCausalLM
+
+                body = config.to_hf_dict()
+                body.pop("architectures")
+                attn = "eager" if body["model_type"] == "gemma2" else "sdpa"
+                hf_cfg = AutoConfig.for_model(body.pop("model_type"), **body)
+                return AutoModelForCausalLM.from_config(hf_cfg, attn_implementation=attn).eval()
+            hf_cfg = HFLlamaConfig(**config.to_hf_dict())
+            hf_cfg._attn_implementation = "sdpa"
             return LlamaForCausalLM(hf_cfg).eval()
     finally:
         torch.set_default_dtype(previous)
