@@ -20,7 +20,7 @@ from spectrace.engines.models import SUPPORTED_MODEL_TYPES, GemmaConfig
 from spectrace.engines.params import init_params, init_params_numpy, param_shapes, weight_bytes
 from spectrace.engines.presets import PRESET_NAMES, RANDOM_PRESETS, resolve
 from spectrace.engines.results import GenerateResult, PrefillResult
-from spectrace.engines.spec import SpecPrefillEngine, SpecResult
+from spectrace.engines.speculative.engine import SpecPrefillEngine, SpecResult
 from spectrace.engines.tokenizer import load_tokenizer
 
 __all__ = [

@@ -35,7 +35,7 @@ def preload() -> None:
 # ---- inputs --------------------------------------------------------------------------------------
 def make_prompt(tokenizer, n_tokens: int | None = None, text: str | None = None) -> str:
     """The prompt: ``text`` as given, or the bundled corpus cut to ``n_tokens`` tokens
-    (``engines.tokenizer.exact_prompt``: the same prompt ``engines.bench_spec`` times)."""
+    (``engines.tokenizer.exact_prompt``: the same prompt ``engines.bench.spec`` times)."""
     if text is not None:
         return text
     from spectrace.engines.tokenizer import exact_prompt
@@ -90,7 +90,7 @@ def _load_base(args, progress, *, prompt_len: int | None, room: int, models: dic
 
 def _load(args, progress, models):
     """The speculative engine (draft + base), the prompt and the context length."""
-    from spectrace.engines.spec import SpecPrefillEngine
+    from spectrace.engines.speculative.engine import SpecPrefillEngine
 
     base, prompt, ctx = _load_base(args, progress, prompt_len=args.prompt_len, room=args.gen_len + args.look_ahead,
                                    models=models)
@@ -309,7 +309,7 @@ def _bench_base(args, name, switches, progress, models) -> list[dict]:
 
 
 def _bench_spec(args, name, loaded, switches, progress) -> list[dict]:
-    from spectrace.engines.spec import SpecPrefillEngine
+    from spectrace.engines.speculative.engine import SpecPrefillEngine
 
     engines, _, prompt, _ = loaded
     spec = SpecPrefillEngine(engines.draft, engines.base, keep=args.keep, look_ahead=args.look_ahead,

@@ -10,7 +10,7 @@
 #          on top of it, the stacked variant), then the stacked run under --xplane;
 #   xplane only that stacked run, three profiled passes (the first one pays for the profiler's start);
 #   run12b spectrace run --base gemma-3-12b --draft gemma-3-1b (device scoring, 10741-token prompt);
-#   hf     engines.bench_base on gemma-3-1b against transformers' Gemma3ForCausalLM (sdpa), 10741 tokens.
+#   hf     engines.bench.base on gemma-3-1b against transformers' Gemma3ForCausalLM (sdpa), 10741 tokens.
 set -euo pipefail
 . scripts/device_env.sh  # the wheels, and the checkout importable as spectrace
 OUT=${OUT:-/tmp/out}
@@ -42,6 +42,6 @@ xplane) python3 scripts/bench_seed003_gemma.py --xplane-only --xplane-passes 3 -
        --gen-len "$GEN_LEN" --out "$OUT/seed003_xplane" 2>&1 | tee "$OUT/seed003_xplane.txt" ;;
 run12b) python3 -m spectrace.tracer.cli run --base gemma-3-12b --draft gemma-3-1b --prompt-len "${RUN_PROMPT_LEN:-10741}" \
        --scoring device --prefill-seq-len "${PSL:-16384}" --gen-len 16 --out "$OUT/run_gemma12b" 2>&1 | tee "$OUT/run_gemma12b.txt" ;;
-hf) python3 -m spectrace.engines.bench_base --preset gemma-3-1b --prompt-len 10741 --prefill-seq-len 16384 \
+hf) python3 -m spectrace.engines.bench.base --preset gemma-3-1b --prompt-len 10741 --prefill-seq-len 16384 \
        --gen 64 --runs "${RUNS:-5}" 2>&1 | tee "$OUT/bench_base_gemma1b.txt" ;;
 esac; done

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The by-hand H100 performance evidence for issues 3 and 4, in one device call (results under $OUT):
 #   0. the cuDNN chunked-prefill path against the engine's masked reference forward (bf16, 1B);
-#   1. engines.bench_base: llama-3.1-8b, 10741-token prompt, full prefill TTFT and decode vs transformers;
-#   2. engines.bench_spec: base llama-3.1-8b + draft llama-3.2-1b, keep 0.10, host vs device scoring;
+#   1. engines.bench.base: llama-3.1-8b, 10741-token prompt, full prefill TTFT and decode vs transformers;
+#   2. engines.bench.spec: base llama-3.1-8b + draft llama-3.2-1b, keep 0.10, host vs device scoring;
 #   3. spectrace run of that pair (device scoring): the trace whose span tree says where TTFT went;
 #   4. the same run with --xplane: device busy/idle and the heaviest kernels inside every span
 #      (the trace stays in /tmp: too large to bring back; ttft.json and the printed table come back);
@@ -30,9 +30,9 @@ print(f"cuDNN chunked vs masked reference (bf16, 700 tokens, 3 chunks): max rel 
       f"top-1 equal {int(chunked.argmax()) == int(ref.argmax())}")
 PY
 ;;
-1) python3 -m spectrace.engines.bench_base --preset llama-3.1-8b --prompt-len 10741 --prefill-seq-len "${PSL:-16384}" \
+1) python3 -m spectrace.engines.bench.base --preset llama-3.1-8b --prompt-len 10741 --prefill-seq-len "${PSL:-16384}" \
        --gen 64 --runs "${RUNS:-10}" 2>&1 | tee "$OUT/bench_base_8b.txt" ;;
-2) python3 -m spectrace.engines.bench_spec --base llama-3.1-8b --draft llama-3.2-1b --prompt-len 10741 --keep 0.10 \
+2) python3 -m spectrace.engines.bench.spec --base llama-3.1-8b --draft llama-3.2-1b --prompt-len 10741 --keep 0.10 \
        --prefill-seq-len "${PSL:-16384}" -n "${RUNS:-10}" --out "$OUT/bench_spec.json" 2>&1 | tee "$OUT/bench_spec.txt" ;;
 3) python3 -m spectrace.tracer.cli run --base llama-3.1-8b --draft llama-3.2-1b --prompt-len 10741 --scoring device \
        --prefill-seq-len "${PSL:-16384}" --gen-len 16 --out "$OUT/run8b" 2>&1 | tee "$OUT/run8b.txt"

@@ -3,7 +3,7 @@
 The authors' worker pools attention rows with ``F.avg_pool1d(kernel_size=k, padding=k // 2,
 stride=1)``. This script computes, with PyTorch, the token scores of seeded queries and keys
 (softmax per head and anchor, that pooling, max over heads, mean over anchors) for kernels 13, 4
-and 1; ``tests/engines/test_scoring.py`` checks ``engines.scoring.compute`` against them without
+and 1; ``tests/engines/test_scoring.py`` checks ``engines.speculative.scoring.compute`` against them without
 needing PyTorch. Run: ``python scripts/make_pool_reference.py``.
 """
 

@@ -34,7 +34,7 @@ def child() -> None:
     import numpy as np
 
     from spectrace import tracer
-    from spectrace.engines.spec import SpecPrefillEngine
+    from spectrace.engines.speculative.engine import SpecPrefillEngine
     from spectrace.engines.tokenizer import exact_prompt
 
     n = int(os.environ.get("PROBE_LEN", "10741"))  # PROBE_* shrink it for a CPU smoke run

@@ -1,4 +1,4 @@
-"""engines.bench_base and engines.bench_spec run end to end on CPU with tiny presets (the GPU runs are by hand)."""
+"""engines.bench.base and engines.bench.spec run end to end on CPU with tiny presets (the GPU runs are by hand)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from spectrace.engines import bench_base, bench_spec
+from spectrace.engines.bench import base as bench_base, spec as bench_spec
 
 
 def test_bench_base_prints_the_table(spectrace_cache, monkeypatch, capsys):

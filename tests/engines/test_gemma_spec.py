@@ -16,8 +16,8 @@ import pytest
 from spectrace.tracer.testing import capture_trace
 
 from spectrace.engines import BaseEngine
-from spectrace.engines import scoring
-from spectrace.engines.spec import SpecPrefillEngine
+from spectrace.engines.speculative import scoring
+from spectrace.engines.speculative.engine import SpecPrefillEngine
 from spectrace.engines.tokenizer import corpus_text
 from test_scoring import assert_same_selection, reference_select
 

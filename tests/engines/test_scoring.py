@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spectrace.engines import scoring
+from spectrace.engines.speculative import scoring
 
 
 def reference_scores(queries, keys, pool_kernel):

@@ -14,9 +14,9 @@ import pytest
 from spectrace.tracer.testing import capture_trace
 
 from spectrace.engines import BaseEngine
-from spectrace.engines import scoring as scoring_mod
+from spectrace.engines.speculative import scoring as scoring_mod
 from spectrace.engines.cache import allocate_cache
-from spectrace.engines.spec import TTFT_FIELDS, SpecPrefillEngine
+from spectrace.engines.speculative.engine import TTFT_FIELDS, SpecPrefillEngine
 from spectrace.engines.tokenizer import corpus_text
 from test_scoring import assert_same_selection, reference_scores, reference_select
 

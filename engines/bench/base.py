@@ -1,6 +1,6 @@
 """Benchmark the base engine against Hugging Face transformers on the same shapes, in one run.
 
-    python -m spectrace.engines.bench_base --preset llama-3.1-8b --prompt-len 10741 --prefill-seq-len 2048 \\
+    python -m spectrace.engines.bench.base --preset llama-3.1-8b --prompt-len 10741 --prefill-seq-len 2048 \\
         --gen 64 --runs 5
 
 Measures, after warm-up runs, ``--runs`` times each (mean ± sample std):
@@ -73,7 +73,7 @@ def bench_hf(args, engine, ids) -> dict | None:
     except ImportError as exc:
         print(f"transformers baseline skipped: {exc}", file=sys.stderr)
         return None
-    from spectrace.engines.hf_baseline import hf_model, prefill_s, timed_s
+    from spectrace.engines.bench.hf_baseline import hf_model, prefill_s, timed_s
 
     try:
         model = hf_model(engine.config, engine.dtype)

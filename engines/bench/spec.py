@@ -9,8 +9,8 @@ shape (:mod:`engines.hf_baseline`: sdpa, ``logits_to_keep=1``) measured in the s
 
 By hand on an H100 (not CI)::
 
-    python -m spectrace.engines.bench_spec --out bench.json
-    python -m spectrace.engines.bench_spec --base default-base --draft default-draft --prompt-len 300   # CPU smoke
+    python -m spectrace.engines.bench.spec --out bench.json
+    python -m spectrace.engines.bench.spec --base default-base --draft default-draft --prompt-len 300   # CPU smoke
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ import numpy as np  # noqa: E402
 
 from spectrace import tracer  # noqa: E402
 from spectrace.engines import BaseEngine  # noqa: E402
-from spectrace.engines.hf_baseline import hf_model, prefill_s, prefill_text_s  # noqa: E402
-from spectrace.engines.spec import SpecPrefillEngine  # noqa: E402
+from spectrace.engines.bench.hf_baseline import hf_model, prefill_s, prefill_text_s  # noqa: E402
+from spectrace.engines.speculative.engine import SpecPrefillEngine  # noqa: E402
 from spectrace.engines.tokenizer import exact_prompt  # noqa: E402
 from spectrace.tracer import benchstats  # noqa: E402
 

@@ -1,12 +1,12 @@
 """The Hugging Face transformers baseline the benches time against: one model, one prefill timing.
 
-``engines.bench_base`` and ``engines.bench_spec`` both compare the engines with transformers'
+``engines.bench.base`` and ``engines.bench.spec`` both compare the engines with transformers'
 ``LlamaForCausalLM`` of the same shapes; building it and timing its prefill here keeps the two
 tables measuring the same thing. Weights are random: the timing depends on shapes only, so no
 checkpoint has to be converted or downloaded.
 
 ``torch`` and ``transformers`` are imported inside the functions: the benches run on a GPU
-machine, but ``import spectrace.engines.bench_*`` (and the ``--no-hf`` runs the CPU tests make) must work
+machine, but ``import spectrace.engines.bench.*`` (and the ``--no-hf`` runs the CPU tests make) must work
 where PyTorch is not installed.
 """
 

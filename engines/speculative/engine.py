@@ -30,7 +30,7 @@ import jax
 import numpy as np
 
 from spectrace import tracer
-from spectrace.engines import scoring as score
+from spectrace.engines.speculative import scoring as score
 from spectrace.engines.base import BaseEngine, to_host
 from spectrace.tracer.ttft import TTFT_FIELDS
 
