@@ -153,3 +153,18 @@ def test_run_keeps_compiled_programs_in_the_cache_unless_jax_has_one(tmp_path):
                   env={"SPECTRACE_CACHE_DIR": str(tmp_path / "other"), "JAX_COMPILATION_CACHE_DIR": str(user)})
     assert r.returncode == 0, r.stderr[-3000:]
     assert any(user.iterdir()) and not (tmp_path / "other" / "jax").exists()
+
+
+def test_layers_by_attention_type_on_gemma_and_refused_on_llama(tmp_path):
+    # The tiny Gemma pair has sliding and full layers: both selections run and are recorded.
+    for layers in ("sliding", "full"):
+        r = spectrace("run", "--base", "gemma-tiny-base", "--draft", "gemma-tiny-draft", "--layers", layers,
+                      "--prompt-len", "300", "--quiet", "--out", str(tmp_path / layers))
+        assert r.returncode == 0, r.stderr[-3000:]
+        cfg = json.loads((tmp_path / layers / "ttft.json").read_text())["config"]
+        assert cfg["layers"] == layers
+    # The default Llama draft has no sliding layers: one line, exit 2, no output directory.
+    r = spectrace("run", "--layers", "sliding", "--prompt-len", "300", "--quiet", "--out", str(tmp_path / "llama"))
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "spectrace: layers='sliding': the draft has no sliding-attention layers"]
+    assert not (tmp_path / "llama").exists()

@@ -123,7 +123,8 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--keep", type=_keep, default=0.10, help="fraction of prompt chunks the base prefills (default 0.10)")
     g.add_argument("--scoring", choices=["host", "device"], default="host",
                    help="host: QEfficient's flow (copy queries every chunk); device: score on the device")
-    g.add_argument("--layers", choices=["all", "last4", "last1"], default="all", help="draft layers used for scoring")
+    g.add_argument("--layers", choices=["all", "last4", "last1", "full", "sliding"], default="all",
+                   help="draft layers used for scoring (full/sliding: by attention type, Gemma)")
     g.add_argument("--prefill-seq-len", type=_positive_int("--prefill-seq-len"), default=None,
                    help="tokens per prefill chunk (default 128 for the default pair, 2048 otherwise)")
     g.add_argument("--ctx-len", type=_positive_int("--ctx-len"), default=None,

@@ -107,7 +107,7 @@ def main(argv=None) -> int:
     ap.add_argument("--keep", type=float, default=0.10)
     ap.add_argument("--look-ahead", type=int, default=8)
     ap.add_argument("--chunk-size", type=int, default=32)
-    ap.add_argument("--layers", default="all", choices=("all", "last4", "last1"))
+    ap.add_argument("--layers", default="all", choices=("all", "last4", "last1", "full", "sliding"))
     ap.add_argument("--prefill-seq-len", type=int, default=1024)
     ap.add_argument("--gen-len", type=int, default=1)
     ap.add_argument("--modes", default="host,device")
