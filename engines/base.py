@@ -25,7 +25,7 @@ from spectrace import tracer
 from spectrace.engines import model
 from spectrace.engines.cache import KVCache, allocate_cache, reset_cache
 from spectrace.engines.config import FIT_MULTIPLE, EngineOptions
-from spectrace.engines.host import _default_dtype, _h2d, _one_device, _window_or_span, to_host  # noqa: F401
+from spectrace.engines.host import _default_dtype, _device_group, _h2d, _one_device, _placement, _window_or_span, to_host  # noqa: F401,E501
 from spectrace.engines.params import for_options
 from spectrace.engines.results import GenerateResult, PrefillResult
 from spectrace.engines.tokenizer import encode
@@ -45,7 +45,14 @@ class BaseEngine:
                 raise ValueError(f"{pname}={value!r} must be a positive int")
         self.config = cfg
         self.options = options or EngineOptions()
-        self.params = for_options(params, cfg, self.options)
+        self.mesh = None  # a jax.sharding.Mesh when ``device`` is a group of several (engines.sharding)
+        self.devices = list(device) if isinstance(device, (list, tuple)) else [device]
+        if len(self.devices) > 1:  # device becomes the group's replicated sharding: where inputs go
+            from spectrace.engines.sharding import tensor_parallel
+            self.mesh, self.options, self.params, device = tensor_parallel(cfg, params, self.options, self.devices)
+        else:
+            device = self.devices[0]
+            self.params = for_options(params, cfg, self.options)
         self.tokenizer = tokenizer
         if getattr(tokenizer, "padding_side", "right") != "right":
             tokenizer.padding_side = "right"  # padding must trail the prompt: it is the chunk loop's tail
@@ -93,7 +100,8 @@ class BaseEngine:
         """Load a Hugging Face checkpoint directory (Llama, Gemma 2, Gemma 3) or a preset (``engines.PRESET_NAMES``).
 
         ``dtype``: default float32 on CPU, bfloat16 on accelerators. ``devices``: one device (or
-        a one-element list); default the first JAX device. ``switches`` (``decode``, ``prefill``,
+        a one-element list; default the first JAX device), or several: the weights are split
+        tensor-parallel over a mesh of them (``engines.sharding``). ``switches`` (``decode``, ``prefill``,
         ``qkv``, ``attention``) override fields of ``options``. ``seed`` seeds random presets.
         """
         from dataclasses import replace
@@ -102,17 +110,18 @@ class BaseEngine:
         from spectrace.engines.presets import resolve
         from spectrace.engines.tokenizer import load_tokenizer
 
-        device = _one_device(devices)
-        dtype = _default_dtype(device) if dtype is None else jnp.dtype(dtype)
+        group = _device_group(devices)
+        dtype = _default_dtype(group[0]) if dtype is None else jnp.dtype(dtype)
         options = replace(options or EngineOptions(), **switches)
         source = resolve(path_or_preset, cache_dir=cache_dir)
         tokenizer = load_tokenizer(source.tokenizer_path)
         if source.path is None:
             return cls.from_config(source.config, tokenizer, prefill_seq_len=prefill_seq_len, ctx_len=ctx_len,
-                                   dtype=dtype, devices=[device], options=options, name=name, seed=seed,
+                                   dtype=dtype, devices=group, options=options, name=name, seed=seed,
                                    model_name=source.name)
         cfg = read_config(source.path)
-        params = load_weights(source.path, cfg, dtype=dtype, device=device)
+        params = load_weights(source.path, cfg, dtype=dtype, device=_placement(group, cfg))
+        device = group[0] if len(group) == 1 else group
         return cls(cfg, params, tokenizer, prefill_seq_len=prefill_seq_len, ctx_len=ctx_len, device=device,
                    options=options, name=name, model_name=source.name)
 
@@ -128,9 +137,10 @@ class BaseEngine:
 
         from spectrace.engines.params import init_params
 
-        device = _one_device(devices)
-        dtype = _default_dtype(device) if dtype is None else jnp.dtype(dtype)
-        params = init_params(cfg, seed, dtype, device)
+        group = _device_group(devices)
+        dtype = _default_dtype(group[0]) if dtype is None else jnp.dtype(dtype)
+        params = init_params(cfg, seed, dtype, _placement(group, cfg))
+        device = group[0] if len(group) == 1 else group
         return cls(cfg, params, tokenizer, prefill_seq_len=prefill_seq_len, ctx_len=ctx_len, device=device,
                    options=replace(options or EngineOptions(), **switches), name=name, model_name=model_name)
 
@@ -242,7 +252,8 @@ class BaseEngine:
             if self.cache is None:
                 # reset_cache once now: its compilation belongs to the first prefill, not a later one.
                 self.cache = reset_cache(allocate_cache(self.config, batch=1, slots=self.cache_slots,
-                                                        dtype=self.dtype, device=self.device))
+                                                        dtype=self.dtype,
+                                                        device=self.device if self.mesh is None else self.mesh))
                 self._cache_len = 0
             elif not continue_cache:
                 if python:  # the chunked path's first chunk empties the cache itself (fresh=True)

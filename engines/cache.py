@@ -46,7 +46,8 @@ class KVCache(NamedTuple):
 
 
 def allocate_cache(cfg, *, batch: int, slots: int, dtype, device) -> KVCache:
-    """An empty cache built directly on ``device`` (no host buffer, no transfer).
+    """An empty cache built directly on ``device`` (no host buffer, no transfer); ``device`` may
+    be a ``jax.sharding.Mesh`` (keys and values split by KV head, ``engines.sharding``).
 
     The builder is compiled once per (config, batch, slots, dtype, device): a fresh ``jax.jit``
     per call would recompile on every prefill (tens of ms inside the timed window).
@@ -83,4 +84,8 @@ def _builder(cfg, batch: int, slots: int, dtype, device):
             length=jnp.zeros((), jnp.int32),
         )
 
+    if isinstance(device, jax.sharding.Mesh):  # a tensor-parallel engine: split by KV head
+        from spectrace.engines.sharding import cache_shardings
+
+        return jax.jit(make, out_shardings=cache_shardings(L, device))
     return jax.jit(make, out_shardings=jax.sharding.SingleDeviceSharding(device))

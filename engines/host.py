@@ -51,6 +51,28 @@ def _default_dtype(device):
     return jnp.dtype(jnp.float32) if device.platform == "cpu" else jnp.dtype(jnp.bfloat16)
 
 
+def _device_group(devices) -> list:
+    """``devices`` as a non-empty list (None: the first JAX device)."""
+    if devices is None:
+        return [jax.devices()[0]]
+    if isinstance(devices, (list, tuple)):
+        if not devices:
+            raise ValueError("devices=[] is empty; give one device, or several for tensor parallelism")
+        return list(devices)
+    return [devices]
+
+
+def _placement(group: list, cfg):
+    """Where an engine's weights are first placed: the device, or a group's replicated mesh sharding
+    (after checking that ``cfg``'s heads split over the group, before any weight is read)."""
+    if len(group) == 1:
+        return group[0]
+    from spectrace.engines import sharding
+
+    sharding.check_divides(cfg, len(group))
+    return sharding.replicated(sharding.make_mesh(group))
+
+
 def _one_device(devices):
     if devices is None:
         return jax.devices()[0]

@@ -1,0 +1,61 @@
+"""Run by tests/engines/test_devices.py in a subprocess with 8 forced CPU devices (the parent's JAX
+already has 1): prefill and greedy decode of one engine over 1, 2 and 4 devices; prints JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+
+import jax
+import numpy as np
+
+from spectrace.engines import BaseEngine
+from spectrace.engines.defaults import DEFAULT_BASE, GEMMA_BASE
+
+# Head counts 4 (and KV heads 4) so that 2 and 4 devices divide every split axis.
+MODELS = {
+    "llama": dataclasses.replace(DEFAULT_BASE, n_heads=8, n_kv_heads=4, n_layers=2),
+    "gemma": dataclasses.replace(GEMMA_BASE, n_heads=4, n_kv_heads=4),
+}
+
+
+def run(cfg, devices, ids, **switches):
+    eng = BaseEngine.from_config(cfg, prefill_seq_len=32, ctx_len=160, dtype=np.float32, devices=devices,
+                                 seed=3, **switches)
+    pre = eng.prefill_from_ids(ids, np.arange(len(ids)))
+    gen = eng.decode(pre, 8, window=None)
+    cont = eng.prefill_from_ids(ids[:20], np.arange(len(ids) + 8, len(ids) + 28),
+                                 continue_cache=True)
+    shard = eng.cache.k[0].sharding
+    wq = eng.params["layers"][0]["wq" if "wq" in eng.params["layers"][0] else "wqkv"]
+    return {"logits": pre.logits, "tokens": gen.tokens.tolist(), "cont": cont.logits,
+            "kv_shard": list(shard.shard_shape(eng.cache.k[0].shape)), "qkv": eng.options.qkv,
+            "wq_shard": list(wq.sharding.shard_shape(wq.shape))}
+
+
+def main() -> None:
+    devs = jax.devices()
+    assert len(devs) >= 4, f"needs 4 devices, got {len(devs)}"
+    ids = np.random.default_rng(0).integers(2, 2000, size=75).astype(np.int32)
+    out = {}
+    for name, cfg in MODELS.items():
+        ref = run(cfg, devs[:1], ids)  # the one-device default: fused projections
+        for n in (2, 4):
+            got = run(cfg, devs[4:4 + n] if n == 2 else devs[:n], ids)
+            rel = lambda a, b: float(np.max(np.abs(a - b)) / np.max(np.abs(b)))  # noqa: E731
+            out[f"{name}/{n}"] = {"rel": rel(got["logits"], ref["logits"]), "rel_cont": rel(got["cont"], ref["cont"]),
+                                  "tokens": got["tokens"], "ref_tokens": ref["tokens"],
+                                  "kv_shard": got["kv_shard"], "qkv": got["qkv"],
+                                  "wq_shard": got["wq_shard"], "n_heads": cfg.n_heads, "n_kv_heads": cfg.n_kv_heads}
+    try:
+        BaseEngine.from_config(dataclasses.replace(DEFAULT_BASE, n_kv_heads=2), prefill_seq_len=32, ctx_len=64,
+                               dtype=np.float32, devices=devs[:4])
+        out["error"] = None
+    except ValueError as e:
+        out["error"] = str(e)
+    json.dump(out, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
