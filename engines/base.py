@@ -25,7 +25,8 @@ from spectrace import tracer
 from spectrace.engines import model
 from spectrace.engines.cache import KVCache, allocate_cache, reset_cache
 from spectrace.engines.config import FIT_MULTIPLE, EngineOptions
-from spectrace.engines.host import _default_dtype, _device_group, _h2d, _one_device, _placement, _window_or_span, to_host  # noqa: F401,E501
+from spectrace.engines.host import (_default_dtype, _device_group, _group_label, _h2d, _one_device,  # noqa: F401
+                                    _placement, _window_or_span, to_host)
 from spectrace.engines.params import for_options
 from spectrace.engines.results import GenerateResult, PrefillResult
 from spectrace.engines.tokenizer import encode
@@ -53,6 +54,8 @@ class BaseEngine:
         else:
             device = self.devices[0]
             self.params = for_options(params, cfg, self.options)
+        # Spans name the device group when it is not the default device (disjoint draft/base groups).
+        self._group = {} if self.mesh is None and device == jax.devices()[0] else {"devices": _group_label(self.devices)}
         self.tokenizer = tokenizer
         if getattr(tokenizer, "padding_side", "right") != "right":
             tokenizer.padding_side = "right"  # padding must trail the prompt: it is the chunk loop's tail
@@ -248,7 +251,7 @@ class BaseEngine:
         python = self.options.prefill == "python"
         real_per_chunk = (positions.reshape(num_chunks, T) >= 0).sum(axis=1)
         lengths = self._chunk_lengths(int(real_per_chunk[-1]), num_chunks)   # rows each chunk computes
-        with tracer.span("bind", **(bind_attrs or {"engine": self.name})):
+        with tracer.span("bind", **(bind_attrs or {"engine": self.name}), **self._group):
             if self.cache is None:
                 # reset_cache once now: its compilation belongs to the first prefill, not a later one.
                 self.cache = reset_cache(allocate_cache(self.config, batch=1, slots=self.cache_slots,
@@ -279,7 +282,8 @@ class BaseEngine:
         done = 0
         for i in range(num_chunks):
             n_real = int(real_per_chunk[i])
-            with tracer.span("prefill.chunk", engine=self.name, **{"chunk.index": i, "chunk.tokens": n_real}):
+            with tracer.span("prefill.chunk", engine=self.name, **{"chunk.index": i, "chunk.tokens": n_real},
+                             **self._group):
                 if python:
                     for j in range(done, done + n_real):
                         logits, self.cache, queries = fn(self.params, self.cache, placed[j], placed[n_tok + j],
@@ -324,7 +328,7 @@ class BaseEngine:
         if self._cache_len + steps > self.ctx_len:
             raise ValueError(f"max_new_tokens={max_new_tokens} does not fit: the cache holds {self._cache_len} "
                              f"tokens and ctx_len={self.ctx_len} leaves room for {self.ctx_len - self._cache_len + 1}")
-        attrs = {"engine": self.name, "gen_ai.request.model": self.model_name}
+        attrs = {"engine": self.name, "gen_ai.request.model": self.model_name, **self._group}
         queries = None
         with _window_or_span(window, span_name, **attrs) as span:
             t0 = time.perf_counter()

@@ -73,6 +73,11 @@ def _placement(group: list, cfg):
     return sharding.replicated(sharding.make_mesh(group))
 
 
+def _group_label(devices) -> str:
+    """A device group as a span attribute: ``"cpu:0,1,2,3"``."""
+    return f"{devices[0].platform}:" + ",".join(str(d.id) for d in devices)
+
+
 def _one_device(devices):
     if devices is None:
         return jax.devices()[0]

@@ -230,7 +230,14 @@ def _config(args, spec, base, ctx) -> dict:
 
 def _devices_of(spec, base) -> dict:
     draft = getattr(spec, "draft", None)
-    return {"base": str(base.device), "draft": str(getattr(draft, "device", base.device))}
+    return {"base": _where(base), "draft": _where(draft if draft is not None else base)}
+
+
+def _where(engine) -> str:
+    """The engine's device, or its tensor-parallel group ("TFRT_CPU_0,TFRT_CPU_1")."""
+    if getattr(engine, "mesh", None) is None:
+        return str(engine.device)
+    return ",".join(str(d) for d in engine.devices)
 
 
 def _print_summary(doc: dict, out, *, quiet: bool) -> None:

@@ -15,16 +15,18 @@ _DEFAULT_PAIR = ("default-base", "default-draft")
 
 
 def devices_for(indices, which):
+    """The JAX devices of ``--{which}-devices`` indices (None: the default), or a one-line refusal."""
     if indices is None:
         return None
     import jax
 
     devs = jax.devices()
     bad = [i for i in indices if not 0 <= i < len(devs)]
-    if bad or len(indices) != 1:
-        raise UserError(f"spectrace: --{which}-devices {','.join(map(str, indices)) or repr('')} must name one of the "
-                        f"{len(devs)} device(s) 0..{len(devs) - 1} ({devs[0].platform})")
-    return [devs[indices[0]]]
+    if bad or not indices:
+        given = ",".join(map(str, indices)) or repr("")
+        raise UserError(f"spectrace: --{which}-devices {given} names device(s) {bad} that do not exist; this "
+                        f"machine has {len(devs)} device(s) 0..{len(devs) - 1} ({devs[0].platform})")
+    return [devs[i] for i in indices]
 
 
 def seq_len(args) -> int:
@@ -82,6 +84,8 @@ def check_memory(args, models, *, slots: int, seq: int, weights: bool = True) ->
     kv = sum(cfg.kv_cache_bytes(slots, itemsize) for _, cfg in models.values())
     scores = max(cfg.n_heads for _, cfg in models.values()) * seq * slots * 4
     need = weights + kv + scores
+    if len(device) > 1:  # tensor-parallel: each device holds about its share (an estimate, as the rest)
+        need = -(need // -len(device))
     free, source = free_memory(device[0])
     if free is not None and need > free:
         gib = lambda b: f"{b / 2**30:.1f} GiB" if b >= 2**30 else f"{b / 2**20:.0f} MiB"  # noqa: E731

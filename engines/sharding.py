@@ -95,9 +95,3 @@ def tensor_parallel(cfg, params: dict, options, devices):
     mesh = make_mesh(devices)
     options = mesh_options(options)
     return mesh, options, shard_params(for_options(params, cfg, options), mesh), replicated(mesh)
-
-
-def group_label(devices) -> str:
-    """The device group as a span attribute: ``"cpu:0,1,2,3"``."""
-    devices = list(devices)
-    return f"{devices[0].platform}:" + ",".join(str(d.id) for d in devices)

@@ -168,3 +168,30 @@ def test_layers_by_attention_type_on_gemma_and_refused_on_llama(tmp_path):
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
         "spectrace: layers='sliding': the draft has no sliding-attention layers"]
     assert not (tmp_path / "llama").exists()
+
+
+def test_device_lists_and_ranges_parse_and_bad_ones_are_one_line():
+    import argparse
+
+    from spectrace.tracer.cli import _devices
+
+    assert _devices("0") == [0]
+    assert _devices("0-3") == [0, 1, 2, 3]
+    assert _devices("4-7") == [4, 5, 6, 7]
+    assert _devices("0,2-3, 6") == [0, 2, 3, 6]
+    for bad, said in (("x", "ranges like"), ("3-1", "run upward"), ("-1", "ranges like"), (",", "names no device"),
+                      ("0-2,1", "more than once")):
+        with pytest.raises(argparse.ArgumentTypeError, match=said):
+            _devices(bad)
+
+
+def test_devices_that_do_not_exist_are_refused_naming_what_exists():
+    import jax
+
+    from spectrace.engines.limits import devices_for
+    from spectrace.tracer.errors import UserError
+
+    n = len(jax.devices())
+    assert devices_for([0], "base") == jax.devices()[:1]
+    with pytest.raises(UserError, match=rf"names device\(s\) \[{n}\] that do not exist; this machine has {n} device"):
+        devices_for(list(range(n + 1)), "base")

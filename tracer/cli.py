@@ -54,10 +54,28 @@ def _keep(text):
 
 
 def _devices(text):
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"devices must be comma-separated device indices like 0 or 0,1; got {text!r}")
+    """Device indices from ``0``, ``0,1``, ``0-3`` or ``0-3,6``, in the order given, each once."""
+    out: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        lo, dash, hi = part.partition("-")
+        try:
+            first, last = int(lo), int(hi if dash else lo)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"devices must be device indices or ranges like 0, 0,1 or 0-3; "
+                                             f"got {text!r}") from None
+        if first < 0 or last < first or last - first >= 4096:
+            raise argparse.ArgumentTypeError(f"device range {part!r} in {text!r} must run upward from an index "
+                                             "of 0 or more, like 0-3")
+        out.extend(range(first, last + 1))
+    if not out:
+        raise argparse.ArgumentTypeError(f"devices {text!r} names no device; give indices like 0 or 0-3")
+    twice = sorted({i for i in out if out.count(i) > 1})
+    if twice:
+        raise argparse.ArgumentTypeError(f"devices {text!r} names device(s) {twice} more than once")
+    return out
 
 
 # 32 MiB: ~8 million tokens at 4 bytes each, 60x the longest context of any preset (131072).
@@ -132,8 +150,8 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--look-ahead", type=_positive_int("--look-ahead"), default=8, help="SpecPrefill look-ahead (default 8)")
     g.add_argument("--gen-len", type=_positive_int("--gen-len"), default=16, help="tokens to generate (default 16)")
     g.add_argument("--dtype", choices=["float32", "bfloat16"], default=None, help="default: float32 on CPU, bfloat16 on GPU")
-    g.add_argument("--base-devices", type=_devices, default=None, help="device index for the base engine (e.g. 0)")
-    g.add_argument("--draft-devices", type=_devices, default=None, help="device index for the draft engine (e.g. 1)")
+    g.add_argument("--base-devices", type=_devices, default=None, help="device(s) for the base engine: 0, 0,1 or 0-3 (several: tensor-parallel)")
+    g.add_argument("--draft-devices", type=_devices, default=None, help="device(s) for the draft engine: 1, 4,5 or 4-7 (several: tensor-parallel)")
 
 
 def main(argv=None) -> int:

@@ -1,5 +1,6 @@
 """Run by tests/engines/test_devices.py in a subprocess with 8 forced CPU devices (the parent's JAX
-already has 1): prefill and greedy decode of one engine over 1, 2 and 4 devices; prints JSON."""
+already has 1): prefill and greedy decode of one engine over 1, 2 and 4 devices, and the speculative
+engine with draft and base on disjoint groups; prints JSON. Argument: the spectrace cache dir."""
 
 from __future__ import annotations
 
@@ -34,6 +35,37 @@ def run(cfg, devices, ids, **switches):
             "wq_shard": list(wq.sharding.shard_shape(wq.shape))}
 
 
+def spec(devs, cache_dir) -> dict:
+    """Draft on devices 0-1, base on 4-5 (disjoint groups) against both on device 0."""
+    from spectrace import tracer
+
+    from spectrace.engines.speculative.engine import SpecPrefillEngine
+    from spectrace.engines.tokenizer import corpus_text
+
+    prompt = corpus_text()[:400]
+    out = {}
+    for scoring in ("host", "device"):
+        got = {}
+        for label, draft_devs, base_devs in (("one", devs[:1], devs[:1]), ("split", devs[:2], devs[4:6])):
+            eng = SpecPrefillEngine.from_pretrained(
+                "default-draft", base="default-base", prefill_seq_len=16, ctx_len=256, keep=0.3, chunk_size=8,
+                look_ahead=4, scoring=scoring, dtype=np.float32, draft_devices=draft_devs, base_devices=base_devs,
+                cache_dir=cache_dir)
+            eng.run(prompt, gen_len=4)  # warm-up: compilations
+            tracer.configure(enabled=True)
+            with tracer.capture() as t:
+                r = eng.run(prompt, gen_len=4)
+            spans = [{"name": s.name, "attrs": {k: v for k, v in s.attributes.items() if k in ("engine", "devices")},
+                      "transfers": [[x.category, x.direction, x.nbytes] for x in s.transfers]} for s in t.spans]
+            got[label] = {"kept": np.asarray(r.kept_indices).tolist(), "logits": np.asarray(r.logits),
+                          "tokens": np.asarray(r.tokens).tolist(), "spans": spans}
+        one, split = got["one"], got["split"]
+        out[scoring] = {"same_kept": one["kept"] == split["kept"], "n_kept": len(one["kept"]),
+                        "rel": float(np.max(np.abs(split["logits"] - one["logits"])) / np.max(np.abs(one["logits"]))),
+                        "same_tokens": one["tokens"] == split["tokens"], "spans": split["spans"]}
+    return out
+
+
 def main() -> None:
     devs = jax.devices()
     assert len(devs) >= 4, f"needs 4 devices, got {len(devs)}"
@@ -54,6 +86,7 @@ def main() -> None:
         out["error"] = None
     except ValueError as e:
         out["error"] = str(e)
+    out["spec"] = spec(devs, sys.argv[1])
     json.dump(out, sys.stdout)
 
 

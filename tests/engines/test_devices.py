@@ -1,6 +1,7 @@
 """Tensor parallelism on CPU: one engine over 2 and 4 of 8 forced host devices equals one device.
 
-This process's JAX already has its one CPU device, so the check runs in a subprocess started with
+Also the speculative engine with the draft on devices 0-1 and the base on 4-5 (disjoint groups)
+against both on device 0. This process's JAX already has its one CPU device, so the check runs in a subprocess started with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` (``tests/engines/devices_check.py``).
 """
 
@@ -18,9 +19,9 @@ CHECK = Path(__file__).with_name("devices_check.py")
 
 
 @pytest.fixture(scope="module")
-def results():
+def results(spectrace_cache):
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run([sys.executable, str(CHECK)], env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, str(CHECK), str(spectrace_cache)], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(proc.stdout)
 
@@ -41,3 +42,29 @@ def test_sharded_prefill_and_decode_equal_one_device(results, case):
 def test_heads_the_group_does_not_divide_are_refused(results):
     assert results["error"] is not None
     assert "n_kv_heads=2" in results["error"] and "4 devices" in results["error"]
+
+
+@pytest.mark.parametrize("scoring", ["host", "device"])
+def test_speculative_on_disjoint_groups_equals_one_device(results, scoring):
+    r = results["spec"][scoring]
+    assert r["same_kept"] and r["n_kept"] > 0, f"{scoring}: kept indices differ from one device"
+    assert r["rel"] < 1e-5, f"{scoring}: pruned base logits differ by {r['rel']:.2e} (relative)"
+    assert r["same_tokens"]
+
+
+@pytest.mark.parametrize("scoring", ["host", "device"])
+def test_spans_carry_the_device_group_and_the_crossings_are_transfers(results, scoring):
+    spans = results["spec"][scoring]["spans"]
+    groups = {s["attrs"]["engine"]: s["attrs"]["devices"] for s in spans
+              if s["name"] in ("bind", "prefill.chunk", "lookahead", "decode")}
+    assert groups == {"spec": "cpu:0,1", "base": "cpu:4,5"}
+    # What crosses from the draft's group to the base's goes through the host, recorded: the kept
+    # indices leave the draft (d2h in score.select, or the host-mode scores' inputs in the draft's
+    # chunks) and the pruned ids and positions enter the base (h2d in its bind).
+    names = [s["name"] for s in spans]
+    pruned_bind = [s for s in spans[names.index("ttft.host_scoring"):] if s["name"] == "bind"][0]
+    assert pruned_bind["attrs"]["devices"] == "cpu:4,5"
+    assert any(t[1] == "h2d" and t[2] > 0 for t in pruned_bind["transfers"])
+    leaving = [t for s in spans if s["attrs"].get("devices") == "cpu:0,1" or s["name"] == "score.select"
+               for t in s["transfers"] if t[1] == "d2h"]
+    assert leaving
