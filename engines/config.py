@@ -43,8 +43,23 @@ class RopeScaling:
                              f"{self.high_freq_factor} <= {self.low_freq_factor}")
 
 
+class ModelSizes:
+    """Memory sizes every model family's config derives from its ``num_params`` and cache shape.
+
+    Every layer, sliding ones included, holds ``slots`` cache positions (docs/gemma.md says why).
+    """
+
+    def weight_bytes(self, itemsize: int) -> int:
+        """Bytes of the weights at ``itemsize`` bytes per parameter (4 float32, 2 bfloat16)."""
+        return self.num_params * itemsize
+
+    def kv_cache_bytes(self, slots: int, itemsize: int, batch: int = 1) -> int:
+        """Bytes of a KV cache of ``slots`` positions: keys and values, L x [B, S, K, H] each."""
+        return 2 * self.n_layers * batch * slots * self.n_kv_heads * self.head_dim * itemsize
+
+
 @dataclass(frozen=True)
-class LlamaConfig:
+class LlamaConfig(ModelSizes):
     """Shape and hyper-parameters of a Llama-architecture decoder.
 
     Axis letters used across ``engines``: L ``n_layers``, D ``dim``, N ``n_heads``,
@@ -105,14 +120,6 @@ class LlamaConfig:
         per_layer = attn + mlp + 2 * d
         head = 0 if self.tie_embeddings else self.vocab_size * d
         return self.vocab_size * d + self.n_layers * per_layer + d + head
-
-    def weight_bytes(self, itemsize: int) -> int:
-        """Bytes of the weights at ``itemsize`` bytes per parameter (4 float32, 2 bfloat16)."""
-        return self.num_params * itemsize
-
-    def kv_cache_bytes(self, slots: int, itemsize: int, batch: int = 1) -> int:
-        """Bytes of a KV cache of ``slots`` positions: keys and values, L x [B, S, K, H] each."""
-        return 2 * self.n_layers * batch * slots * self.n_kv_heads * self.head_dim * itemsize
 
     # ---- Hugging Face config.json <-> LlamaConfig -------------------------------------------
     @classmethod

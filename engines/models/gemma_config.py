@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from spectrace.engines.config import RopeScaling
+from spectrace.engines.config import ModelSizes, RopeScaling
 
 SLIDING, FULL = "sliding_attention", "full_attention"
 MODEL_TYPES = {"gemma2": "Gemma2ForCausalLM", "gemma3_text": "Gemma3ForCausalLM"}
@@ -34,7 +34,7 @@ def gemma2_layer_types(n_layers: int) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
-class GemmaConfig:
+class GemmaConfig(ModelSizes):
     """Shape and hyper-parameters of a Gemma 2 / Gemma 3 text decoder (axis letters as LlamaConfig's).
 
     ``model_type``: ``"gemma3_text"`` or ``"gemma2"``. ``rope_theta`` / ``rope_scaling`` apply to
@@ -113,13 +113,6 @@ class GemmaConfig:
         per_layer = attn + 3 * d * self.ffn_dim + 4 * d
         head = 0 if self.tie_embeddings else self.vocab_size * d
         return self.vocab_size * d + self.n_layers * per_layer + d + head
-
-    def weight_bytes(self, itemsize: int) -> int:
-        return self.num_params * itemsize
-
-    def kv_cache_bytes(self, slots: int, itemsize: int, batch: int = 1) -> int:
-        """Every layer, sliding ones too, holds ``slots`` positions (docs/gemma.md says why)."""
-        return 2 * self.n_layers * batch * slots * self.n_kv_heads * self.head_dim * itemsize
 
     # ---- Hugging Face config <-> GemmaConfig ---------------------------------------------------
     @classmethod
