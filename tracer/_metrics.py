@@ -75,7 +75,9 @@ class Metrics:
     def __init__(self, readers: list, *, resource=None, stats=None):
         from opentelemetry.sdk.metrics import MeterProvider
 
-        self.provider = MeterProvider(metric_readers=readers, resource=resource)
+        # spectrace shuts the provider down itself (bounded, at exit or reconfiguration); the
+        # SDK's own exit hook would do it a second time and log "shutdown can only be called once".
+        self.provider = MeterProvider(metric_readers=readers, resource=resource, shutdown_on_exit=False)
         m = self.provider.get_meter("spectrace")
         h = m.create_histogram
         self.ttft = h("gen_ai.server.time_to_first_token", unit="s", description="Time to generate the first token",
