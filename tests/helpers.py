@@ -69,3 +69,10 @@ def run_python(code: str, env: dict | None = None, timeout: float = 120) -> subp
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-c", code], env=full_env, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def rel_err(ours, theirs) -> float:
+    """max |ours - theirs| / max |theirs|: how parity tests against transformers references compare."""
+    import numpy as np
+
+    return float(np.max(np.abs(np.asarray(ours) - theirs)) / np.max(np.abs(theirs)))

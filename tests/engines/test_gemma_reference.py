@@ -15,15 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import rel_err
+
 from spectrace.engines import BaseEngine
 from spectrace.engines.testing_models import GEMMA_REFERENCE_MODELS, gemma_reference_inputs, weights_digest
 
 REFERENCE = Path(__file__).parent / "data" / "gemma_reference.npz"
 RTOL = 1e-4
-
-
-def rel_err(ours, theirs) -> float:
-    return float(np.max(np.abs(np.asarray(ours) - theirs)) / np.max(np.abs(theirs)))
 
 
 @pytest.fixture(scope="module")
