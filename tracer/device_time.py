@@ -16,6 +16,20 @@ span ``[start, end)``:
 * ``ops`` and ``top``: the ops that *start* inside the span, and the heaviest of them by
   summed duration, grouped by op name.
 
+Per device. Every op also has a device key (:func:`device_key`): ``/device:GPU:1``'s events
+are ``"GPU:1"``; an XLA op on a host line with a ``device_ordinal`` stat (the CPU client runs
+every forced host device's program on host threads of one ``/host:CPU`` plane) is
+``"CPU:<ordinal>"``; an op with neither is its plane's kind (``"CPU"``). The busy/idle above
+is "any device busy": for a 4-way tensor-parallel prefill it hides a device that waits on the
+others. So when ops ran on more than one device in the profile, every :class:`DeviceTime`
+also holds ``devices``: key -> the same busy/idle/ops/top for that device alone, for *every*
+device of the profile (a device with nothing in the span shows all-idle: that is the
+imbalance to see), in device order. ``ttft.json``'s ``device_time`` rows then carry
+``devices: {"CPU:0": {device_busy_ms, device_idle_ms, device_ops, top_ops}, ...}`` and
+:func:`format_rows` prints one indented row per device below each span that had device
+activity. With one device nothing changes: no ``devices`` key, no extra rows. Only the
+XSpaces of the spans' own process are kept (:func:`aligned`), so a key names one device.
+
 XPlane times are moved onto the spans' clock by the measured offset of
 :func:`tracer.xplane.align` (``offset_us`` is subtracted). Plain Python and numbers: no JAX.
 """
@@ -30,7 +44,8 @@ from . import clock
 from ._record import WINDOW
 from .xplane import XSpace, event_epoch_ns
 
-__all__ = ["DeviceOps", "DeviceTime", "aligned", "device_ops", "format_rows", "rows", "span_device_time"]
+__all__ = ["DeviceOps", "DeviceTime", "aligned", "device_key", "device_ops", "format_rows", "rows",
+           "span_device_time"]
 
 
 @dataclass
@@ -41,14 +56,23 @@ class DeviceTime:
     busy_ns: int
     ops: int
     top: list[tuple[str, int, int]] = field(default_factory=list)  # (op name, summed ns, count)
+    # device key -> that device alone; empty when the profile ran ops on one device only
+    devices: dict[str, DeviceTime] = field(default_factory=dict)
 
     @property
     def idle_ns(self) -> int:
         return max(0, self.span_ns - self.busy_ns)
 
     def as_dict(self) -> dict:
-        return {"ms": self.span_ns / 1e6, "device_busy_ms": self.busy_ns / 1e6,
-                "device_idle_ms": self.idle_ns / 1e6, "device_ops": self.ops,
+        out = {"ms": self.span_ns / 1e6, **self._fields()}
+        if self.devices:
+            out["devices"] = {k: d._fields() for k, d in self.devices.items()}
+        return out
+
+    def _fields(self) -> dict:
+        """Busy/idle/ops/top in ms: a row's fields, and each device's (whose span ms is the row's)."""
+        return {"device_busy_ms": self.busy_ns / 1e6, "device_idle_ms": self.idle_ns / 1e6,
+                "device_ops": self.ops,
                 "top_ops": [{"name": n, "ms": ns / 1e6, "count": c} for n, ns, c in self.top]}
 
 
@@ -57,9 +81,12 @@ class DeviceOps:
 
     ``starts``/``ends``/``names`` are sorted by start; the union of the op intervals is kept
     as disjoint sorted intervals with a running sum, so a span's busy time is two bisections.
+    ``devices``: device key -> the ops of that device alone (:func:`device_ops` fills it);
+    :meth:`inside` splits per device only when it holds more than one.
     """
 
-    def __init__(self, ops: list[tuple[int, int, str]]):
+    def __init__(self, ops: list[tuple[int, int, str]], devices: dict[str, DeviceOps] | None = None):
+        self.devices = devices or {}
         ops.sort()
         self.starts = [o[0] for o in ops]
         self.ends = [o[1] for o in ops]
@@ -97,8 +124,26 @@ class DeviceOps:
             agg[0] += self.ends[i] - self.starts[i]
             agg[1] += 1
         heaviest = sorted(by_name.items(), key=lambda kv: -kv[1][0])[:top]
+        split = {k: d.inside(start, end, top=top) for k, d in self.devices.items()} if len(self.devices) > 1 else {}
         return DeviceTime(span_ns=end - start, busy_ns=self.busy_ns(start, end), ops=hi - lo,
-                          top=[(n, ns, c) for n, (ns, c) in heaviest])
+                          top=[(n, ns, c) for n, (ns, c) in heaviest], devices=split)
+
+
+def device_key(plane_name: str, stats: dict) -> str:
+    """The device an op ran on: ``"GPU:1"`` for ``/device:GPU:1``, ``"CPU:<n>"`` for a host-line
+    XLA op with ``device_ordinal`` n, else the plane's kind (``"/host:CPU"`` -> ``"CPU"``)."""
+    if plane_name.startswith("/device:"):
+        return plane_name[len("/device:"):]
+    ordinal = stats.get("device_ordinal")
+    if isinstance(ordinal, int) and not isinstance(ordinal, bool):
+        return f"CPU:{ordinal}"
+    return plane_name.rsplit(":", 1)[-1]
+
+
+def _device_order(key: str):
+    """``CPU:2`` before ``CPU:10``: kind, then the ordinal as a number."""
+    kind, _, n = key.rpartition(":")
+    return (kind, int(n), "") if n.isdigit() else (key, -1, key)
 
 
 def device_ops(spaces: list[XSpace], offsets_ns: list[int] | None = None) -> DeviceOps:
@@ -108,19 +153,21 @@ def device_ops(spaces: list[XSpace], offsets_ns: list[int] | None = None) -> Dev
     body twice); on ``/device:*`` lines every event counts, since kernels of one stream line
     may overlap without one being the other's parent (the union absorbs the overlap).
     """
-    ops: list[tuple[int, int, str]] = []
+    ops: list[tuple[int, int, str]] = []  # (start, end) epoch ns, op name
+    by_device: dict[str, list[tuple[int, int, str]]] = {}
     for space, offset in zip(spaces, offsets_ns or [0] * len(spaces)):
         for plane in space.planes:
             device = plane.name.startswith("/device:")
             for _, events in plane.lines:
-                line = sorted(((event_epoch_ns(space, st) - offset, round(dur), name)
+                line = sorted(((event_epoch_ns(space, st) - offset, round(dur), name, device_key(plane.name, stats))
                                for name, st, dur, stats in events if device or "hlo_op" in stats),
                               key=lambda o: (o[0], -o[1]))
-                for i, (s, dur, name) in enumerate(line):
+                for i, (s, dur, name, key) in enumerate(line):
                     if not device and i + 1 < len(line) and _encloses((s, dur), line[i + 1]):
                         continue  # the children carry the time
                     ops.append((s, s + dur, name))
-    return DeviceOps(ops)
+                    by_device.setdefault(key, []).append((s, s + dur, name))
+    return DeviceOps(ops, {k: DeviceOps(by_device[k]) for k in sorted(by_device, key=_device_order)})
 
 
 def _encloses(outer, inner) -> bool:
@@ -153,7 +200,8 @@ def rows(spans, times: dict[int, DeviceTime], *, max_depth: int = 1) -> list[dic
     """One row per span down to ``max_depth`` (0 = roots: the windows), in start order.
 
     Each row: ``name``, ``depth``, ``engine`` and ``chunk.index`` where the span has them, and
-    :meth:`DeviceTime.as_dict`'s fields. What ``ttft.json``'s ``device_time`` holds.
+    :meth:`DeviceTime.as_dict`'s fields (``devices`` too when several devices ran ops). What
+    ``ttft.json``'s ``device_time`` holds.
     """
     spans = [s for s in spans if s.end_ns and s.span_id in times]
     ids = {s.span_id: s for s in spans}
@@ -187,8 +235,13 @@ def rows(spans, times: dict[int, DeviceTime], *, max_depth: int = 1) -> list[dic
 
 
 def format_rows(table: list[dict], title: str = "Device time per span") -> str:
-    """:func:`rows` as the text table ``spectrace run --xplane`` and ``spectrace merge`` print."""
-    out = [f"{title} (XPlane; busy = any device op running)",
+    """:func:`rows` as the text table ``spectrace run --xplane`` and ``spectrace merge`` print.
+
+    Rows with a ``devices`` split (several devices ran ops) are followed by one indented row
+    per device, when the span had device activity at all (an all-idle span has nothing to split).
+    """
+    split = any(r.get("devices") for r in table)
+    out = [f"{title} (XPlane; busy = any device op running{'; then each device alone' if split else ''})",
            f"  {'span':<34}{'ms':>10}{'busy ms':>10}{'idle ms':>10}{'ops':>7}  heaviest op (ms, count)"]
     for r in table:
         label = "  " * r["depth"] + r["name"]
@@ -196,8 +249,15 @@ def format_rows(table: list[dict], title: str = "Device time per span") -> str:
             label += f" #{r['chunk.index']}"
         if "engine" in r and r["depth"]:
             label += f" [{r['engine']}]"
-        top = r["top_ops"][0] if r["top_ops"] else None
-        heaviest = f"{top['name'][:40]} ({top['ms']:.2f}, {top['count']})" if top else "-"
-        out.append(f"  {label:<34}{r['ms']:>10.2f}{r['device_busy_ms']:>10.2f}{r['device_idle_ms']:>10.2f}"
-                   f"{r['device_ops']:>7}  {heaviest}")
+        out.append(_format_row(label, f"{r['ms']:>10.2f}", r))
+        if r.get("devices") and (r.get("device_ops") or r.get("device_busy_ms")):
+            for key, d in r["devices"].items():
+                out.append(_format_row("  " * (r["depth"] + 1) + f"- {key}", " " * 10, d))
     return "\n".join(out)
+
+
+def _format_row(label: str, ms: str, r: dict) -> str:
+    top = r["top_ops"][0] if r.get("top_ops") else None
+    heaviest = f"{top.get('name', '?')[:40]} ({top.get('ms', 0):.2f}, {top.get('count', 0)})" if top else "-"
+    return (f"  {label:<34}{ms}{r.get('device_busy_ms') or 0:>10.2f}{r.get('device_idle_ms') or 0:>10.2f}"
+            f"{r.get('device_ops') or 0:>7}  {heaviest}")

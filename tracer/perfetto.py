@@ -43,7 +43,8 @@ def write_pftrace(path, spans, *, xplanes=(), metadata: dict | None = None,
     ``{"median_us", "max_us", "offset_us", "pairs", "files": [per XPlane file]}``, ``None``
     values when no XPlane span could be paired, plus ``device_time``: ``span_id ->``
     :class:`tracer.device_time.DeviceTime` (empty without XPlanes), also written on every span
-    slice as ``device.busy_ms``, ``device.idle_ms``, ``device.ops``, ``device.top_op``. XPlane
+    slice as ``device.busy_ms``, ``device.idle_ms``, ``device.ops``, ``device.top_op`` (and
+    ``device.<key>.busy_ms`` per device when several ran ops, e.g. ``device.CPU:1.busy_ms``). XPlane
     files are read before anything is written, so a bad file raises (naming it) and no trace
     appears.
     """
@@ -182,6 +183,7 @@ def span_args(s, device=None) -> list:
         if device.top:
             name, ns, count = device.top[0]
             args.append(("device.top_op", f"{name} ({ns / 1e6:.3f} ms, {count}x)"))
+        args += [(f"device.{key}.busy_ms", d.busy_ns / 1e6) for key, d in device.devices.items()]
     if s.error_type is not None:
         args += [("error.type", s.error_type), ("error.message", s.error_message)]
     args += [(SPAN_ID, s.span_id), (PARENT_ID, s.parent_id), (TRACE_ID, s.trace_id)]

@@ -299,11 +299,13 @@ def _device_section(doc: dict) -> str:
             label += f" #{_e(r.get('chunk.index'))}"
         if r.get("engine") is not None and r.get("depth"):
             label += f" <span class='muted'>{_e(r.get('engine'))}</span>"
-        ms, busy = _num(r.get("ms")) or 0.0, _num(r.get("device_busy_ms")) or 0.0
-        top = ", ".join(f"<code>{_e(str(t.get('name'))[:48])}</code> {_g(_num(t.get('ms')) or 0)} ms ×{_e(t.get('count'))}"
-                        for t in _l(r.get("top_ops"))[:3] if isinstance(t, Mapping))
-        out.append((label, _g(ms), _g(busy), _g(_num(r.get("device_idle_ms")) or 0.0),
-                    f"{100 * busy / ms:.0f}%" if ms > 0 else "—", _e(r.get("device_ops")), top or "—"))
+        ms = _num(r.get("ms")) or 0.0
+        out.append((label, _g(ms), *_device_cells(r, ms)))
+        devices = r.get("devices") if isinstance(r.get("devices"), Mapping) else {}
+        if devices and (_num(r.get("device_ops")) or _num(r.get("device_busy_ms"))):
+            pad = "\u2003" * (int(_num(r.get("depth")) or 0) + 1)
+            out += [(f"{pad}<span class='muted'>{_e(k)}</span>", "", *_device_cells(d, ms))
+                    for k, d in devices.items() if isinstance(d, Mapping)]
     windows = [(str(r.get("name")), [("device busy", (_num(r.get("device_busy_ms")) or 0.0) / 1e3, _BUSY_COLOR),
                                      ("device idle", (_num(r.get("device_idle_ms")) or 0.0) / 1e3, _REST_COLOR)], 0.0)
                for r in rows if not r.get("depth")]
@@ -311,10 +313,21 @@ def _device_section(doc: dict) -> str:
     chart = (_legend([("device busy", _BUSY_COLOR), ("device idle", _REST_COLOR)])
              + _hbars("device-windows", "device busy and idle time per window", windows, scale, unit, "time")
              if windows else "")
+    split = " Below each span, one row per device (several ran ops): that device alone." \
+        if any(isinstance(r.get("devices"), Mapping) and r.get("devices") for r in rows) else ""
     return ("<h2>Device time per span (last run, XPlane)</h2><p class='muted'>busy: at least one device op "
             "running; idle: the span's time without one (launches, host work, waiting). Heaviest ops: "
-            "those starting inside the span, by summed time.</p>" + chart
+            f"those starting inside the span, by summed time.{split}</p>" + chart
             + _table(["span", "ms", "busy ms", "idle ms", "busy", "ops", "heaviest ops"], out, "num"))
+
+
+def _device_cells(r: Mapping, ms: float) -> tuple:
+    """busy ms, idle ms, busy share of the span's ``ms``, ops, heaviest ops: of a row or one device."""
+    busy = _num(r.get("device_busy_ms")) or 0.0
+    top = ", ".join(f"<code>{_e(str(t.get('name'))[:48])}</code> {_g(_num(t.get('ms')) or 0)} ms ×{_e(t.get('count'))}"
+                    for t in _l(r.get("top_ops"))[:3] if isinstance(t, Mapping))
+    return (_g(busy), _g(_num(r.get("device_idle_ms")) or 0.0), f"{100 * busy / ms:.0f}%" if ms > 0 else "—",
+            _e(r.get("device_ops")), top or "—")
 
 
 def _run_section(docs: Sequence[dict]) -> str:

@@ -80,10 +80,12 @@ _IO = {"*": {"*": {"bytes": _NUM, "ms": _NUM, "count": _NUM, "direction": str}}}
 _CHUNK = {"index": _NUM, "tokens": _NUM, "ms": _NUM, "io": {"*": {"bytes": _NUM, "ms": _NUM}}}
 _RUN = {**{f: _NUM for f in TTFT_FIELDS}, "io": _IO, "chunks": {"*": [_CHUNK]},
         "slowest_chunks": [{"pass": str, "index": _NUM, "ms": _NUM}]}
+_DEVICE = {"device_busy_ms": _NUM, "device_idle_ms": _NUM, "device_ops": _NUM,
+           "top_ops": [{"ms": _NUM, "count": _NUM}]}
 _DOC = {**_RUN, "schema": str, "runs": [_RUN], "config": {}, "versions": {}, "devices": {},
         "alignment": {"median_us": _NUM, "max_us": _NUM, "offset_us": _NUM, "pairs": _NUM, "files": []},
-        "device_time": [{"depth": _NUM, "ms": _NUM, "device_busy_ms": _NUM, "device_idle_ms": _NUM,
-                         "device_ops": _NUM, "top_ops": [{"ms": _NUM, "count": _NUM}]}]}
+        "device_time": [{"depth": _NUM, "ms": _NUM, **_DEVICE,
+                         "devices": {"*": _DEVICE}}]}  # devices: key ("CPU:1") -> that device alone
 
 
 def load(path) -> dict:
