@@ -25,14 +25,15 @@ from spectrace import tracer
 from spectrace.engines import model
 from spectrace.engines.cache import KVCache, allocate_cache, reset_cache
 from spectrace.engines.config import FIT_MULTIPLE, EngineOptions
+from spectrace.engines.decode import DecodeMixin
 from spectrace.engines.host import (_default_dtype, _device_group, _group_label, _h2d, _one_device,  # noqa: F401
                                     _placement, _window_or_span, to_host)
 from spectrace.engines.params import for_options
-from spectrace.engines.results import GenerateResult, PrefillResult
+from spectrace.engines.results import PrefillResult
 from spectrace.engines.tokenizer import encode
 
 
-class BaseEngine:
+class BaseEngine(DecodeMixin):
     """A Llama or Gemma model on one device with a KV cache for ``ctx_len`` tokens.
 
     Build with :meth:`from_pretrained`. ``name`` is the ``engine`` attribute of its chunk spans
@@ -56,6 +57,8 @@ class BaseEngine:
             self.params = for_options(params, cfg, self.options)
         # Spans name the device group when it is not the default device (disjoint draft/base groups).
         self._group = {} if self.mesh is None and device == jax.devices()[0] else {"devices": _group_label(self.devices)}
+        #: The group label transfers carry as ``src``/``dst`` ("" on the default device, like the spans).
+        self.where = self._group.get("devices", "")
         self.tokenizer = tokenizer
         if getattr(tokenizer, "padding_side", "right") != "right":
             tokenizer.padding_side = "right"  # padding must trail the prompt: it is the chunk loop's tail
@@ -275,7 +278,7 @@ class BaseEngine:
                 host = [ids[i * T: i * T + n].reshape(1, n) for i, n in enumerate(lengths)]
                 host += [positions[i * T: i * T + n].reshape(1, n) for i, n in enumerate(lengths)]
                 rows = [np.int32(n - 1) for n in real_per_chunk]
-            placed = _h2d(self.device, host + [np.asarray(r) for r in rows])
+            placed = _h2d(self.device, host + [np.asarray(r) for r in rows], dst=self.where)
         fn = self.chunk_fn(return_queries=return_queries)
         queries = logits = None
         n_tok = int(sum(real_per_chunk))
@@ -296,7 +299,7 @@ class BaseEngine:
                 if on_chunk is not None:
                     on_chunk(i, None if queries is None else queries[:, 0])
                 if i == num_chunks - 1 and host_logits:
-                    logits_h = to_host(logits, "logits")[0].astype(np.float32)  # [V]
+                    logits_h = to_host(logits, "logits", self.where)[0].astype(np.float32)  # [V]
         self._serial += 1
         self._cache_len = start + n_tok
         real = positions >= 0
@@ -310,71 +313,6 @@ class BaseEngine:
             queries=None if queries is None else queries[:, 0], last_logits=logits, serial=self._serial)
 
     # ---- decode ------------------------------------------------------------------------------
-    def decode(self, prefill: PrefillResult, max_new_tokens: int, *, return_queries: bool = False,
-               window: str | None = "decode", span_name: str = "decode") -> GenerateResult:
-        """Greedy decode continuing the cache of ``prefill`` (which must be this engine's latest).
-
-        Generates ``max_new_tokens`` tokens (the first is the prefill logits' argmax, so
-        ``max_new_tokens - 1`` forward steps), starting at ``prefill.next_position``.
-        ``window``: the tracer window to open; None opens a plain span ``span_name`` instead
-        (e.g. the speculative engine's look-ahead inside its own window).
-        """
-        if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens={max_new_tokens!r} must be a positive int")
-        if prefill.serial != self._serial or self.cache is None:
-            raise RuntimeError("the KV cache no longer holds this prefill (another prefill or decode ran "
-                               "since); decode right after the prefill it continues")
-        steps = int(max_new_tokens) - 1
-        if self._cache_len + steps > self.ctx_len:
-            raise ValueError(f"max_new_tokens={max_new_tokens} does not fit: the cache holds {self._cache_len} "
-                             f"tokens and ctx_len={self.ctx_len} leaves room for {self.ctx_len - self._cache_len + 1}")
-        attrs = {"engine": self.name, "gen_ai.request.model": self.model_name, **self._group}
-        queries = None
-        with _window_or_span(window, span_name, **attrs) as span:
-            t0 = time.perf_counter()
-            (position,) = _h2d(self.device, [np.full((1,), prefill.next_position, np.int32)], wait=False)
-            if steps and self.options.decode == "python":
-                host, queries = self._decode_python(model.greedy(prefill.last_logits), position, steps,
-                                                    return_queries)
-            else:
-                if steps:  # the first token is the prefill's argmax, taken inside the same program
-                    tokens, self.cache, queries = model.decode_scan_jit(             # [G, B]
-                        self.params, self.cache, prefill.last_logits, position, cfg=self.config,
-                        opts=self.options, steps=steps, return_queries=return_queries)
-                else:
-                    tokens = model.greedy(prefill.last_logits)[None]                 # [1, B]
-                host = to_host(tokens)[:, 0]
-            elapsed = time.perf_counter() - t0
-            span.set("gen_ai.usage.output_tokens", int(max_new_tokens))
-            span.set("decode.tokens_per_s", float(max_new_tokens) / elapsed if elapsed > 0 else 0.0)
-        self._serial += 1
-        self._cache_len += steps
-        self._next_position = prefill.next_position + steps
-        if queries is not None:
-            queries = queries[:, :, 0]                                               # [G-1, L, N, H]
-        return GenerateResult(tokens=host.astype(np.int32), prefill=prefill, decode_s=elapsed, queries=queries)
-
-    def _decode_python(self, first, position, steps, return_queries):
-        """Seed 003's baseline: one compiled step per token, each token read back as it is made."""
-        step = partial(model.decode_step_jit, cfg=self.config, opts=self.options, return_queries=return_queries)
-        out = [int(to_host(first)[0])]
-        tok, qs = first, []
-        for _ in range(steps):
-            tok, self.cache, q = step(self.params, self.cache, tok, position)
-            position = position + 1
-            out.append(int(to_host(tok)[0]))
-            if q is not None:
-                qs.append(q)
-        return np.asarray(out, np.int32), (jnp.stack(qs) if qs else None)
-
-    def generate(self, prompt: str, max_new_tokens: int) -> GenerateResult:
-        """Prefill ``prompt`` then greedily decode ``max_new_tokens`` tokens; ``text`` is their decoding."""
-        if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens={max_new_tokens!r} must be a positive int")
-        result = self.decode(self.prefill(prompt), max_new_tokens)
-        result.text = self.tokenizer.decode(result.tokens.tolist(), skip_special_tokens=True)
-        return result
-
     # ---- inspection --------------------------------------------------------------------------
     def cache_keys(self, n: int | None = None):
         """Post-RoPE keys of the first ``n`` cache slots (default: every filled slot), ``[L, n, K, H]``.

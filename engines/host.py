@@ -19,30 +19,31 @@ def _window_or_span(window: str | None, fallback: str, **attributes):
     return tracer.window(window, **attributes) if window else tracer.span(fallback, **attributes)
 
 
-def _h2d(device, arrays, binding: str = "other", *, wait: bool = True):
+def _h2d(device, arrays, binding: str = "other", *, wait: bool = True, dst: str = ""):
     """Place host arrays on the device as one recorded transfer.
 
     ``wait=False`` records the bytes but not the copy's time (only its enqueueing): for a few
     bytes that the next program reads anyway, where waiting would add a host round trip
     (~0.5 ms on the H100 host, ``scripts/probe_host.py``) to the TTFT being measured.
+    ``dst``: the engine's device group label (``BaseEngine.where``) for the transfer record.
     """
     nbytes = sum(a.nbytes for a in arrays)
-    with tracer.transfer(binding, "h2d", nbytes):
+    with tracer.transfer(binding, "h2d", nbytes, dst=dst):
         placed = jax.device_put(arrays, device)
         if wait:
             jax.block_until_ready(placed)
     return placed
 
 
-def to_host(array, binding: str = "other"):
+def to_host(array, binding: str = "other", src: str = ""):
     """Copy a device array to the host as one recorded d2h transfer of category ``binding``.
 
     Waits for the array to be computed first, so the transfer times the copy, not the device
     work that produced it (a look-ahead's 36-byte token read once showed as 11.6 ms: the whole
-    look-ahead).
+    look-ahead). ``src``: the engine's device group label (``BaseEngine.where``).
     """
     jax.block_until_ready(array)
-    with tracer.transfer(binding, "d2h", array.nbytes):
+    with tracer.transfer(binding, "d2h", array.nbytes, src=src):
         return np.asarray(array)
 
 

@@ -1,4 +1,4 @@
-"""Transfers (host<->device copies) on the hot path, and the per-window IO figures they add up to.
+"""Transfers (host<->device and device<->device copies) on the hot path, and the per-window IO figures they add up to.
 
 A transfer is one :class:`~tracer._record.Transfer` record plus a few integer additions onto the
 span it happened in; bytes roll up to the enclosing chunk and window when those end
@@ -14,16 +14,17 @@ from time import perf_counter_ns
 from ._core import STATE, UNSAMPLED, _current, _last_window, _misuse
 from ._record import EMPTY_IO, EMPTY_TRANSFERS, IoTotals, Transfer, category_of, io_dict
 
-_DIRECTIONS = {"h2d": "h2d", "d2h": "d2h"}
+_DIRECTIONS = {"h2d": "h2d", "d2h": "d2h", "d2d": "d2d"}
 
 
 def record_transfer(binding: str, direction: str, nbytes: int, *, ns: int | None = None,
-                    start_ns: int | None = None, end_ns: int | None = None) -> None:
-    """Record one host<->device copy whose duration was measured elsewhere.
+                    start_ns: int | None = None, end_ns: int | None = None, src: str = "", dst: str = "") -> None:
+    """Record one copy whose duration was measured elsewhere.
 
     ``binding`` is a binding name (``past_key.3_RetainedState``) or a category; ``direction``
-    is ``"h2d"`` or ``"d2h"``; give either ``ns`` (duration, ending now) or ``start_ns`` and
-    ``end_ns`` (``perf_counter_ns`` readings).
+    is ``"h2d"``, ``"d2h"`` or ``"d2d"`` (between two device groups); give either ``ns``
+    (duration, ending now) or ``start_ns`` and ``end_ns`` (``perf_counter_ns`` readings).
+    ``src``/``dst``: the device (group) on each side, e.g. ``"cuda:0,1"``; empty for the host.
     """
     if not STATE.enabled:
         return
@@ -34,7 +35,7 @@ def record_transfer(binding: str, direction: str, nbytes: int, *, ns: int | None
         start_ns = end_ns - (ns or 0)
     if end_ns < start_ns:
         raise ValueError(f"transfer end_ns ({end_ns}) is before start_ns ({start_ns})")
-    _add_transfer(binding, direction, int(nbytes), start_ns, end_ns)
+    _add_transfer(binding, direction, int(nbytes), start_ns, end_ns, src, dst)
 
 
 def _check(direction, nbytes) -> None:
@@ -45,13 +46,13 @@ def _check(direction, nbytes) -> None:
     if nbytes < 0:
         raise ValueError(f"nbytes must be a non-negative integer, got {nbytes!r}")
     if direction not in _DIRECTIONS:
-        raise ValueError(f"direction must be 'h2d' or 'd2h', got {direction!r}")
+        raise ValueError(f"direction must be 'h2d', 'd2h' or 'd2d', got {direction!r}")
 
 
 _categories: dict = {}  # binding name -> category, so the split runs once per name
 
 
-def _add_transfer(binding, direction, nbytes, start_ns, end_ns) -> None:
+def _add_transfer(binding, direction, nbytes, start_ns, end_ns, src="", dst="") -> None:
     cur = _current.get()
     if cur is None or cur is UNSAMPLED:
         return  # nothing to roll up onto; io_metrics is per window
@@ -65,7 +66,7 @@ def _add_transfer(binding, direction, nbytes, start_ns, end_ns) -> None:
             _categories[binding] = category
         else:
             binding = category
-    t = Transfer(category, direction, nbytes, start_ns, end_ns, binding, cur.span_id, cur.thread_id)
+    t = Transfer(category, direction, nbytes, start_ns, end_ns, binding, cur.span_id, cur.thread_id, src, dst)
     if cur.transfers is EMPTY_TRANSFERS:
         cur.transfers = [t]
     else:
@@ -81,8 +82,10 @@ def _add_transfer(binding, direction, nbytes, start_ns, end_ns) -> None:
     tot.count += 1
     if direction == "h2d":
         tot.h2d_bytes += nbytes
-    else:
+    elif direction == "d2h":
         tot.d2h_bytes += nbytes
+    else:
+        tot.d2d_bytes += nbytes
     w = cur._window
     if w is not None and not w.end_ns:
         w.window_data.transfers.append(t)
@@ -95,12 +98,14 @@ class _TransferTimer:
     at the end, so a negative or non-integer value fails there, as it would at the call.
     """
 
-    __slots__ = ("binding", "direction", "nbytes", "start_ns")
+    __slots__ = ("binding", "direction", "nbytes", "start_ns", "src", "dst")
 
-    def __init__(self, binding, direction, nbytes):
+    def __init__(self, binding, direction, nbytes, src="", dst=""):
         self.binding = binding
         self.direction = direction
         self.nbytes = nbytes
+        self.src = src
+        self.dst = dst
 
     def __enter__(self):
         self.start_ns = perf_counter_ns()
@@ -110,21 +115,21 @@ class _TransferTimer:
         end = perf_counter_ns()
         if exc_type is None and STATE.enabled:
             _check(self.direction, self.nbytes)
-            _add_transfer(self.binding, self.direction, int(self.nbytes), self.start_ns, end)
+            _add_transfer(self.binding, self.direction, int(self.nbytes), self.start_ns, end, self.src, self.dst)
         return False
 
 
-def transfer(binding: str, direction: str, nbytes: int):
-    """Time one host<->device copy: ``with tracer.transfer("logits", "d2h", x.nbytes): ...``.
+def transfer(binding: str, direction: str, nbytes: int, *, src: str = "", dst: str = ""):
+    """Time one copy: ``with tracer.transfer("logits", "d2h", x.nbytes): ...``.
 
-    ``nbytes`` may be set on the returned object inside the block when only known after the copy.
+    ``src``/``dst`` as for :func:`record_transfer`. ``nbytes`` may be set on the returned object inside the block when only known after the copy.
     """
     from ._core import NOOP
 
     if not STATE.enabled:
         return NOOP
     _check(direction, nbytes)
-    return _TransferTimer(binding, direction, nbytes)
+    return _TransferTimer(binding, direction, nbytes, src, dst)
 
 
 def io_metrics() -> dict:

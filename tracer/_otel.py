@@ -380,9 +380,11 @@ class ExportPipeline:
                                      start_time=clock.to_epoch_ns(s.start_ns),
                                      record_exception=False, set_status_on_exception=False)
         for t in s.transfers:
-            sp.add_event("transfer", {"binding": _safe_str(t.binding), "category": t.category,
-                                      "direction": t.direction, "bytes": t.nbytes, "ms": t.ns / 1e6},
-                         timestamp=clock.to_epoch_ns(t.start_ns))
+            ev = {"binding": _safe_str(t.binding), "category": t.category, "direction": t.direction,
+                  "bytes": t.nbytes, "ms": t.ns / 1e6}
+            if t.src or t.dst:  # which device groups the copy joined (engines on disjoint groups)
+                ev["src"], ev["dst"] = t.src, t.dst
+            sp.add_event("transfer", ev, timestamp=clock.to_epoch_ns(t.start_ns))
         if s.error_type is not None:
             sp.add_event("exception", {"exception.type": s.error_type,
                                        "exception.message": s.error_message or ""},

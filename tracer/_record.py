@@ -22,7 +22,7 @@ WINDOW = "spectrace.window"
 
 # The binding categories of DESIGN.md, in the order tables print them.
 CATEGORIES: tuple[str, ...] = ("prefill_queries", "past_key", "past_value", "logits", "other")
-DIRECTIONS: tuple[str, ...] = ("h2d", "d2h")
+DIRECTIONS: tuple[str, ...] = ("h2d", "d2h", "d2d")
 
 
 def category_of(binding: str) -> str:
@@ -47,7 +47,7 @@ EMPTY_TRANSFERS: tuple = ()
 class IoTotals:
     """Bytes, time and count of the transfers of one category under one span (inclusive)."""
 
-    __slots__ = ("bytes", "ns", "count", "h2d_bytes", "d2h_bytes")
+    __slots__ = ("bytes", "ns", "count", "h2d_bytes", "d2h_bytes", "d2d_bytes")
 
     def __init__(self) -> None:
         self.bytes = 0
@@ -55,6 +55,7 @@ class IoTotals:
         self.count = 0
         self.h2d_bytes = 0
         self.d2h_bytes = 0
+        self.d2d_bytes = 0  # device to device (between the device groups of two engines)
 
     @property
     def ms(self) -> float:
@@ -62,14 +63,9 @@ class IoTotals:
 
     @property
     def direction(self) -> str:
-        """``h2d``, ``d2h``, ``both`` or ``""`` when nothing moved."""
-        if self.h2d_bytes and self.d2h_bytes:
-            return "both"
-        if self.h2d_bytes:
-            return "h2d"
-        if self.d2h_bytes:
-            return "d2h"
-        return ""
+        """``h2d``, ``d2h``, ``d2d``, ``both`` (more than one of them) or ``""`` when nothing moved."""
+        moved = [d for d, b in (("h2d", self.h2d_bytes), ("d2h", self.d2h_bytes), ("d2d", self.d2d_bytes)) if b]
+        return moved[0] if len(moved) == 1 else ("both" if moved else "")
 
     def add(self, other: IoTotals) -> None:
         self.bytes += other.bytes
@@ -77,6 +73,7 @@ class IoTotals:
         self.count += other.count
         self.h2d_bytes += other.h2d_bytes
         self.d2h_bytes += other.d2h_bytes
+        self.d2d_bytes += other.d2d_bytes
 
     def as_dict(self) -> dict:
         return {"bytes": self.bytes, "ms": self.ms, "count": self.count, "direction": self.direction}
@@ -93,26 +90,35 @@ def io_dict(io) -> dict:
 
 
 class Transfer:
-    """One host<->device copy: what moved (category, binding name), which way, how much, when."""
+    """One copy: what moved (category, binding name), which way, how much, when, between which devices.
 
-    __slots__ = ("category", "direction", "nbytes", "start_ns", "end_ns", "binding", "span_id", "thread_id")
+    ``src``/``dst`` name the device group on each side (``"cuda:0,1"``; ``""`` for the host or
+    when the engine did not say): a ``d2d`` copy between two engines' groups has both.
+    """
 
-    def __init__(self, category, direction, nbytes, start_ns, end_ns, binding, span_id, thread_id):
+    __slots__ = ("category", "direction", "nbytes", "start_ns", "end_ns", "binding", "span_id", "thread_id",
+                 "src", "dst")
+
+    def __init__(self, category, direction, nbytes, start_ns, end_ns, binding, span_id, thread_id,
+                 src="", dst=""):
         self.category: str = category
-        self.direction: str = direction  # "h2d" | "d2h"
+        self.direction: str = direction  # "h2d" | "d2h" | "d2d"
         self.nbytes: int = nbytes
         self.start_ns: int = start_ns
         self.end_ns: int = end_ns
         self.binding: str = binding  # the name the engine gave; equals category when none was given
         self.span_id: int = span_id  # the span it happened in (0 if none was open)
         self.thread_id: int = thread_id
+        self.src: str = src
+        self.dst: str = dst
 
     @property
     def ns(self) -> int:
         return self.end_ns - self.start_ns
 
     def __repr__(self) -> str:
-        return (f"Transfer({self.binding!r}, category={self.category!r}, {self.direction}, "
+        where = f", {self.src or 'host'}->{self.dst or 'host'}" if self.src or self.dst else ""
+        return (f"Transfer({self.binding!r}, category={self.category!r}, {self.direction}{where}, "
                 f"bytes={self.nbytes}, ms={self.ns / 1e6:.3f})")
 
 

@@ -214,8 +214,8 @@ def _emit_spans(seq: Sequence, spans, pid: int, proc: int, device_times: dict) -
         transfers = sorted((t for s in group for t in s.transfers), key=lambda t: (t.start_ns, -t.end_ns))
         if transfers:
             titems = [(to_epoch(t.start_ns), to_epoch(t.end_ns), f"{t.category} {t.direction}",
-                       [("binding", t.binding), ("bytes", t.nbytes), ("ms", t.ns / 1e6),
-                        (SPAN_ID, t.span_id)]) for t in transfers]
+                       [("binding", t.binding), ("bytes", t.nbytes), ("ms", t.ns / 1e6), (SPAN_ID, t.span_id)]
+                       + ([("src", t.src), ("dst", t.dst)] if t.src or t.dst else [])) for t in transfers]
             io_track = seq.track(uuid_for("io", pid, thread), f"{tname} transfers", parent=proc,
                                  rank=1000 + rank)
             seq.lanes(titems, _overflow(seq, io_track, ("io", pid, thread), f"{tname} transfers", proc, rank))

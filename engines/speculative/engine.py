@@ -249,10 +249,10 @@ class SpecPrefillEngine:
             if not host:
                 return
             q = q if len(self._layers) == d.config.n_layers else q[sl]            # [L', N, H]
-            out.queries = to_host(q, "prefill_queries")                            # the final chunk's wins
+            out.queries = to_host(q, "prefill_queries", d.where)                   # the final chunk's wins
             if i == num_chunks - 1:
                 for l in self._layers:                                             # L' x [S, K, H]
-                    out.keys.append(to_host(d.cache.k[l][0], f"past_key.{l}_RetainedState"))
+                    out.keys.append(to_host(d.cache.k[l][0], f"past_key.{l}_RetainedState", d.where))
 
         # The draft's logits feed only the look-ahead, on the device: host mode copies them as
         # QEfficient's session returns them; device mode leaves them where they are.
@@ -269,7 +269,7 @@ class SpecPrefillEngine:
             if n_la:
                 lookahead = gen.queries if n_la == steps else gen.queries[:n_la]   # [A-1, L, N, H]
                 if host:
-                    lookahead = to_host(lookahead[:, sl], "prefill_queries")       # [A-1, L', N, H]
+                    lookahead = to_host(lookahead[:, sl], "prefill_queries", d.where)  # [A-1, L', N, H]
         out.n_anchors = 1 + (0 if lookahead is None else lookahead.shape[0])
         out.lookahead = lookahead
         return out
@@ -302,7 +302,7 @@ class SpecPrefillEngine:
             if self.scoring == "host":
                 kept = score.select(token_scores, **opts)
             else:
-                with tracer.transfer("other", "d2h", idx.nbytes + count.nbytes):
+                with tracer.transfer("other", "d2h", idx.nbytes + count.nbytes, src=self.draft.where):
                     idx_h, n = jax.device_get((idx, count))
                 kept = np.asarray(idx_h[: int(n)], np.int32)
         return kept, (t_asm, t_cmp, t_sel)

@@ -56,7 +56,7 @@ def spec(devs, cache_dir) -> dict:
             with tracer.capture() as t:
                 r = eng.run(prompt, gen_len=4)
             spans = [{"name": s.name, "attrs": {k: v for k, v in s.attributes.items() if k in ("engine", "devices")},
-                      "transfers": [[x.category, x.direction, x.nbytes] for x in s.transfers]} for s in t.spans]
+                      "transfers": [[x.category, x.direction, x.nbytes, x.src, x.dst] for x in s.transfers]} for s in t.spans]
             got[label] = {"kept": np.asarray(r.kept_indices).tolist(), "logits": np.asarray(r.logits),
                           "tokens": np.asarray(r.tokens).tolist(), "spans": spans}
         one, split = got["one"], got["split"]

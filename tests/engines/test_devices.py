@@ -68,3 +68,14 @@ def test_spans_carry_the_device_group_and_the_crossings_are_transfers(results, s
     leaving = [t for s in spans if s["attrs"].get("devices") == "cpu:0,1" or s["name"] == "score.select"
                for t in s["transfers"] if t[1] == "d2h"]
     assert leaving
+    # Every copy names the group it left (d2h: src) or reached (h2d: dst); the host side is "".
+    moves = [t for s in spans for t in s["transfers"]]
+    assert {(t[1], t[3], t[4]) for t in moves} <= {("h2d", "", "cpu:0,1"), ("h2d", "", "cpu:4,5"),
+                                                   ("d2h", "cpu:0,1", ""), ("d2h", "cpu:4,5", "")}
+    assert all(t[4] == "cpu:4,5" for t in pruned_bind["transfers"])
+    # The crossing itself: what scoring needed left the draft's group ...
+    select = [s for s in spans if s["name"] == "score.select"][0]
+    if scoring == "device":  # the kept indices and their count, one copy
+        assert [(t[1], t[3]) for t in select["transfers"]] == [("d2h", "cpu:0,1")]
+    else:  # the queries and the retained keys the host scores, in the draft's chunks
+        assert {t[0] for t in leaving if t[3] == "cpu:0,1"} >= {"prefill_queries", "past_key"}

@@ -113,7 +113,7 @@ def test_to_host_waits_for_the_device_before_it_times_the_copy(monkeypatch):
     order = []
     wait, transfer = base.jax.block_until_ready, base.tracer.transfer
     monkeypatch.setattr(base.jax, "block_until_ready", lambda x: (order.append("wait"), wait(x))[1])
-    monkeypatch.setattr(base.tracer, "transfer", lambda *a: (order.append("copy"), transfer(*a))[1])
+    monkeypatch.setattr(base.tracer, "transfer", lambda *a, **k: (order.append("copy"), transfer(*a, **k))[1])
     x = jnp.arange(6, dtype=jnp.float32) * 2
     with capture_trace() as trace:
         with tracer.span("outer"):

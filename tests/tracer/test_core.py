@@ -108,7 +108,7 @@ def test_bad_transfer_values_are_rejected_with_the_value():
     with tracer.span("x"):
         with pytest.raises(ValueError, match=r"nbytes must be a non-negative integer, got -5"):
             tracer.record_transfer("logits", "d2h", -5, ns=1)
-        with pytest.raises(ValueError, match=r"direction must be 'h2d' or 'd2h', got 'up'"):
+        with pytest.raises(ValueError, match=r"direction must be 'h2d', 'd2h' or 'd2d', got 'up'"):
             tracer.record_transfer("logits", "up", 5, ns=1)
         with pytest.raises(ValueError, match=r"nbytes must be a non-negative integer, got -1"):
             tracer.transfer("logits", "d2h", -1)

@@ -92,7 +92,7 @@ def test_negative_bytes_fail_at_the_call_in_every_form():
         with pytest.raises(ValueError, match="got -7"):
             with tracer.transfer("logits", "d2h", 0) as t:
                 t.nbytes = -7  # known only after the copy, and wrong
-        with pytest.raises(ValueError, match="direction must be 'h2d' or 'd2h'"):
+        with pytest.raises(ValueError, match="direction must be 'h2d', 'd2h' or 'd2d'"):
             tracer.transfer("logits", "sideways", 1)
         assert tracer.current_span().io == {}  # nothing half-recorded
 

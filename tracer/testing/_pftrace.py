@@ -49,7 +49,8 @@ def from_pftrace(data: bytes, path: str = "<bytes>") -> tuple[list[SpanView], li
     for s in moves:
         category, _, direction = (s.name or "other").partition(" ")
         transfers.append(TransferView(category, direction, int(s.args["bytes"]), s.start_ns, s.end_ns,
-                                      str(s.args.get("binding", category)), by_id.get(s.args[SPAN_ID])))
+                                      str(s.args.get("binding", category)), by_id.get(s.args[SPAN_ID]),
+                                      str(s.args.get("src", "")), str(s.args.get("dst", ""))))
     return views, transfers
 
 

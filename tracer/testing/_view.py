@@ -26,7 +26,7 @@ class Io:
     bytes: int = 0
     ms: float = 0.0
     count: int = 0
-    direction: str = ""  # "h2d", "d2h", "both" or "" when nothing moved
+    direction: str = ""  # "h2d", "d2h", "d2d", "both" or "" when nothing moved
 
     def __add__(self, other: Io) -> Io:
         dirs = {d for d in (self.direction, other.direction) if d}
@@ -96,11 +96,11 @@ def merge_attrs(attrs: Mapping[str, Any] | None, kw: Mapping[str, Any]) -> dict[
 
 
 class TransferView:
-    """One host<->device copy as recorded in memory (files keep only the per-span totals)."""
+    """One copy as recorded (in memory, or a Perfetto/OTel file's transfer slice or event)."""
 
-    __slots__ = ("category", "direction", "nbytes", "start_ns", "end_ns", "binding", "_span")
+    __slots__ = ("category", "direction", "nbytes", "start_ns", "end_ns", "binding", "_span", "src", "dst")
 
-    def __init__(self, category, direction, nbytes, start_ns, end_ns, binding, span):
+    def __init__(self, category, direction, nbytes, start_ns, end_ns, binding, span, src="", dst=""):
         self.category: str = category
         self.direction: str = direction
         self.nbytes: int = nbytes
@@ -108,6 +108,8 @@ class TransferView:
         self.end_ns: int = end_ns
         self.binding: str = binding
         self._span: SpanView | None = span
+        self.src: str = src  # the device group the copy left ("" for the host or unknown)
+        self.dst: str = dst  # the device group it reached
 
     @property
     def span(self) -> SpanView | None:

@@ -82,7 +82,7 @@ def from_records(spans: Iterable) -> tuple[list[SpanView], list[TransferView]]:
                      window=bool(s.window), source=s, raw_id=s.span_id, raw_parent=s.parent_id or None)
         views.append(v)
         transfers.extend(TransferView(t.category, t.direction, t.nbytes, t.start_ns, t.end_ns,
-                                      t.binding, v) for t in s.transfers)
+                                      t.binding, v, t.src, t.dst) for t in s.transfers)
     return views, transfers
 
 
@@ -127,7 +127,8 @@ def _make(name, start_ns, end_ns, attributes, events, error, **ids) -> tuple[Spa
         if ev_name == "transfer":
             ns = int(round(float(a.get("ms", 0.0)) * 1e6))
             transfers.append(TransferView(a.get("category", "other"), a.get("direction", ""),
-                                          int(a.get("bytes", 0)), ts, ts + ns, a.get("binding", ""), view))
+                                          int(a.get("bytes", 0)), ts, ts + ns, a.get("binding", ""), view,
+                                          str(a.get("src", "")), str(a.get("dst", ""))))
     return view, transfers
 
 

@@ -1,0 +1,88 @@
+"""Greedy decode continuing a prefill's KV cache: one compiled ``lax.scan`` (or seed 003's loop).
+
+A mixin of :class:`~spectrace.engines.base.BaseEngine` (its own module: the base engine's prefill
+and cache bookkeeping are a module's worth already). Tokens come back to the host once; the
+speculative engine's look-ahead is this with ``return_queries=True`` inside its draft window.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+
+import jax.numpy as jnp
+import numpy as np
+
+from spectrace.engines import model
+from spectrace.engines.host import _h2d, _window_or_span, to_host
+from spectrace.engines.results import GenerateResult, PrefillResult
+
+
+class DecodeMixin:
+    """``decode`` and ``generate`` over the engine's ``params``, ``cache`` and serial bookkeeping."""
+
+    def decode(self, prefill: PrefillResult, max_new_tokens: int, *, return_queries: bool = False,
+               window: str | None = "decode", span_name: str = "decode") -> GenerateResult:
+        """Greedy decode continuing the cache of ``prefill`` (which must be this engine's latest).
+
+        Generates ``max_new_tokens`` tokens (the first is the prefill logits' argmax, so
+        ``max_new_tokens - 1`` forward steps), starting at ``prefill.next_position``.
+        ``window``: the tracer window to open; None opens a plain span ``span_name`` instead
+        (e.g. the speculative engine's look-ahead inside its own window).
+        """
+        if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens={max_new_tokens!r} must be a positive int")
+        if prefill.serial != self._serial or self.cache is None:
+            raise RuntimeError("the KV cache no longer holds this prefill (another prefill or decode ran "
+                               "since); decode right after the prefill it continues")
+        steps = int(max_new_tokens) - 1
+        if self._cache_len + steps > self.ctx_len:
+            raise ValueError(f"max_new_tokens={max_new_tokens} does not fit: the cache holds {self._cache_len} "
+                             f"tokens and ctx_len={self.ctx_len} leaves room for {self.ctx_len - self._cache_len + 1}")
+        attrs = {"engine": self.name, "gen_ai.request.model": self.model_name, **self._group}
+        queries = None
+        with _window_or_span(window, span_name, **attrs) as span:
+            t0 = time.perf_counter()
+            (position,) = _h2d(self.device, [np.full((1,), prefill.next_position, np.int32)], wait=False,
+                               dst=self.where)
+            if steps and self.options.decode == "python":
+                host, queries = self._decode_python(model.greedy(prefill.last_logits), position, steps,
+                                                    return_queries)
+            else:
+                if steps:  # the first token is the prefill's argmax, taken inside the same program
+                    tokens, self.cache, queries = model.decode_scan_jit(             # [G, B]
+                        self.params, self.cache, prefill.last_logits, position, cfg=self.config,
+                        opts=self.options, steps=steps, return_queries=return_queries)
+                else:
+                    tokens = model.greedy(prefill.last_logits)[None]                 # [1, B]
+                host = to_host(tokens, src=self.where)[:, 0]
+            elapsed = time.perf_counter() - t0
+            span.set("gen_ai.usage.output_tokens", int(max_new_tokens))
+            span.set("decode.tokens_per_s", float(max_new_tokens) / elapsed if elapsed > 0 else 0.0)
+        self._serial += 1
+        self._cache_len += steps
+        self._next_position = prefill.next_position + steps
+        if queries is not None:
+            queries = queries[:, :, 0]                                               # [G-1, L, N, H]
+        return GenerateResult(tokens=host.astype(np.int32), prefill=prefill, decode_s=elapsed, queries=queries)
+
+    def _decode_python(self, first, position, steps, return_queries):
+        """Seed 003's baseline: one compiled step per token, each token read back as it is made."""
+        step = partial(model.decode_step_jit, cfg=self.config, opts=self.options, return_queries=return_queries)
+        out = [int(to_host(first, src=self.where)[0])]
+        tok, qs = first, []
+        for _ in range(steps):
+            tok, self.cache, q = step(self.params, self.cache, tok, position)
+            position = position + 1
+            out.append(int(to_host(tok, src=self.where)[0]))
+            if q is not None:
+                qs.append(q)
+        return np.asarray(out, np.int32), (jnp.stack(qs) if qs else None)
+
+    def generate(self, prompt: str, max_new_tokens: int) -> GenerateResult:
+        """Prefill ``prompt`` then greedily decode ``max_new_tokens`` tokens; ``text`` is their decoding."""
+        if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens={max_new_tokens!r} must be a positive int")
+        result = self.decode(self.prefill(prompt), max_new_tokens)
+        result.text = self.tokenizer.decode(result.tokens.tolist(), skip_special_tokens=True)
+        return result
