@@ -16,6 +16,7 @@ import collections
 import contextvars
 import functools
 import itertools
+import os
 import sys
 import threading
 from time import perf_counter_ns
@@ -24,15 +25,14 @@ from . import _config
 from ._record import EMPTY_IO, EMPTY_TRANSFERS, IoTotals, Span, WindowData
 
 _current: contextvars.ContextVar[Span | None] = contextvars.ContextVar("spectrace_span", default=None)
-_get_ident = threading.get_native_id  # the OS thread id: what Perfetto tracks show (a syscall: enter only)
 
 
 class _State:
     """Process-wide recorder state. One instance, :data:`STATE`."""
 
     __slots__ = ("enabled", "debug", "max_spans", "pending", "dropped", "captures", "exporting",
-                 "on_root_end", "mirror", "last_window", "recorded", "warned_drop", "lock",
-                 "unexported", "sampler", "on_root_start", "windows_out", "gated", "suppressed")
+                 "on_root_end", "last_window", "offered", "warned_drop", "lock",
+                 "unexported", "sampler", "on_root_start", "windows_out", "gated", "suppressed", "_mirror")
 
     def __init__(self) -> None:
         env = _config.from_environment()
@@ -47,16 +47,38 @@ class _State:
         self.captures: tuple = ()  # active tracer.capture() recordings
         self.exporting = False  # an exporter consumes ``pending``
         self.on_root_end = None  # callable: wake the export worker
-        self.mirror = None  # factory(name) -> context manager (TraceAnnotation while profiling)
+        self._mirror = None  # factory(name) -> context manager (TraceAnnotation while profiling)
         self.last_window: Span | None = None  # the process's last finished window (any context)
         self.sampler = None  # the OTel sampler when one is configured
         self.suppressed = 0  # open tracer.suppress() blocks
         self.gated = False  # sampler or suppress in use: span() checks for UNSAMPLED
         self.on_root_start = None  # callable(root span) -> sampled?: the caller's OTel parent, the sampler
         self.windows_out = None  # deque of finished windows for the metrics worker, or None
-        self.recorded = 0
+        # spans_recorded = offered (finished while exporting: buffered or dropped) + unexported,
+        # so finishing a span adds to exactly one counter
+        self.offered = 0
         self.warned_drop = False
         self.lock = threading.Lock()  # guards cross-thread io merges and id allocation races
+
+    @property
+    def recorded(self) -> int:
+        """Spans finished and sampled, in all: every one is either offered to the buffer or unexported."""
+        return self.offered + self.unexported
+
+    @recorded.setter
+    def recorded(self, value: int) -> None:  # a reset (a forked child): both parts
+        self.offered = value
+        self.unexported = 0
+
+    @property
+    def mirror(self):
+        """``factory(name) -> context manager`` entered around every span (``tracer.xplane``), or None."""
+        return self._mirror
+
+    @mirror.setter
+    def mirror(self, factory) -> None:
+        self._mirror = factory
+        regate()  # span() picks a mirrored span only while one is set: no check on the fast path
 
 
 STATE = _State()
@@ -69,8 +91,12 @@ _ids = itertools.count(1)
 class ActiveSpan(Span):
     """A span being recorded: context manager, decorator, attribute setter.
 
-    Built by :func:`span` without ``__init__`` (name, attributes, window, ``start_ns = 0``);
-    ``__enter__`` fills in the rest. Every store here is on the engine's critical path.
+    Built by :func:`span` without ``__init__`` (name, attributes, ``start_ns = 0``);
+    ``__enter__`` fills in the rest. Every store here is on the engine's critical path, so a
+    live span stores only what the hot path reads back (see docs/overhead.md): ``parent_id``
+    and ``trace_id`` are derived from ``_parent`` when an exporter asks, ``window`` is a class
+    attribute (:class:`ActiveWindow` for windows), and the thread's OS id and name come from a
+    per-thread cache (``threading.get_native_id`` is a syscall).
     Misuse that is not the caller's bug is tolerated and reported once (never raised): entering
     a span twice records it once, a second ``__exit__`` is ignored, and a span that ends after
     its parent leaves the current span to its nearest open ancestor (not to the finished
@@ -78,6 +104,19 @@ class ActiveSpan(Span):
     """
 
     __slots__ = ()
+    window = False  # shadows Span's slot: a plain span stores nothing for it
+
+    @property
+    def parent_id(self) -> int:
+        p = self._parent
+        return p.span_id if p is not None else 0
+
+    @property
+    def trace_id(self) -> int:
+        s = self
+        while s._parent is not None:
+            s = s._parent
+        return s.span_id
 
     def __enter__(self):
         if self.start_ns:  # entered before: one span, one record
@@ -86,30 +125,23 @@ class ActiveSpan(Span):
         parent = _current.get()
         if parent is not None and parent.end_ns:  # inherited a finished span (ended out of order)
             parent = _open_ancestor(parent)
-        self.span_id = sid = next(_ids)
-        tid = _get_ident()
-        self.thread_id = tid
+        self.span_id = next(_ids)
         try:
-            self.thread_name = _tls.name
-        except AttributeError:
-            self.thread_name = _tls.name = threading.current_thread().name
+            self.thread_id, self.thread_name = _tls.thread
+        except AttributeError:  # this thread's first span
+            self.thread_id, self.thread_name = _tls.thread = (threading.get_native_id(),
+                                                              threading.current_thread().name)
         self.io = EMPTY_IO
         self.transfers = EMPTY_TRANSFERS
         self.end_ns = 0
         self._parent = parent
         if parent is not None:
-            self.parent_id = parent.span_id
-            self.trace_id = parent.trace_id
-            self._window = self if self.window else parent._window
+            self._window = parent._window
         else:
-            self.parent_id = 0
-            self.trace_id = sid
-            self._window = self if self.window else None
+            self._window = None
             if STATE.on_root_start is not None and not _call_hook(STATE.on_root_start, self):
                 return self._unsampled()
         self._token = _current.set(self)
-        if STATE.mirror is not None:
-            self._enter_mirror()
         self.start_ns = perf_counter_ns()
         return self
 
@@ -126,19 +158,51 @@ class ActiveSpan(Span):
             _misuse("a span was exited twice (or without being entered); the extra exit is ignored")
             return False
         self.end_ns = end
-        if not self.span_id:  # an unsampled root: nothing was recorded
+        try:
+            parent = self._parent
+            if exc_type is not None or not self.span_id or parent is not None and parent.end_ns:
+                self._finish(exc_type, exc)  # the rare cases, one check away
+                return False
+            # The common case, inlined: no exception, sampled, parent still open (windows and
+            # mirrored spans are _FullSpan: they never come here).
             try:
                 _current.reset(self._token)
-            except ValueError:
-                _current.set(None)
-            return False
-        try:
-            self._finish(exc_type, exc)
+            except ValueError:  # ended in another context (e.g. a generator moved across tasks)
+                _current.set(parent)
+            self._token = None  # a kept Token is one more object for every garbage collection
+            st = STATE
+            if parent is not None:
+                if self.io:
+                    _roll_up(self, parent)
+                w = self._window
+                if w is not None and self.name == "prefill.chunk" and not w.end_ns:
+                    w.window_data.chunks.append(self)
+            if st.captures:
+                for cap in st.captures:
+                    cap._add(self)
+            if st.exporting:
+                st.offered += 1
+                pending = st.pending
+                if len(pending) < st.max_spans:
+                    pending.append(self)
+                else:
+                    _count_drop(1)
+                if parent is None and st.on_root_end is not None:
+                    st.on_root_end()
+            else:
+                st.unexported += 1  # nothing would read a buffer: keep memory flat (captures hold theirs)
         except Exception as e:  # the recorder's own failure must never reach the engine
             _misuse(f"internal error while ending span {self.name!r}: {e!r}")
         return False
 
     def _finish(self, exc_type, exc) -> None:
+        """The full ending: an unsampled root, an error, the mirror, a parent that ended first."""
+        if not self.span_id:  # an unsampled root: nothing was recorded
+            try:
+                _current.reset(self._token)
+            except ValueError:
+                _current.set(None)
+            return
         if exc_type is not None:
             self.error_type = exc_type.__qualname__
             self.error_message = _safe_str(exc)
@@ -149,15 +213,13 @@ class ActiveSpan(Span):
             _current.reset(self._token)
         except ValueError:  # ended in another context (e.g. a generator moved across tasks)
             _current.set(parent)
-        self._token = None  # a kept Token is one more object for every garbage collection
+        self._token = None
         if parent is not None and parent.end_ns:  # the parent ended first: skip finished spans
             parent = _open_ancestor(parent)
             if _current.get() is self._parent:
                 _current.set(parent)
             _misuse("a span ended after its parent; its bytes roll up to the nearest open ancestor")
-        # Finishing, inlined: roll io up, feed windows and captures, buffer for export.
         st = STATE
-        st.recorded += 1
         if parent is not None:
             if self.io:
                 _roll_up(self, parent)
@@ -170,8 +232,9 @@ class ActiveSpan(Span):
             for cap in st.captures:
                 cap._add(self)
         if not st.exporting:
-            st.unexported += 1  # nothing would read a buffer: keep memory flat (captures hold theirs)
+            st.unexported += 1
             return
+        st.offered += 1
         pending = st.pending
         if len(pending) < st.max_spans:
             pending.append(self)
@@ -216,6 +279,51 @@ class ActiveSpan(Span):
     def __call__(self, fn):
         """Use as a decorator: every call of ``fn`` opens a fresh span with this name."""
         return _decorate(fn, self.name, dict(self.attributes), self.window)
+
+
+class _FullSpan(ActiveSpan):
+    """A span whose ending always takes the full path: a window (:class:`ActiveWindow`) or a
+    span mirrored into ``jax.profiler`` (:class:`MirroredSpan`). span() and window_() pick the
+    class when the span is made, so a plain span's hot path checks for neither."""
+
+    __slots__ = ()
+
+    def __enter__(self):
+        if self.start_ns:  # entered before: ActiveSpan's misuse report, nothing else
+            return ActiveSpan.__enter__(self)
+        r = ActiveSpan.__enter__(self)
+        if r is self:  # not an unsampled root
+            if self.window:
+                self._window = self
+            if STATE._mirror is not None:
+                self._enter_mirror()
+                self.start_ns = perf_counter_ns()  # the span starts inside its mirror
+        return r
+
+    def __exit__(self, exc_type, exc, tb):
+        end = perf_counter_ns()
+        if self.end_ns or not self.start_ns:
+            _misuse("a span was exited twice (or without being entered); the extra exit is ignored")
+            return False
+        self.end_ns = end
+        try:
+            self._finish(exc_type, exc)
+        except Exception as e:  # the recorder's own failure must never reach the engine
+            _misuse(f"internal error while ending span {self.name!r}: {e!r}")
+        return False
+
+
+class ActiveWindow(_FullSpan):
+    """A window being recorded (:func:`window_`)."""
+
+    __slots__ = ()
+    window = True
+
+
+class MirroredSpan(_FullSpan):
+    """A span made while ``STATE.mirror`` was set (``tracer.xplane``)."""
+
+    __slots__ = ()
 
 
 def _open_ancestor(s):
@@ -304,14 +412,17 @@ class _Unsampled:
     __slots__ = ()
     end_ns = 0
     span_id = 0
+    _parent = None  # read like a span's when recording was reconfigured under it
+    _window = None
 
 
 UNSAMPLED = _Unsampled()
 
 
 def regate() -> None:
-    """Recompute whether span() must look for :data:`UNSAMPLED` (only then does it read the context)."""
-    STATE.gated = STATE.sampler is not None or STATE.suppressed > 0
+    """Recompute whether span() takes its slow branch: a sampler or suppress() in use (it must
+    look for :data:`UNSAMPLED`, so only then does it read the context) or a mirror set."""
+    STATE.gated = STATE.sampler is not None or STATE.suppressed > 0 or STATE._mirror is not None
 
 
 class suppress:
@@ -367,8 +478,21 @@ def instrument(name: str, /, *, window: bool = False, **attributes):
 
 
 _new_span = ActiveSpan.__new__
-# Thread names per thread (not per ident: idents are reused once a thread ended).
+
+
+# Per thread (not per ident: idents are reused once a thread ended): ``(OS id, name)``, looked
+# up at the thread's first span. ``threading.get_native_id`` is a syscall (~280 ns where
+# syscalls are trapped, e.g. under gVisor): once per thread, not once per span.
 _tls = threading.local()
+
+
+def _reset_threads() -> None:
+    global _tls
+    _tls = threading.local()  # a forked child's thread has a new OS id
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_threads)
 
 
 def span(name: str, /, **attributes):
@@ -381,12 +505,14 @@ def span(name: str, /, **attributes):
     if not st.enabled:
         _noop_last[0] = (name, attributes, False)
         return NOOP
-    if st.gated and _current.get() is UNSAMPLED:
-        return NOOP  # under a root the sampler dropped, or in tracer.suppress(): as cheap as disabled
-    s = _new_span(ActiveSpan)
+    if st.gated:
+        if _current.get() is UNSAMPLED:
+            return NOOP  # under a root the sampler dropped, or in tracer.suppress(): as cheap as disabled
+        s = _new_span(MirroredSpan if st._mirror is not None else ActiveSpan)
+    else:
+        s = _new_span(ActiveSpan)
     s.name = name
     s.attributes = attributes
-    s.window = False
     s.start_ns = 0
     return s
 
@@ -398,11 +524,11 @@ def window_(name: str, /, **attributes):
     ``QEFF_SPEC_DEBUG`` on every window prints its chunk line and IO table when it ends.
     """
     s = span(name, **attributes)
-    if type(s) is not ActiveSpan:  # disabled, or under (or as) an unsampled root
+    if not isinstance(s, ActiveSpan):  # disabled, or under (or as) an unsampled root
         if s is NOOP and not STATE.enabled:
             _noop_last[0] = (name, attributes, True)
         return s
-    s.window = True
+    s.__class__ = ActiveWindow  # same layout: its own window flag and full ending
     s.window_data = WindowData()
     return s
 
