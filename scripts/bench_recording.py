@@ -8,11 +8,16 @@ Llama-3.1-8B base / Llama-3.2-1B draft (random bf16 weights), a 10741-token prom
 device scoring, one chunk of 16384: the H200 pipeline of the README. Runs alternate off/on so
 drift on a shared machine hits both alike; prints mean ± std per setting, the ratio and
 Welch's t, and checks the tracer's books (recorded = exported + dropped + buffered).
+
+``--xplane-rounds R`` adds what ``--xplane`` costs, reported separately: R rounds of ``--xplane-k``
+recorded requests outside a ``tracer.xplane.profile`` block, then ``--xplane-k`` inside one (the
+profiler running, every span mirrored as a ``TraceAnnotation``), alternating by round.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -33,6 +38,8 @@ def main() -> None:
     ap.add_argument("--prompt-len", type=int, default=10741)
     ap.add_argument("--prefill-seq-len", type=int, default=16384)
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    ap.add_argument("--xplane-rounds", type=int, default=0, help="rounds of profiled vs unprofiled runs")
+    ap.add_argument("--xplane-k", type=int, default=5, help="requests per round and setting")
     args = ap.parse_args()
     spec = SpecPrefillEngine.from_pretrained(args.draft, base=args.base, prefill_seq_len=args.prefill_seq_len,
                                              ctx_len=args.prompt_len + 64, keep=0.10, scoring="device")
@@ -63,6 +70,35 @@ def main() -> None:
     print(f"  on / off       {m[True] / m[False]:.4f}  (Welch t = {t:+.2f}; 95% CI of the difference "
           f"{m[True] - m[False] - 1.96 * se:+.2f} .. {m[True] - m[False] + 1.96 * se:+.2f} ms)")
     print(f"  books balance: {res['books_balance']} ({st['spans_recorded']} spans recorded)")
+    if args.xplane_rounds:
+        _xplane(spec, prompt, args)
+
+
+def _xplane(spec, prompt, args) -> None:
+    """Recorded requests with and without the JAX profiler running (``--xplane``), by rounds."""
+    import tempfile
+
+    from spectrace.tracer import xplane
+
+    tracer.configure(enabled=True, exporter="none")
+    got = {False: [], True: []}
+    with tempfile.TemporaryDirectory() as logdir:
+        for r in range(args.xplane_rounds + 1):  # round 0 warms the profiler up, unreported
+            for profiled in (False, True):
+                with xplane.profile(logdir) if profiled else contextlib.nullcontext():
+                    ms = [spec.run(prompt, gen_len=1, baseline=False).ttft_speculative_s * 1e3
+                          for _ in range(args.xplane_k)]
+                if r:
+                    got[profiled] += ms
+    tracer.configure(enabled=False)
+    m = {k: statistics.mean(v) for k, v in got.items()}
+    s = {k: statistics.stdev(v) for k, v in got.items()}
+    with open(os.path.join(args.out, "bench_xplane.json"), "w") as f:
+        json.dump({"unprofiled_ms": got[False], "profiled_ms": got[True]}, f, indent=1)
+    print(f"--xplane: recorded, {len(got[False])} requests each, {args.xplane_rounds} rounds of {args.xplane_k}")
+    print(f"  unprofiled     {m[False]:8.2f} ± {s[False]:.2f} ms")
+    print(f"  profiled       {m[True]:8.2f} ± {s[True]:.2f} ms   ({m[True] / m[False]:.3f}x, "
+          f"+{m[True] - m[False]:.2f} ms)")
 
 
 if __name__ == "__main__":
