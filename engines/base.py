@@ -26,7 +26,7 @@ from spectrace.engines import model
 from spectrace.engines.cache import KVCache, allocate_cache, reset_cache
 from spectrace.engines.config import FIT_MULTIPLE, EngineOptions
 from spectrace.engines.decode import DecodeMixin
-from spectrace.engines.host import (_default_dtype, _device_group, _group_label, _h2d, _one_device,  # noqa: F401
+from spectrace.engines.host import (_default_dtype, _device_group, _group_label, _h2d, _one_device, chunk_xla,  # noqa: F401
                                     _placement, _window_or_span, to_host)
 from spectrace.engines.params import for_options
 from spectrace.engines.results import PrefillResult
@@ -67,6 +67,7 @@ class BaseEngine(DecodeMixin):
         self.dtype = jnp.dtype(jax.tree_util.tree_leaves(self.params)[0].dtype)
         self.name = name
         self.model_name = model_name
+        self.chunk_xla = chunk_xla(name, self.devices[0].platform)
         self._serial = 0
         self.resize(int(ctx_len))
         pad = getattr(tokenizer, "pad_token_id", None)
@@ -160,7 +161,8 @@ class BaseEngine(DecodeMixin):
         starts a new prompt at slot 0, dropping what the cache held. The cache is donated.
         Compiled once per chunk length T and ``fresh``.
         """
-        return partial(model.chunk_forward_jit, cfg=self.config, opts=self.options, return_queries=return_queries)
+        return partial(model.chunk_jit(self.chunk_xla), cfg=self.config, opts=self.options,
+                       return_queries=return_queries)
 
     # ---- tokenization ------------------------------------------------------------------------
     def tokenize(self, prompt: str) -> tuple[np.ndarray, np.ndarray, int]:

@@ -1,11 +1,13 @@
 """The engines' host boundary: recorded host<->device copies, the tracer window-or-span choice, and
-which device and dtype an engine gets.
+which device, dtype and per-program XLA options an engine gets.
 
 Every copy goes through :func:`_h2d` or :func:`to_host`, so its bytes and time land under a
 binding category on the enclosing span (DESIGN.md), and a d2h copy times only the copy.
 """
 
 from __future__ import annotations
+
+import os
 
 import jax
 import jax.numpy as jnp
@@ -87,3 +89,35 @@ def _one_device(devices):
             raise ValueError(f"devices={devices!r}: the base engine runs on exactly one device; pass one")
         return devices[0]
     return devices
+
+
+#: The base engine's prefill chunks on a GPU: no command buffers (CUDA graphs), cuBLAS rather than
+#: Triton GEMMs. Measured on an H200 (8B base / 1B draft, 10741 tokens, one 16384 chunk, n=12,
+#: round-robin with the defaults, docs/evidence/h200-session7/bench_variants_chunk_xla.json):
+#: pruned base 0.927x, full prefill 0.987x, speculative TTFT 0.980x (95% 0.963..0.996), same kept
+#: tokens and top-1. Process-wide, either flag costs more elsewhere (Triton off: decode 1.74x and
+#: the draft window 1.18x; command buffers off: the draft window 1.06x), hence per program.
+GPU_BASE_CHUNK_XLA = (("xla_gpu_enable_command_buffer", ""), ("xla_gpu_enable_triton_gemm", False))
+
+
+def chunk_xla(name: str, platform: str) -> tuple:
+    """XLA options for the prefill-chunk programs of engine ``name`` on ``platform`` (``model.chunk_jit``).
+
+    Default: :data:`GPU_BASE_CHUNK_XLA` for the ``"base"`` engine on a GPU, none otherwise.
+    ``$SPECTRACE_CHUNK_XLA`` (``engine:option=value;...``, e.g. ``base:xla_gpu_enable_command_buffer=``)
+    replaces the defaults for every engine when set (``""``: none anywhere), for experiments
+    (``scripts/bench_variants.py``).
+    """
+    env = os.environ.get("SPECTRACE_CHUNK_XLA")
+    if env is None:
+        return GPU_BASE_CHUNK_XLA if name == "base" and platform in ("gpu", "cuda", "rocm") else ()
+    pairs = []
+    for item in filter(None, (x.strip() for x in env.split(";"))):
+        engine, colon, setting = item.partition(":")
+        key, eq, value = setting.partition("=")
+        if not (colon and eq and key):
+            raise ValueError(f"SPECTRACE_CHUNK_XLA={env!r}: {item!r} is not engine:option=value")
+        if engine == name:  # XLA wants typed values: booleans and integers as such
+            typed = {"true": True, "false": False}.get(value.lower(), int(value) if value.isdigit() else value)
+            pairs.append((key, typed))
+    return tuple(pairs)

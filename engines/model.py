@@ -19,6 +19,8 @@ cache. No tracer calls happen here (they would fire at trace time); device work 
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -176,3 +178,17 @@ decode_step_jit = jax.jit(decode_step, static_argnames=("cfg", "opts", "return_q
 decode_scan_jit = jax.jit(decode_scan, static_argnames=("cfg", "opts", "steps", "return_queries"),
                           donate_argnames=("cache",))
 forward_jit = jax.jit(forward, static_argnames=("cfg", "opts"))
+
+
+@functools.lru_cache(maxsize=None)
+def chunk_jit(xla: tuple = ()):
+    """``chunk_forward`` compiled with per-program XLA options ``xla`` (``(name, value)`` pairs,
+    e.g. ``(("xla_gpu_enable_command_buffer", ""),)``); ``()`` is :data:`chunk_forward_jit`.
+
+    Per program, not per process (``XLA_FLAGS``): on the H200 the base's prefill chunks and the
+    draft's look-ahead want different settings (``engines.base.CHUNK_XLA``).
+    """
+    if not xla:
+        return chunk_forward_jit
+    return jax.jit(chunk_forward, static_argnames=("cfg", "opts", "return_queries", "fresh"),
+                   donate_argnames=("cache",), compiler_options=dict(xla))

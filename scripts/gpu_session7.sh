@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Session 7's H200 evidence (issues 15 and 19), results under $OUT; carry [".whl", ".bench_before"]:
-#   1. scripts/bench_single_device.py: the one-device pipeline from the tree before the multi-device
+#   1. scripts/bench_variants.py: the one-device pipeline from the tree before the multi-device
 #      work (.bench_before: `git archive f0dcbd3 tracer engines | tar -x -C .bench_before`) against
 #      this checkout, two worker processes, alternating requests (8B/1B, 10741 tokens, one 16384 chunk);
 #   2. scripts/bench_recording.py --n 40 --xplane-rounds 4: recording on vs off, then --xplane's cost;
@@ -15,7 +15,7 @@ export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVL
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 PAIR=(--base llama-3.1-8b --draft llama-3.2-1b --prompt-len 10741 --prefill-seq-len 16384)
 for step in $STEPS; do case $step in
-1) python3 scripts/bench_single_device.py "${PAIR[@]}" --n "${N1:-15}" --out "$OUT" 2>&1 \
+1) python3 scripts/bench_variants.py "${PAIR[@]}" --n "${N1:-15}" --out "$OUT" 2>&1 \
        | grep -v Warning | tee "$OUT/bench_single_device.txt" ;;
 2) python3 scripts/bench_recording.py "${PAIR[@]}" --n "${N2:-40}" --xplane-rounds 4 --xplane-k 5 --out "$OUT" 2>&1 \
        | tee "$OUT/bench_recording.txt" ;;

@@ -1,0 +1,52 @@
+"""Per-program XLA options for the prefill chunks (engines.host.chunk_xla, model.chunk_jit).
+
+On a GPU the base engine's chunks compile without command buffers and with cuBLAS GEMMs (measured
+in engines.host.GPU_BASE_CHUNK_XLA's comment); here: who gets which options, the experiment
+switch's parsing, and that a chunk compiled with options computes the same logits.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from spectrace.engines import model
+from spectrace.engines.base import BaseEngine
+from spectrace.engines.defaults import DEFAULT_BASE
+from spectrace.engines.host import GPU_BASE_CHUNK_XLA, chunk_xla
+
+
+def test_only_the_gpu_base_gets_the_default_options(monkeypatch):
+    monkeypatch.delenv("SPECTRACE_CHUNK_XLA", raising=False)
+    assert chunk_xla("base", "gpu") == GPU_BASE_CHUNK_XLA
+    assert chunk_xla("spec", "gpu") == ()
+    assert chunk_xla("base", "cpu") == ()
+
+
+def test_the_switch_replaces_the_defaults_with_typed_values(monkeypatch):
+    monkeypatch.setenv("SPECTRACE_CHUNK_XLA", "base:xla_a=;base:xla_b=false; spec:xla_c=3")
+    assert chunk_xla("base", "gpu") == (("xla_a", ""), ("xla_b", False))
+    assert chunk_xla("spec", "cpu") == (("xla_c", 3),)
+    monkeypatch.setenv("SPECTRACE_CHUNK_XLA", "")
+    assert chunk_xla("base", "gpu") == ()
+
+
+def test_a_malformed_switch_names_itself(monkeypatch):
+    monkeypatch.setenv("SPECTRACE_CHUNK_XLA", "base-xla_a")
+    with pytest.raises(ValueError, match=r"SPECTRACE_CHUNK_XLA='base-xla_a': 'base-xla_a' is not engine:option=value"):
+        chunk_xla("base", "gpu")
+
+
+def test_a_chunk_compiled_with_options_gives_the_same_logits(monkeypatch):
+    ids = np.random.default_rng(0).integers(2, 2000, size=70).astype(np.int32)
+    pos = np.arange(70, dtype=np.int32)
+    monkeypatch.delenv("SPECTRACE_CHUNK_XLA", raising=False)
+    plain = BaseEngine.from_config(DEFAULT_BASE, prefill_seq_len=32, ctx_len=96, dtype=np.float32)
+    assert plain.chunk_xla == () and plain.chunk_fn().func is model.chunk_forward_jit
+    monkeypatch.setenv("SPECTRACE_CHUNK_XLA", "base:xla_cpu_enable_fast_math=false")
+    tuned = BaseEngine.from_config(DEFAULT_BASE, prefill_seq_len=32, ctx_len=96, dtype=np.float32)
+    assert tuned.chunk_xla == (("xla_cpu_enable_fast_math", False),)
+    assert tuned.chunk_fn().func is not model.chunk_forward_jit
+    a = plain.prefill_from_ids(ids, pos).logits
+    b = tuned.prefill_from_ids(ids, pos).logits
+    assert np.max(np.abs(a - b)) / np.max(np.abs(a)) < 1e-5
