@@ -261,6 +261,8 @@ def load_weights(path: str | Path, cfg, *, dtype, device) -> dict:
 
     Layers are stacked into one host buffer per weight, then copied to the device one weight at
     a time, so the host never holds more than one stacked weight beyond the memory-mapped files.
+    ``device``: a device, a sharding, or a tree of shardings like ``param_shapes`` (a
+    tensor-parallel group: each device receives only its slice).
     """
     path = Path(path)
     reader = _Reader(*_weight_files(path))
@@ -280,7 +282,7 @@ def load_weights(path: str | Path, cfg, *, dtype, device) -> dict:
                 host[i] = transform(reader.get(hf_name.format(i=i), hf_shape))
         else:
             host[...] = transform(reader.get(hf_name, hf_shape))
-        value = jax.device_put(host, device)
+        value = jax.device_put(host, _leaf(device, ours) if isinstance(device, dict) else device)
         if ours.startswith("layers/"):
             out["layers"][ours.split("/", 1)[1]] = value
         else:

@@ -66,14 +66,15 @@ def _device_group(devices) -> list:
 
 
 def _placement(group: list, cfg):
-    """Where an engine's weights are first placed: the device, or a group's replicated mesh sharding
-    (after checking that ``cfg``'s heads split over the group, before any weight is read)."""
+    """Where an engine's weights are first placed: the device, or for a group the stacked layout's
+    tensor-parallel shardings (after checking that ``cfg``'s heads split over the group, before any
+    weight is read), so no device ever holds more than its slice of a split weight."""
     if len(group) == 1:
         return group[0]
     from spectrace.engines import sharding
 
     sharding.check_divides(cfg, len(group))
-    return sharding.replicated(sharding.make_mesh(group))
+    return sharding.stacked_shardings(cfg, sharding.make_mesh(group))
 
 
 def _group_label(devices) -> str:

@@ -111,8 +111,10 @@ def init_params(cfg, seed: int, dtype, device) -> dict:
             out[path] = value if std == 1.0 else value * jnp.asarray(std, dtype)
         return _unflat(out)
 
-    # ``device`` may be a Sharding: a tensor-parallel engine generates replicated, then splits.
-    sharding = device if isinstance(device, jax.sharding.Sharding) else jax.sharding.SingleDeviceSharding(device)
+    # ``device`` may be a tree of shardings (engines.sharding.stacked_shardings): a tensor-parallel
+    # engine generates each device's slice where it lives (jax.random is partitionable: same values).
+    sharding = device if isinstance(device, (jax.sharding.Sharding, dict)) else \
+        jax.sharding.SingleDeviceSharding(device)
     return jax.jit(make, out_shardings=sharding)()
 
 

@@ -73,6 +73,20 @@ def param_shardings(params: dict, mesh: Mesh) -> dict:
     return out
 
 
+def stacked_shardings(cfg, mesh: Mesh) -> dict:
+    """The ``NamedSharding`` of every leaf of the stacked layout (``params.param_shapes``: layer
+    weights ``[L, ...]``): where weights are generated or loaded, so that each device only ever
+    holds its slice (a 70B in bf16 is 141 GB: whole on every device first, it fits on none)."""
+    from spectrace.engines.params import param_shapes
+
+    rep = replicated(mesh)
+    shapes = param_shapes(cfg)
+    out = {k: rep for k in shapes if k != "layers"}
+    out["layers"] = {name: NamedSharding(mesh, P(None, *_LAYER_SPECS[name]) if name in _LAYER_SPECS else P())
+                     for name in shapes["layers"]}
+    return out
+
+
 def shard_params(params: dict, mesh: Mesh) -> dict:
     """``params`` placed over the mesh (each device gets its slice of the split weights)."""
     return jax.device_put(params, param_shardings(params, mesh))

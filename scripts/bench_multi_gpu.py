@@ -26,7 +26,7 @@ Sections (each variant warmed up, then ``--n`` timed runs, variants alternating 
 * ``big`` (``--big``): ``--big-base`` (llama-3.1-70b) over every device (or the largest group
   its heads divide) with ``--big-draft`` on the last device, where the memory estimate fits:
   speculative TTFT against the same engine's full prefill. Its random weights are generated
-  already split (one shard per device) rather than replicated first, as ``init_params`` does.
+  already split, one slice per device (``engines.sharding.stacked_shardings``).
 
 Where the base's KV heads do not split over a ``--tp`` size (the default pair: 2 KV heads), the
 KV heads are repeated (vLLM's replication; the same function) for every size of the run alike.
@@ -99,54 +99,23 @@ def kv_factor(cfg, sizes) -> int:
     return f
 
 
-def sharded_random_params(cfg, group, dtype, seed=0):
-    """``init_params``' distributions, generated split over ``group`` (no replicated copy first)."""
-    from jax.sharding import NamedSharding
-    from jax.sharding import PartitionSpec as P
-    from spectrace.engines import params as pm
-    from spectrace.engines import sharding as sh
-    from spectrace.engines.models import family
-
-    mesh, fam = sh.make_mesh(group), family(cfg)
-    flat = list(pm._flat(pm.param_shapes(cfg)))
-    spec = lambda path, name: P(None, *sh._LAYER_SPECS[name]) if path.startswith("layers/") and name in sh._LAYER_SPECS else P()
-    outs = pm._unflat({path: NamedSharding(mesh, spec(path, name)) for path, name, _ in flat})
-
-    def make():
-        keys = jax.random.split(jax.random.key(seed), len(flat))
-        out = {}
-        for key, (path, name, shape) in zip(keys, flat):
-            if name.endswith("norm"):
-                out[path] = (fam.NORM_CENTER + 0.1 * jax.random.normal(key, shape, jnp.float32)).astype(dtype)
-                continue
-            fan_in = pm._fan_in(name, shape)
-            std = fam.embed_std(cfg) if fan_in is None else 1.0 / np.sqrt(fan_in)
-            out[path] = jax.random.normal(key, shape, dtype) * jnp.asarray(std, dtype)
-        return pm._unflat(out)
-
-    return jax.jit(make, out_shardings=outs)()
-
-
 def load(name, group, args, *, role="base", kv=1, ctx_len):
     """An engine on ``group``: ``from_pretrained``, or built here for repeated KV heads / split random init."""
     kw = {"prefill_seq_len": args.prefill_seq_len, "ctx_len": ctx_len}
     src, cfg = model_config(name, args.cache_dir)
-    if kv == 1 and (len(group) == 1 or src.path is not None):
+    if kv == 1:  # over a group, from_pretrained generates or loads each device's slice in place
         return BaseEngine.from_pretrained(name, dtype=args.dtype, devices=group if len(group) > 1 else group[0],
                                           name=role, cache_dir=args.cache_dir, **kw)
     dtype = engine_dtype(args, group[0])
-    if kv == 1:  # a random preset over a group: generated split
-        params = sharded_random_params(cfg, group, dtype)
-    else:
-        from spectrace.engines.checkpoint import load_weights
-        from spectrace.engines.params import init_params
+    from spectrace.engines.checkpoint import load_weights
+    from spectrace.engines.params import init_params
 
-        params = (init_params(cfg, 0, dtype, group[0]) if src.path is None
-                  else load_weights(src.path, cfg, dtype=dtype, device=group[0]))
-        layers = dict(params["layers"])
-        for w in ("wk", "wv"):  # [L, D, K, H]: query head n still reads (repeated) KV head n // (N / K)
-            layers[w] = jnp.repeat(layers[w], kv, axis=2)
-        params, cfg = {**params, "layers": layers}, dataclasses.replace(cfg, n_kv_heads=cfg.n_kv_heads * kv)
+    params = (init_params(cfg, 0, dtype, group[0]) if src.path is None
+              else load_weights(src.path, cfg, dtype=dtype, device=group[0]))
+    layers = dict(params["layers"])
+    for w in ("wk", "wv"):  # [L, D, K, H]: query head n still reads (repeated) KV head n // (N / K)
+        layers[w] = jnp.repeat(layers[w], kv, axis=2)
+    params, cfg = {**params, "layers": layers}, dataclasses.replace(cfg, n_kv_heads=cfg.n_kv_heads * kv)
     return BaseEngine(cfg, params, load_tokenizer(src.tokenizer_path), device=group if len(group) > 1 else group[0],
                       name=role, model_name=src.name, **kw)
 

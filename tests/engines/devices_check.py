@@ -66,6 +66,27 @@ def spec(devs, cache_dir) -> dict:
     return out
 
 
+def placement(devs, cache_dir) -> dict:
+    """Weights generated for a group of 4 (loaded for a group of 2) arrive split: each device only its slice."""
+    from spectrace.engines.checkpoint import load_weights, read_config
+    from spectrace.engines.host import _placement
+    from spectrace.engines.params import init_params
+    from spectrace.engines.presets import resolve
+
+    cfg = MODELS["llama"]
+    split = init_params(cfg, 3, np.float32, _placement(devs[:4], cfg))
+    whole = init_params(cfg, 3, np.float32, devs[0])
+    src = resolve("default-base", cache_dir=cache_dir)
+    disk = read_config(src.path)  # the default base: 2 KV heads, so a group of 2
+    loaded = load_weights(src.path, disk, dtype=np.float32, device=_placement(devs[:2], disk))
+    shard = lambda a: list(a.addressable_shards[0].data.shape)  # noqa: E731
+    same = all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in
+               zip(jax.tree_util.tree_leaves(split), jax.tree_util.tree_leaves(whole)))
+    return {"init_same": bool(same), "init_wq": shard(split["layers"]["wq"]), "init_w_down": shard(split["layers"]["w_down"]),
+            "init_embed": shard(split["embed"]), "ffn": cfg.ffn_dim, "wq_shape": list(split["layers"]["wq"].shape),
+            "loaded_wk": shard(loaded["layers"]["wk"]), "loaded_wk_shape": list(loaded["layers"]["wk"].shape)}
+
+
 def main() -> None:
     devs = jax.devices()
     assert len(devs) >= 4, f"needs 4 devices, got {len(devs)}"
@@ -87,6 +108,7 @@ def main() -> None:
     except ValueError as e:
         out["error"] = str(e)
     out["spec"] = spec(devs, sys.argv[1])
+    out["placement"] = placement(devs, sys.argv[1])
     json.dump(out, sys.stdout)
 
 

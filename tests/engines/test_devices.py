@@ -39,6 +39,17 @@ def test_sharded_prefill_and_decode_equal_one_device(results, case):
     assert r["qkv"] == "separate"
 
 
+def test_weights_arrive_split_never_whole_on_a_device(results):
+    p = results["placement"]
+    assert p["init_same"]  # generated in place: the values of a one-device init
+    L, D, N, H = p["wq_shape"]
+    assert p["init_wq"] == [L, D, N // 4, H]
+    assert p["init_w_down"][1] * 4 == p["ffn"]  # [L, F/4, D]
+    assert p["init_embed"] == [2048, 256]  # replicated
+    L, D, K, H = p["loaded_wk_shape"]
+    assert p["loaded_wk"] == [L, D, K // 2, H]  # a checkpoint's weight, copied slice by slice
+
+
 def test_heads_the_group_does_not_divide_are_refused(results):
     assert results["error"] is not None
     assert "n_kv_heads=2" in results["error"] and "4 devices" in results["error"]
