@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import pathlib
 from dataclasses import dataclass, field
-from typing import Any
 
 from .benchstats import Stat, finite, summarize
 from .ttft import PASSES as PASS_KEY
