@@ -247,7 +247,9 @@ for i in range(50):
         pass
 ok = tracer.flush(5)
 s = tracer.stats()
-print(("child" if pid == 0 else "parent"), ok, s["spans_recorded"], s["spans_exported"], flush=True)
+# One write per line: two processes' print() calls can interleave on the shared pipe.
+os.write(1, " ".join(map(str, (("child" if pid == 0 else "parent"), ok, s["spans_recorded"],
+                                s["spans_exported"]))).encode() + b"\\n")
 out.flush()
 if pid == 0:
     os._exit(0)
