@@ -169,26 +169,23 @@ def decode_scan(params, cache: KVCache, logits, position, *, cfg, opts: EngineOp
     return jnp.concatenate([first[None], tokens], axis=0), cache, queries          # [steps + 1, B]
 
 
+@functools.lru_cache(maxsize=None)
+def chunk_jit(xla: tuple):
+    """``chunk_forward`` compiled with per-program XLA options ``xla`` (``(name, value)`` pairs,
+    e.g. ``(("xla_gpu_enable_command_buffer", ""),)``); ``chunk_jit(())`` is :data:`chunk_forward_jit`.
+
+    Per program, not per process (``XLA_FLAGS``): on the H200 the base's prefill chunks and the
+    draft's look-ahead want different settings (``engines.host.GPU_BASE_CHUNK_XLA``).
+    """
+    return jax.jit(chunk_forward, static_argnames=("cfg", "opts", "return_queries", "fresh"),
+                   donate_argnames=("cache",), compiler_options=dict(xla) or None)
+
+
 # Compiled forms: config/options static (hashable dataclasses), the cache donated so XLA updates it
 # in place. One compilation per (config, options, chunk length).
-chunk_forward_jit = jax.jit(chunk_forward, static_argnames=("cfg", "opts", "return_queries", "fresh"),
-                            donate_argnames=("cache",))
+chunk_forward_jit = chunk_jit(())
 decode_step_jit = jax.jit(decode_step, static_argnames=("cfg", "opts", "return_queries"),
                           donate_argnames=("cache",))
 decode_scan_jit = jax.jit(decode_scan, static_argnames=("cfg", "opts", "steps", "return_queries"),
                           donate_argnames=("cache",))
 forward_jit = jax.jit(forward, static_argnames=("cfg", "opts"))
-
-
-@functools.lru_cache(maxsize=None)
-def chunk_jit(xla: tuple = ()):
-    """``chunk_forward`` compiled with per-program XLA options ``xla`` (``(name, value)`` pairs,
-    e.g. ``(("xla_gpu_enable_command_buffer", ""),)``); ``()`` is :data:`chunk_forward_jit`.
-
-    Per program, not per process (``XLA_FLAGS``): on the H200 the base's prefill chunks and the
-    draft's look-ahead want different settings (``engines.base.CHUNK_XLA``).
-    """
-    if not xla:
-        return chunk_forward_jit
-    return jax.jit(chunk_forward, static_argnames=("cfg", "opts", "return_queries", "fresh"),
-                   donate_argnames=("cache",), compiler_options=dict(xla))

@@ -12,9 +12,7 @@ from __future__ import annotations
 from time import perf_counter_ns
 
 from ._core import STATE, UNSAMPLED, _current, _last_window, _misuse
-from ._record import EMPTY_IO, EMPTY_TRANSFERS, IoTotals, Transfer, category_of, io_dict
-
-_DIRECTIONS = {"h2d": "h2d", "d2h": "d2h", "d2d": "d2d"}
+from ._record import DIRECTIONS, EMPTY_IO, EMPTY_TRANSFERS, IoTotals, Transfer, category_of, io_dict
 
 
 def record_transfer(binding: str, direction: str, nbytes: int, *, ns: int | None = None,
@@ -45,7 +43,7 @@ def _check(direction, nbytes) -> None:
             raise ValueError(f"nbytes must be a non-negative integer, got {nbytes!r}")
     if nbytes < 0:
         raise ValueError(f"nbytes must be a non-negative integer, got {nbytes!r}")
-    if direction not in _DIRECTIONS:
+    if direction not in DIRECTIONS:
         raise ValueError(f"direction must be 'h2d', 'd2h' or 'd2d', got {direction!r}")
 
 

@@ -19,7 +19,7 @@ single-device plane is written as before.
 from __future__ import annotations
 
 from ._perfetto_writer import PacketWriter, uuid_for
-from .xplane import XSpace, event_epoch_ns
+from .xplane import XSpace, event_epoch_ns, op_ordinal
 
 # Pids handed to XPlane processes start here: above Linux's pid_max (2**22), inside int32.
 XPLANE_PID_BASE = 1 << 30
@@ -71,14 +71,8 @@ def _lane_tracks(seq, key: tuple, label: str, proc: int, rank: int):
                                   parent=proc, rank=rank + min(lane, 15))
 
 
-def _ordinal(stats: dict) -> int | None:
-    """The ``device_ordinal`` of an XLA op event, else None."""
-    n = stats.get("device_ordinal")
-    return n if "hlo_op" in stats and isinstance(n, int) and not isinstance(n, bool) else None
-
-
 def _ordinals(plane) -> set[int]:
-    return {n for _, events in plane.lines for *_, stats in events if (n := _ordinal(stats)) is not None}
+    return {n for _, events in plane.lines for *_, stats in events if (n := op_ordinal(stats)) is not None}
 
 
 def _op_devices(items) -> list[int | None]:
@@ -89,7 +83,7 @@ def _op_devices(items) -> list[int | None]:
     for start, end, _, _, stats in items:
         while stack and stack[-1][0] <= start:  # ops that ended before this item
             stack.pop()
-        ordinal = _ordinal(stats)
+        ordinal = op_ordinal(stats)
         if ordinal is None:  # the innermost op still open that holds the whole item
             ordinal = next((n for op_end, n in reversed(stack) if end <= op_end), None)
         else:

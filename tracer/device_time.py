@@ -42,7 +42,7 @@ from itertools import accumulate
 
 from . import clock
 from ._record import WINDOW
-from .xplane import XSpace, event_epoch_ns
+from .xplane import XSpace, event_epoch_ns, op_ordinal
 
 __all__ = ["DeviceOps", "DeviceTime", "aligned", "device_key", "device_ops", "format_rows", "rows",
            "span_device_time"]
@@ -134,10 +134,8 @@ def device_key(plane_name: str, stats: dict) -> str:
     XLA op with ``device_ordinal`` n, else the plane's kind (``"/host:CPU"`` -> ``"CPU"``)."""
     if plane_name.startswith("/device:"):
         return plane_name[len("/device:"):]
-    ordinal = stats.get("device_ordinal")
-    if isinstance(ordinal, int) and not isinstance(ordinal, bool):
-        return f"CPU:{ordinal}"
-    return plane_name.rsplit(":", 1)[-1]
+    ordinal = op_ordinal(stats)
+    return f"CPU:{ordinal}" if ordinal is not None else plane_name.rsplit(":", 1)[-1]
 
 
 def _device_order(key: str):

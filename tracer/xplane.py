@@ -219,6 +219,13 @@ def _stats(pairs) -> dict:
     return d
 
 
+def op_ordinal(stats: dict) -> int | None:
+    """The ``device_ordinal`` of an XLA op event (one with an ``hlo_op`` stat), else None: on CPU
+    every forced host device's ops share the ``/host:CPU`` plane, and this says whose an op is."""
+    n = stats.get("device_ordinal")
+    return n if "hlo_op" in stats and isinstance(n, int) and not isinstance(n, bool) else None
+
+
 def event_epoch_ns(xspace: XSpace, start_ns: float) -> int:
     """Epoch ns of an event offset (before any alignment correction)."""
     if start_ns >= _ABSOLUTE_NS:
