@@ -27,7 +27,7 @@ from spectrace.engines.cache import KVCache, allocate_cache, reset_cache
 from spectrace.engines.config import FIT_MULTIPLE, EngineOptions
 from spectrace.engines.decode import DecodeMixin
 from spectrace.engines.host import (_default_dtype, _device_group, _group_label, _h2d, _one_device, chunk_xla,  # noqa: F401
-                                    _placement, _window_or_span, to_host)
+                                    _placement, _window_or_span, decode_xla, to_host)
 from spectrace.engines.params import for_options
 from spectrace.engines.results import PrefillResult
 from spectrace.engines.tokenizer import encode
@@ -68,6 +68,7 @@ class BaseEngine(DecodeMixin):
         self.name = name
         self.model_name = model_name
         self.chunk_xla = chunk_xla(name, self.devices[0].platform)
+        self.decode_xla = decode_xla(name, self.devices[0].platform)
         self._serial = 0
         self.resize(int(ctx_len))
         pad = getattr(tokenizer, "pad_token_id", None)

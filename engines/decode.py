@@ -50,7 +50,7 @@ class DecodeMixin:
                                                     return_queries)
             else:
                 if steps:  # the first token is the prefill's argmax, taken inside the same program
-                    tokens, self.cache, queries = model.decode_scan_jit(             # [G, B]
+                    tokens, self.cache, queries = model.decode_jit(self.decode_xla)(  # [G, B]
                         self.params, self.cache, prefill.last_logits, position, cfg=self.config,
                         opts=self.options, steps=steps, return_queries=return_queries)
                 else:

@@ -109,15 +109,27 @@ def chunk_xla(name: str, platform: str) -> tuple:
     replaces the defaults for every engine when set (``""``: none anywhere), for experiments
     (``scripts/bench_variants.py``).
     """
-    env = os.environ.get("SPECTRACE_CHUNK_XLA")
+    default = GPU_BASE_CHUNK_XLA if name == "base" and platform in ("gpu", "cuda", "rocm") else ()
+    return _program_xla("SPECTRACE_CHUNK_XLA", name, default)
+
+
+def decode_xla(name: str, platform: str) -> tuple:
+    """XLA options for the decode programs (``model.decode_jit``: decode, the draft's look-ahead) of
+    engine ``name``: none by default; ``$SPECTRACE_DECODE_XLA`` as ``$SPECTRACE_CHUNK_XLA``."""
+    return _program_xla("SPECTRACE_DECODE_XLA", name, ())
+
+
+def _program_xla(var: str, name: str, default: tuple) -> tuple:
+    """``default``, or engine ``name``'s pairs of ``$var`` (``engine:option=value;...``) when it is set."""
+    env = os.environ.get(var)
     if env is None:
-        return GPU_BASE_CHUNK_XLA if name == "base" and platform in ("gpu", "cuda", "rocm") else ()
+        return default
     pairs = []
     for item in filter(None, (x.strip() for x in env.split(";"))):
         engine, colon, setting = item.partition(":")
         key, eq, value = setting.partition("=")
         if not (colon and eq and key):
-            raise ValueError(f"SPECTRACE_CHUNK_XLA={env!r}: {item!r} is not engine:option=value")
+            raise ValueError(f"{var}={env!r}: {item!r} is not engine:option=value")
         if engine == name:  # XLA wants typed values: booleans and integers as such
             typed = {"true": True, "false": False}.get(value.lower(), int(value) if value.isdigit() else value)
             pairs.append((key, typed))

@@ -181,11 +181,18 @@ def chunk_jit(xla: tuple):
                    donate_argnames=("cache",), compiler_options=dict(xla) or None)
 
 
+@functools.lru_cache(maxsize=None)
+def decode_jit(xla: tuple):
+    """``decode_scan`` compiled with per-program XLA options ``xla`` (as :func:`chunk_jit`);
+    ``decode_jit(())`` is :data:`decode_scan_jit`."""
+    return jax.jit(decode_scan, static_argnames=("cfg", "opts", "steps", "return_queries"),
+                   donate_argnames=("cache",), compiler_options=dict(xla) or None)
+
+
 # Compiled forms: config/options static (hashable dataclasses), the cache donated so XLA updates it
 # in place. One compilation per (config, options, chunk length).
 chunk_forward_jit = chunk_jit(())
 decode_step_jit = jax.jit(decode_step, static_argnames=("cfg", "opts", "return_queries"),
                           donate_argnames=("cache",))
-decode_scan_jit = jax.jit(decode_scan, static_argnames=("cfg", "opts", "steps", "return_queries"),
-                          donate_argnames=("cache",))
+decode_scan_jit = decode_jit(())
 forward_jit = jax.jit(forward, static_argnames=("cfg", "opts"))

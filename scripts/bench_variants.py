@@ -101,19 +101,32 @@ def _worker(label: str, tree: Path, settings: dict, scratch: Path, args) -> subp
     env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # two processes share the one GPU
     cfg = {"base": args.base, "draft": args.draft, "prompt_len": args.prompt_len, "psl": args.prefill_seq_len,
            "gen_len": args.gen_len}
-    p = subprocess.Popen([sys.executable, "-c", WORKER, json.dumps(cfg)], stdin=subprocess.PIPE,
-                         stdout=subprocess.PIPE, text=True, env=env, cwd=scratch)
-    ready = json.loads(p.stdout.readline() or "{}")
+    return subprocess.Popen([sys.executable, "-c", WORKER, json.dumps(cfg)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, env=env, cwd=scratch)
+
+
+def _ready(label: str, p: subprocess.Popen, settings: dict) -> bool:
+    """Wait for a started worker's ready line (workers load and compile side by side)."""
+    try:
+        ready = json.loads(p.stdout.readline() or "{}")
+    except json.JSONDecodeError:
+        ready = {}
     if "ready" not in ready:
-        raise SystemExit(f"the {label} worker did not start (see its stderr above)")
+        print(f"# {label}: left out: the worker did not start (see its stderr above)", flush=True)
+        p.kill()
+        return False
     print(f"# {label}: {ready['ready']} {settings or ''}", flush=True)
-    return p
+    return True
 
 
-def _ask(p: subprocess.Popen) -> dict:
-    p.stdin.write("run\n")
-    p.stdin.flush()
-    return json.loads(p.stdout.readline())
+def _ask(p: subprocess.Popen) -> dict | None:
+    """One request's answer, or None when the worker died (an XLA flag can abort it mid-run)."""
+    try:
+        p.stdin.write("run\n")
+        p.stdin.flush()
+        return json.loads(p.stdout.readline())
+    except (BrokenPipeError, json.JSONDecodeError):
+        return None
 
 
 def _ratio(after: list[float], before: list[float]) -> tuple[float, float, float]:
@@ -146,18 +159,26 @@ def main() -> None:
     if len({v[0] for v in variants}) != len(variants):
         raise SystemExit(f"--variant: labels must differ, got {[v[0] for v in variants]}")
     with tempfile.TemporaryDirectory() as scratch:
-        workers = {}
+        started = {}
         for label, tree, settings in variants:  # a variant that cannot start is left out, said once
             try:
-                workers[label] = _worker(label, tree, settings, Path(scratch), args)
+                started[label] = (_worker(label, tree, settings, Path(scratch), args), settings)
             except SystemExit as e:
                 print(f"# {label}: left out: {e}", flush=True)
+        workers = {label: p for label, (p, settings) in started.items() if _ready(label, p, settings)}
         if not workers:
             raise SystemExit("no variant started")
         got = {k: [] for k in workers}
         for _ in range(args.n):
-            for label, p in workers.items():
-                got[label].append(_ask(p))
+            for label, p in list(workers.items()):
+                answer = _ask(p)
+                if answer is None:  # left out from here on, said once; its answers so far are dropped
+                    print(f"# {label}: the worker died after {len(got[label])} requests; left out", flush=True)
+                    del workers[label], got[label]
+                else:
+                    got[label].append(answer)
+        if not got:
+            raise SystemExit("every variant's worker died")
         for p in workers.values():
             p.stdin.close()
             p.wait(timeout=60)

@@ -13,7 +13,7 @@ import pytest
 from spectrace.engines import model
 from spectrace.engines.base import BaseEngine
 from spectrace.engines.defaults import DEFAULT_BASE
-from spectrace.engines.host import GPU_BASE_CHUNK_XLA, chunk_xla
+from spectrace.engines.host import GPU_BASE_CHUNK_XLA, chunk_xla, decode_xla
 
 
 def test_only_the_gpu_base_gets_the_default_options(monkeypatch):
@@ -50,3 +50,29 @@ def test_a_chunk_compiled_with_options_gives_the_same_logits(monkeypatch):
     a = plain.prefill_from_ids(ids, pos).logits
     b = tuned.prefill_from_ids(ids, pos).logits
     assert np.max(np.abs(a - b)) / np.max(np.abs(a)) < 1e-5
+
+
+def test_decode_programs_take_their_own_switch(monkeypatch):
+    monkeypatch.delenv("SPECTRACE_DECODE_XLA", raising=False)
+    monkeypatch.setenv("SPECTRACE_CHUNK_XLA", "base:xla_a=1")
+    assert decode_xla("base", "gpu") == () and decode_xla("spec", "gpu") == ()
+    monkeypatch.setenv("SPECTRACE_DECODE_XLA", "spec:xla_gpu_command_buffer_unroll_loops=true")
+    assert decode_xla("spec", "gpu") == (("xla_gpu_command_buffer_unroll_loops", True),)
+    assert decode_xla("base", "gpu") == ()
+    monkeypatch.setenv("SPECTRACE_DECODE_XLA", "spec")
+    with pytest.raises(ValueError, match=r"SPECTRACE_DECODE_XLA='spec': 'spec' is not engine:option=value"):
+        decode_xla("spec", "gpu")
+
+
+def test_a_decode_compiled_with_options_gives_the_same_tokens(monkeypatch):
+    ids = np.random.default_rng(1).integers(2, 2000, size=40).astype(np.int32)
+    pos = np.arange(40, dtype=np.int32)
+    monkeypatch.delenv("SPECTRACE_DECODE_XLA", raising=False)
+    plain = BaseEngine.from_config(DEFAULT_BASE, prefill_seq_len=32, ctx_len=64, dtype=np.float32)
+    monkeypatch.setenv("SPECTRACE_DECODE_XLA", "base:xla_cpu_enable_fast_math=false")
+    tuned = BaseEngine.from_config(DEFAULT_BASE, prefill_seq_len=32, ctx_len=64, dtype=np.float32)
+    assert plain.decode_xla == () and tuned.decode_xla == (("xla_cpu_enable_fast_math", False),)
+    assert model.decode_jit(tuned.decode_xla) is not model.decode_scan_jit is model.decode_jit(())
+    a = plain.decode(plain.prefill_from_ids(ids, pos), 6, window=None)
+    b = tuned.decode(tuned.prefill_from_ids(ids, pos), 6, window=None)
+    np.testing.assert_array_equal(a.tokens, b.tokens)
