@@ -84,18 +84,25 @@ def _scores(qg, k, spec: AttnSpec, H: int, letters: str):
     return s
 
 
-def _scores_softmax(q, k, v, mask, spec: AttnSpec = FULL):
+def _scores_softmax(q, k, v, mask, spec: AttnSpec = FULL, *, with_lse: bool = True):
     """Reference attention with its log-sum-exp: q [B, T, N, H], k, v [B, S, K, H], mask
-    broadcastable to [B, T, S] -> (out [B, T, N, H], lse [B, N, T] float32). Scores in float32."""
+    broadcastable to [B, T, S] -> (out [B, T, N, H], lse [B, N, T] float32). Scores in float32.
+
+    ``with_lse=False`` (lse None): a plain ``softmax``, the max/exp/sum/divide pattern XLA's GPU
+    softmax rewriter fuses into one kernel; exp(s - logsumexp(s)) is the same values but not
+    that pattern (decode steps and the look-ahead take this form, :func:`masked`)."""
     B, T, N, H = q.shape
     K = k.shape[2]
     qg = q.reshape(B, T, K, N // K, H)                                             # [B, T, K, G, H]
     scores = _scores(qg, k, spec, H, "BTKGH,BSKH->BKGTS")                          # [B, K, G, T, S]
     scores = jnp.where(mask[:, None, None], scores, _FILL)                         # [B, K, G, T, S]
-    lse = jax.nn.logsumexp(scores, axis=-1)                                        # [B, K, G, T]
-    probs = jnp.exp(scores - lse[..., None]).astype(v.dtype)                       # [B, K, G, T, S]
+    if with_lse:
+        lse = jax.nn.logsumexp(scores, axis=-1)                                    # [B, K, G, T]
+        probs = jnp.exp(scores - lse[..., None]).astype(v.dtype)                   # [B, K, G, T, S]
+    else:
+        lse, probs = None, jax.nn.softmax(scores, axis=-1).astype(v.dtype)         # [B, K, G, T, S]
     out = jnp.einsum("BKGTS,BSKH->BTKGH", probs, v, precision=_precision(q))       # [B, T, K, G, H]
-    return out.reshape(B, T, N, H), lse.reshape(B, N, T)
+    return out.reshape(B, T, N, H), None if lse is None else lse.reshape(B, N, T)
 
 
 def masked(q, k, v, q_pos, k_pos, *, per_row: bool = False, spec: AttnSpec = FULL, key_mask=None):
@@ -109,9 +116,9 @@ def masked(q, k, v, q_pos, k_pos, *, per_row: bool = False, spec: AttnSpec = FUL
         if key_mask is not None:
             k_pos = jnp.where(key_mask, k_pos, -1)
         if not per_row:
-            return _scores_softmax(q, k, v, visible(q_pos, k_pos, spec.window), spec)[0]
+            return _scores_softmax(q, k, v, visible(q_pos, k_pos, spec.window), spec, with_lse=False)[0]
         one = lambda qr, pr: _scores_softmax(qr[:, None], k, v, visible(pr[:, None], k_pos, spec.window),
-                                             spec)[0][:, 0]
+                                             spec, with_lse=False)[0][:, 0]
         return jax.vmap(one, in_axes=(1, 1), out_axes=1)(q, q_pos)                # [B, T, N, H]
 
 

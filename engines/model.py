@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from spectrace.engines import attention
+from spectrace.engines import attention, decode_attention
 from spectrace.engines.cache import KVCache
 from spectrace.engines.config import EngineOptions
 from spectrace.engines.models import common, family
@@ -110,8 +110,12 @@ def _attend(q, k, v, cache_k, cache_v, q_pos, k_pos, first_slot, spec, opts: Eng
         return attention.sliding(q, cache_k, cache_v, q_pos, k_pos, first_slot, spec)
     if opts.attention == "dot_product" and q.shape[1] > 1 and not one_row:
         return attention.chunk_causal(q, k, v, cache_k, cache_v, first_slot, prefix=not fresh, spec=spec)
-    # Decode steps (T = 1: one query reads every slot, which is the cost of decode anyway) and
-    # seed 003's variants: scores over every slot, masked by position (and window).
+    if opts.attention == "dot_product" and decode_attention.supported(q, cache_k, spec):
+        # A GPU decode step (or the last layer's one row): one Pallas kernel reads each KV head's
+        # slots once (engines.decode_attention says what the XLA form cost).
+        return decode_attention.attend(q, cache_k, cache_v, q_pos, k_pos, scale=spec.scale_for(q.shape[-1]))
+    # Decode steps elsewhere (T = 1: one query reads every slot, which is the cost of decode
+    # anyway) and seed 003's variants: scores over every slot, masked by position (and window).
     return attention.masked(q, cache_k, cache_v, q_pos, k_pos, per_row=opts.attention == "vmap", spec=spec)
 
 

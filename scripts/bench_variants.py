@@ -63,7 +63,8 @@ for line in sys.stdin:
                       "draft_ms": r.ttft_spec_device_s * 1e3, "scoring_ms": r.ttft_host_scoring_s * 1e3,
                       "pruned_ms": r.ttft_base_pruned_only_s * 1e3,
                       "decode_ms_per_token": dec[0] / 1e6 / max(a["gen_len"] - 1, 1) if dec else 0.0,
-                      "kept": int(r.kept_tokens), "top1": int(r.logits.argmax())}), flush=True)
+                      "kept": int(r.kept_tokens), "top1": int(r.logits.argmax()),
+                      "tokens": [int(x) for x in r.tokens]}), flush=True)
 """
 
 
@@ -201,6 +202,12 @@ def main() -> None:
         print(line)
     for key in ("kept", "top1"):
         print(f"{key} equal across variants:", len({r[key] for lb in labels for r in got[lb]}) == 1)
+    ref = got[first][0].get("tokens")
+    for lb in labels[1:]:  # bf16 greedy tokens may part where two logits nearly tie: a share, not a bar
+        toks = [r.get("tokens") for r in got[lb]]
+        same = [next((i for i, (a, b) in enumerate(zip(ref, t)) if a != b), len(ref)) for t in toks if t]
+        if ref and same:
+            print(f"decode tokens, {lb} vs {first}: first difference at token {min(same)} of {len(ref)} (worst run)")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,10 @@
 #      process-wide SKIP_TEMP command-buffer updates (stable temp addresses: no per-call graph
 #      update), the base chunk with command buffers under it, and per-program options on the
 #      decode/look-ahead programs ($SPECTRACE_DECODE_XLA).
+#   3. the decode-step kernel count: the tree before this session's softmax change (.bench_before,
+#      `git archive b5cec1b tracer engines | tar -x -C .bench_before`) against this checkout, and
+#      this checkout without the two-row GEMM trick (.bench_nogemmrows: a copy with
+#      GEMM_ROWS_BACKENDS = []); carry [".whl", ".bench_before", ".bench_nogemmrows"].
 # STEPS picks steps (default "1 2"); VARIANTS overrides step 2's list (one per line).
 set -euo pipefail
 . scripts/device_env.sh
@@ -33,4 +37,7 @@ for step in $STEPS; do case $step in
    while IFS= read -r v; do [ -n "$v" ] && args+=(--variant "$v"); done <<< "${VARIANTS:-$DEFAULT_VARIANTS}"
    python3 scripts/bench_variants.py "${PAIR[@]}" --gen-len 64 --n "${N:-12}" "${args[@]}" --out "$OUT" 2>&1 \
        | grep -v Warning | tee "$OUT/bench_variants.txt" ;;
+3) python3 scripts/bench_variants.py "${PAIR[@]}" --gen-len 64 --n "${N:-12}" --variant before=.bench_before \
+       --variant softmax=. --variant softmax-nogemmrows=.bench_nogemmrows --out "$OUT" 2>&1 \
+       | grep -v Warning | grep -v "^E1202" | tee "$OUT/bench_variants_softmax.txt" ;;
 esac; done

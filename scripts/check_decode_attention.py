@@ -1,0 +1,74 @@
+"""The Pallas decode attention (engines.decode_attention) against the XLA form, on the GPU.
+
+For the 8B's and the 1B's decode shapes (10741 of 11008 slots filled): the largest difference
+from a float32 reference (both bf16 forms against it), and each form's time per call, the two
+timed as 64 calls in one compiled loop (device time, not dispatch), for several block shapes::
+
+    . scripts/device_env.sh && python3 scripts/check_decode_attention.py
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from spectrace.engines import attention, decode_attention
+
+SHAPES = {"llama-3.1-8b": (8, 4, 128), "llama-3.2-1b": (8, 4, 64)}  # K, G, H
+S, FILLED, CALLS = 11008, 10741, 64
+# (slots per inner step, slots per program, Triton warps or None for the default)
+CONFIGS = [(128, 256, None), (128, 128, None), (256, 256, None), (64, 256, None), (128, 256, 8), (256, 256, 8),
+           (64, 128, None), (128, 256, 2)]
+
+
+def main() -> None:
+    rng = np.random.default_rng(0)
+    print(f"device {jax.devices()[0].device_kind}; {FILLED} of {S} slots filled")
+    for name, (K, G, H) in SHAPES.items():
+        q32 = jnp.asarray(rng.standard_normal((1, 1, K * G, H)), jnp.float32)
+        k32 = jnp.asarray(rng.standard_normal((1, S, K, H)), jnp.float32)
+        v32 = jnp.asarray(rng.standard_normal((1, S, K, H)), jnp.float32)
+        kp = np.full((1, S), -1, np.int32)
+        kp[0, :FILLED] = np.arange(FILLED)
+        kp, qp = jnp.asarray(kp), jnp.asarray([[FILLED]], jnp.int32)
+        q, k, v = (a.astype(jnp.bfloat16) for a in (q32, k32, v32))
+        assert decode_attention.supported(q, k, attention.FULL)
+        ref = jax.jit(attention.masked)(q32, k32, v32, qp, kp)
+        forms = {"xla": attention.masked}
+        for block, per, warps in CONFIGS:
+            forms[f"pallas b{block} p{per} w{warps or '-'}"] = functools.partial(
+                decode_attention.attend, scale=H ** -0.5, block=block, per=per, warps=warps)
+        err, best = {}, {}
+        for f, fn in forms.items():
+            try:
+                out = jax.jit(fn)(q, k, v, qp, kp)
+                err[f] = float(jnp.max(jnp.abs(out.astype(jnp.float32) - ref)) / float(jnp.max(jnp.abs(ref))))
+            except Exception as e:  # a config this Triton cannot compile: said, not fatal
+                print(f"  {name} {f}: {type(e).__name__}: {str(e)[:160]}")
+                continue
+            loop = _looped(fn)
+            jax.block_until_ready(loop(q, k, v, qp, kp))
+            best[f] = 1e9
+            for _ in range(5):
+                t0 = time.perf_counter()
+                jax.block_until_ready(loop(q, k, v, qp, kp))
+                best[f] = min(best[f], (time.perf_counter() - t0) / CALLS * 1e6)
+        kv_us = 2 * S * K * H * 2 / 4.8e12 * 1e6
+        print(f"{name}: K+V read floor {kv_us:.1f} us; per call on the device ({CALLS} in one loop, best of 5):")
+        for f in best:
+            print(f"  {f:<22} {best[f]:7.2f} us ({best[f] / best['xla']:.2f}x xla)  max rel. error vs f32 {err[f]:.4f}")
+
+
+def _looped(fn):
+    """``CALLS`` attention calls in one compiled loop, each feeding the next (device time, no dispatch)."""
+    def run(q, k, v, qp, kp):
+        return lax.fori_loop(0, CALLS, lambda i, qq: qq + fn(qq, k, v, qp, kp) * 0, q)
+    return jax.jit(run)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Where one decode step's time goes, per device op, against the weight-streaming floor.
+
+Issue 19's decode target is 1.3x the floor (weights / HBM bandwidth); this says what the rest
+is. One GPU call (results under ``$OUT``), for ``PROBE_MODEL`` (default ``llama-3.1-8b``; the
+draft's look-ahead is ``llama-3.2-1b``) after a ``PROBE_LEN``-token prefill:
+
+1. decode ``PROBE_TOKENS`` tokens unprofiled, 5 times: ms per token;
+2. profile two decodes (the prefills outside the profile) and print each device op's time and
+   launches *per step*, with the output shape of the XLA op it runs (``long_name`` stat), and the
+   split: GEMM kernels (cuBLAS ``nvjet``/``gemv``, Triton ``gemm_fusion``, CUTLASS) vs the rest.
+
+    . scripts/device_env.sh && python3 scripts/probe_decode_ops.py
+    PROBE_MODEL=llama-3.2-1b PROBE_TOKENS=8 python3 scripts/probe_decode_ops.py   # the look-ahead
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import time
+from collections import defaultdict
+
+import numpy as np
+
+from spectrace.engines.base import BaseEngine
+from spectrace.tracer import xplane
+
+MODEL = os.environ.get("PROBE_MODEL", "llama-3.1-8b")
+PROMPT = int(os.environ.get("PROBE_LEN", "10741"))
+TOKENS = int(os.environ.get("PROBE_TOKENS", "32"))
+HBM_TBPS = float(os.environ.get("PROBE_HBM_TBPS", "4.8"))  # H200
+GEMM = re.compile(r"nvjet|gemm|gemv|cublas|cutlass|matmul", re.I)
+SHAPE = re.compile(r"(?:bf16|f32|s32|f16|pred)\[[0-9,]*\]")
+
+
+def main() -> None:
+    out = os.environ.get("OUT", tempfile.mkdtemp())
+    e = BaseEngine.from_pretrained(MODEL, prefill_seq_len=16384, ctx_len=PROMPT + TOKENS + 8)
+    ids = np.random.default_rng(0).integers(3, e.config.vocab_size, PROMPT).astype(np.int32)
+    pos = np.arange(PROMPT, dtype=np.int32)
+    steps = TOKENS - 1
+
+    def decode():
+        pre = e.prefill_from_ids(ids, pos, host_logits=False)
+        t0 = time.perf_counter()
+        e.decode(pre, TOKENS, window=None)
+        return time.perf_counter() - t0
+
+    decode()
+    t = [decode() for _ in range(5)]
+    per_token = 1e3 * np.mean(t) / steps
+    floor = e.config.weight_bytes(e.dtype.itemsize) / (HBM_TBPS * 1e12) * 1e3
+    kv = e.config.kv_cache_bytes(e.cache_slots, e.dtype.itemsize) / (HBM_TBPS * 1e12) * 1e3
+    print(f"{MODEL} on {e.device.device_kind}: {steps} decode steps after {PROMPT} tokens, "
+          f"{per_token:.3f} ms/step unprofiled (mean of 5)")
+    print(f"  floor: weights {floor:.3f} ms + KV cache ({e.cache_slots} slots) {kv:.3f} ms at {HBM_TBPS} TB/s; "
+          f"{per_token / floor:.2f}x the weights-only floor")
+
+    ops: dict[str, list] = defaultdict(lambda: [0, 0, ""])
+    rounds = 2
+    paths = []
+    for _ in range(rounds):
+        pre = e.prefill_from_ids(ids, pos, host_logits=False)
+        with xplane.profile(tempfile.mkdtemp(), mirror=False) as prof:
+            e.decode(pre, TOKENS, window=None)
+        paths += prof.paths
+    for path in paths:
+        for plane in xplane.read_xplane(path).planes:
+            if not plane.name.startswith("/device:"):
+                continue
+            for _, events in plane.lines:
+                for name, _, dur, stats in events:
+                    agg = ops[name]
+                    agg[0] += dur
+                    agg[1] += 1
+                    if not agg[2]:
+                        text = str(stats.get("long_name") or stats.get("hlo_op") or "")
+                        agg[2] = " ".join(SHAPE.findall(text)[:3])
+    n = rounds * steps
+    total = sum(v[0] for v in ops.values()) / n / 1e3
+    launches = sum(v[1] for v in ops.values()) / n
+    gemm = sum(v[0] for k, v in ops.items() if GEMM.search(k)) / n / 1e3
+    print(f"  device ops per step: {total:.1f} us busy in {launches:.0f} launches "
+          f"({launches / e.config.n_layers:.1f} per layer); GEMM kernels {gemm:.1f} us, other {total - gemm:.1f} us")
+    print(f"\n{'us/step':>9} {'n/step':>7}  op (output shapes)")
+    for name, (ns, count, shapes) in sorted(ops.items(), key=lambda kv: -kv[1][0])[:32]:
+        print(f"{ns / n / 1e3:9.2f} {count / n:7.1f}  {name[:56]:56} {shapes}")
+    with open(os.path.join(out, f"probe_decode_ops_{MODEL}.tsv"), "w") as f:
+        for name, (ns, count, shapes) in sorted(ops.items(), key=lambda kv: -kv[1][0]):
+            f.write(f"{ns / n / 1e3:.3f}\t{count / n:.2f}\t{name}\t{shapes}\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""The Pallas decode attention (engines.decode_attention) computes what attention.masked computes.
+
+On CPU the kernel runs in Pallas's interpreter: the same program, block by block, so the block
+loop, the position mask and the merge across blocks are checked here; its speed is the GPU's
+(scripts/check_decode_attention.py, docs/evidence/h200-session8).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from spectrace.engines import attention, decode_attention
+
+
+def _case(rng, S, K, G, H, filled, gaps=False):
+    q = jnp.asarray(rng.standard_normal((1, 1, K * G, H)), jnp.float32)
+    k = jnp.asarray(rng.standard_normal((1, S, K, H)), jnp.float32)
+    v = jnp.asarray(rng.standard_normal((1, S, K, H)), jnp.float32)
+    kp = np.full((1, S), -1, np.int32)
+    kp[0, :filled] = np.arange(filled) * (3 if gaps else 1)   # a pruned prompt keeps gapped positions
+    return q, k, v, jnp.asarray(kp)
+
+
+@pytest.mark.parametrize("block,per", [(128, None), (64, 128), (128, 128)])
+@pytest.mark.parametrize("gaps", [False, True])
+def test_matches_the_masked_form(block, per, gaps):
+    rng = np.random.default_rng(block + bool(gaps))
+    S, K, G, H, filled = 512, 2, 4, 64, 300
+    q, k, v, kp = _case(rng, S, K, G, H, filled, gaps)
+    last = int(kp[0, filled - 1])
+    for q_pos in (last + 1, last // 2, 0):  # the next token; a query that sees only part; only slot 0
+        qp = jnp.asarray([[q_pos]], jnp.int32)
+        want = attention.masked(q, k, v, qp, kp)
+        got = decode_attention.attend(q, k, v, qp, kp, scale=H ** -0.5, block=block, per=per)
+        assert got.shape == want.shape
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=2e-6, rtol=1e-5)
+
+
+def test_blocks_with_no_visible_slot_weigh_nothing():
+    """Every block past the filled ones is all padding (position -1): the merge must ignore them."""
+    rng = np.random.default_rng(7)
+    q, k, v, kp = _case(rng, 1024, 1, 2, 64, 5)
+    qp = jnp.asarray([[5]], jnp.int32)
+    got = decode_attention.attend(q, k, v, qp, kp, scale=0.125)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(attention.masked(q, k, v, qp, kp)), atol=2e-6)
+
+
+def test_only_gpu_decode_steps_of_full_layers_take_it():
+    q = jnp.zeros((1, 1, 8, 64), jnp.bfloat16)
+    k = jnp.zeros((1, 512, 2, 64), jnp.bfloat16)
+    on_gpu = jax.default_backend() == "gpu"
+    assert decode_attention.supported(q, k, attention.FULL) == on_gpu   # the CPU engines keep the XLA form
+    assert not decode_attention.supported(q, k, attention.AttnSpec(window=64))
+    assert not decode_attention.supported(q, k, attention.AttnSpec(softcap=50.0))
+    assert not decode_attention.supported(jnp.zeros((1, 2, 8, 64), jnp.bfloat16), k, attention.FULL)
+    assert not decode_attention.supported(q, jnp.zeros((1, 500, 2, 64), jnp.bfloat16), attention.FULL)
