@@ -55,11 +55,11 @@ def _kernel(q_ref, k_ref, v_ref, kp_ref, qp_ref, o_ref, m_ref, l_ref, *, per: in
         sl = pl.ds(pl.multiple_of(i * block, block), block)
         k = k_ref[sl, :]                                                           # [block, H]
         kp = kp_ref[sl]                                                            # [block]
-        s = lax.dot_general(q, k, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32) * scale  # [R, BLOCK]
+        s = lax.dot_general(q, k, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32) * scale  # [R, block]
         vis = (kp >= 0) & (kp <= qp)
         s = jnp.where(vis[None, :], s, _FILL)
         m_new = jnp.maximum(m, jnp.max(s, axis=1))                                 # [R]
-        p = jnp.where(vis[None, :], jnp.exp(s - m_new[:, None]), 0.0)             # [R, BLOCK]
+        p = jnp.where(vis[None, :], jnp.exp(s - m_new[:, None]), 0.0)             # [R, block]
         decay = jnp.exp(m - m_new)
         pv = jnp.dot(p.astype(v_ref.dtype), v_ref[sl, :], preferred_element_type=jnp.float32)  # [R, H]
         return m_new, l * decay + jnp.sum(p, axis=1), acc * decay[:, None] + pv

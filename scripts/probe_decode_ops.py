@@ -22,7 +22,6 @@ import time
 from collections import defaultdict
 
 import numpy as np
-
 from spectrace.engines.base import BaseEngine
 from spectrace.tracer import xplane
 
@@ -30,8 +29,25 @@ MODEL = os.environ.get("PROBE_MODEL", "llama-3.1-8b")
 PROMPT = int(os.environ.get("PROBE_LEN", "10741"))
 TOKENS = int(os.environ.get("PROBE_TOKENS", "32"))
 HBM_TBPS = float(os.environ.get("PROBE_HBM_TBPS", "4.8"))  # H200
-GEMM = re.compile(r"nvjet|gemm|gemv|cublas|cutlass|matmul", re.I)
+GEMM = re.compile(r"nvjet|gemm|gemv|cublas|cutlass|matmul", re.IGNORECASE)
 SHAPE = re.compile(r"(?:bf16|f32|s32|f16|pred)\[[0-9,]*\]")
+
+
+def op_totals(paths) -> dict[str, list]:
+    """Device op name -> [summed ns, launches, the XLA op it runs (``long_name``/``hlo_op``)] over
+    the GPU planes of the XPlane files ``paths`` (shared with ``probe_lookahead.py``)."""
+    ops: dict[str, list] = defaultdict(lambda: [0, 0, ""])
+    for path in paths:
+        for plane in xplane.read_xplane(path).planes:
+            if not plane.name.startswith("/device:"):
+                continue
+            for _, events in plane.lines:
+                for name, _, dur, stats in events:
+                    agg = ops[name]
+                    agg[0] += dur
+                    agg[1] += 1
+                    agg[2] = agg[2] or str(stats.get("long_name") or stats.get("hlo_op") or "")
+    return ops
 
 
 def main() -> None:
@@ -57,7 +73,6 @@ def main() -> None:
     print(f"  floor: weights {floor:.3f} ms + KV cache ({e.cache_slots} slots) {kv:.3f} ms at {HBM_TBPS} TB/s; "
           f"{per_token / floor:.2f}x the weights-only floor")
 
-    ops: dict[str, list] = defaultdict(lambda: [0, 0, ""])
     rounds = 2
     paths = []
     for _ in range(rounds):
@@ -65,18 +80,7 @@ def main() -> None:
         with xplane.profile(tempfile.mkdtemp(), mirror=False) as prof:
             e.decode(pre, TOKENS, window=None)
         paths += prof.paths
-    for path in paths:
-        for plane in xplane.read_xplane(path).planes:
-            if not plane.name.startswith("/device:"):
-                continue
-            for _, events in plane.lines:
-                for name, _, dur, stats in events:
-                    agg = ops[name]
-                    agg[0] += dur
-                    agg[1] += 1
-                    if not agg[2]:
-                        text = str(stats.get("long_name") or stats.get("hlo_op") or "")
-                        agg[2] = " ".join(SHAPE.findall(text)[:3])
+    ops = {name: [ns, n, " ".join(SHAPE.findall(what)[:3])] for name, (ns, n, what) in op_totals(paths).items()}
     n = rounds * steps
     total = sum(v[0] for v in ops.values()) / n / 1e3
     launches = sum(v[1] for v in ops.values()) / n

@@ -23,11 +23,11 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections import defaultdict
 
 import jax
 import numpy as np
-
+# scripts/ is this script's own folder on sys.path: the op table is probe_decode_ops's
+from probe_decode_ops import op_totals
 from spectrace.engines import model
 from spectrace.engines.base import BaseEngine
 from spectrace.tracer import xplane
@@ -63,17 +63,7 @@ def main() -> None:
     with xplane.profile(tempfile.mkdtemp(), mirror=False) as prof:
         for _ in range(3):
             lookahead(8)
-    ops: dict[str, list] = defaultdict(lambda: [0, 0, ""])
-    for path in prof.paths:
-        for plane in xplane.read_xplane(path).planes:
-            if not plane.name.startswith("/device:"):
-                continue
-            for _, events in plane.lines:
-                for name, _, dur, stats in events:
-                    agg = ops[name]
-                    agg[0] += dur
-                    agg[1] += 1
-                    agg[2] = agg[2] or str(stats.get("long_name") or stats.get("hlo_op") or "")[:150]
+    ops = {name: [ns, n, what[:150]] for name, (ns, n, what) in op_totals(prof.paths).items()}
     total = sum(v[0] for v in ops.values())
     print(f"\ndevice ops of 3 profiled 7-step look-aheads (the prefills too): {total / 1e6:.2f} ms in "
           f"{sum(v[1] for v in ops.values())} ops; by summed time:")

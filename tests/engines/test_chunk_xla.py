@@ -16,6 +16,14 @@ from spectrace.engines.defaults import DEFAULT_BASE
 from spectrace.engines.host import GPU_BASE_CHUNK_XLA, chunk_xla, decode_xla
 
 
+def _plain_and_tuned(monkeypatch, var: str, *, ctx_len: int):
+    """Two engines of the default base: built without ``$var``, and with one CPU option in it."""
+    monkeypatch.delenv(var, raising=False)
+    plain = BaseEngine.from_config(DEFAULT_BASE, prefill_seq_len=32, ctx_len=ctx_len, dtype=np.float32)
+    monkeypatch.setenv(var, "base:xla_cpu_enable_fast_math=false")
+    return plain, BaseEngine.from_config(DEFAULT_BASE, prefill_seq_len=32, ctx_len=ctx_len, dtype=np.float32)
+
+
 def test_only_the_gpu_base_gets_the_default_options(monkeypatch):
     monkeypatch.delenv("SPECTRACE_CHUNK_XLA", raising=False)
     assert chunk_xla("base", "gpu") == GPU_BASE_CHUNK_XLA
@@ -40,11 +48,8 @@ def test_a_malformed_switch_names_itself(monkeypatch):
 def test_a_chunk_compiled_with_options_gives_the_same_logits(monkeypatch):
     ids = np.random.default_rng(0).integers(2, 2000, size=70).astype(np.int32)
     pos = np.arange(70, dtype=np.int32)
-    monkeypatch.delenv("SPECTRACE_CHUNK_XLA", raising=False)
-    plain = BaseEngine.from_config(DEFAULT_BASE, prefill_seq_len=32, ctx_len=96, dtype=np.float32)
+    plain, tuned = _plain_and_tuned(monkeypatch, "SPECTRACE_CHUNK_XLA", ctx_len=96)
     assert plain.chunk_xla == () and plain.chunk_fn().func is model.chunk_forward_jit
-    monkeypatch.setenv("SPECTRACE_CHUNK_XLA", "base:xla_cpu_enable_fast_math=false")
-    tuned = BaseEngine.from_config(DEFAULT_BASE, prefill_seq_len=32, ctx_len=96, dtype=np.float32)
     assert tuned.chunk_xla == (("xla_cpu_enable_fast_math", False),)
     assert tuned.chunk_fn().func is not model.chunk_forward_jit
     a = plain.prefill_from_ids(ids, pos).logits
@@ -67,10 +72,7 @@ def test_decode_programs_take_their_own_switch(monkeypatch):
 def test_a_decode_compiled_with_options_gives_the_same_tokens(monkeypatch):
     ids = np.random.default_rng(1).integers(2, 2000, size=40).astype(np.int32)
     pos = np.arange(40, dtype=np.int32)
-    monkeypatch.delenv("SPECTRACE_DECODE_XLA", raising=False)
-    plain = BaseEngine.from_config(DEFAULT_BASE, prefill_seq_len=32, ctx_len=64, dtype=np.float32)
-    monkeypatch.setenv("SPECTRACE_DECODE_XLA", "base:xla_cpu_enable_fast_math=false")
-    tuned = BaseEngine.from_config(DEFAULT_BASE, prefill_seq_len=32, ctx_len=64, dtype=np.float32)
+    plain, tuned = _plain_and_tuned(monkeypatch, "SPECTRACE_DECODE_XLA", ctx_len=64)
     assert plain.decode_xla == () and tuned.decode_xla == (("xla_cpu_enable_fast_math", False),)
     assert model.decode_jit(tuned.decode_xla) is not model.decode_scan_jit is model.decode_jit(())
     a = plain.decode(plain.prefill_from_ids(ids, pos), 6, window=None)
