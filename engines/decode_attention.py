@@ -4,10 +4,13 @@ Why: on an H200 the XLA form of a decode step's attention (:func:`engines.attent
 Q.Kᵀ and P.V as two Triton GEMMs with the mask, max, exp, sum and casts between them) took
 ~29 us a layer of the 8B's ~158 us against ~9.4 us for reading that layer's keys and values
 (``scripts/probe_decode_ops.py``, docs/evidence/h200-session8). Here each program reads one KV
-head's block of slots once: scores for the G query heads sharing it (padded to 16 rows, the
-smallest tensor-core tile), the position mask, a softmax within the block and P.V; XLA then
-merges the blocks exactly by their maxima and sums (the log-sum-exp merge of
-:func:`engines.attention._merge`, over many parts).
+head's range of 256 (or 128) slots once, 64 at a time: scores for the G query heads sharing it,
+the position mask, an online softmax and P.V; XLA then merges the ranges exactly by their
+maxima and sums (the log-sum-exp merge of :func:`engines.attention._merge`, over many parts).
+The query rows go in as a 16-row tile (the smallest tensor-core tile): when G divides 16 the
+tile is the 16/G KV heads' rows as q holds them (Llama: G = 4, so no copy), else each head's G
+rows padded to 16. Block, warps and stages are :data:`TUNED`'s, from the H200 sweep of
+``scripts/check_decode_attention.py`` (docs/performance.md).
 
 Same visibility rule as :func:`~engines.attention.masked`: a slot is seen when its position is
 ``>= 0`` and ``<=`` the query's. Used for T = 1 on a GPU, full-attention layers without
@@ -23,17 +26,20 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.experimental import pallas as pl
 
 _FILL = float(jnp.finfo(jnp.float32).min)
-BLOCK = 128  # slots per inner step
 ROWS = 16    # query rows per program: G padded to the smallest tensor-core tile
+# By head size: (slots per inner step, Triton warps, Triton stages; None = Pallas's default),
+# the fastest of scripts/check_decode_attention.py's sweep on an H200 (docs/performance.md).
+TUNED = {128: (64, 2, 3), 64: (64, 4, 3), 256: (64, 2, 3)}  # 256: 128's, not measured
 
 
-def _per_program(S: int, block: int = BLOCK) -> int | None:
-    """Slots per program: the largest of 2 blocks and 1 dividing S (None: S is not a multiple of ``block``)."""
-    return next((p for p in (2 * block, block) if S % p == 0), None)
+def _per_program(S: int, block: int) -> int | None:
+    """Slots per program: 256 or 128, a multiple of ``block`` dividing S (None: S is not a multiple of 128)."""
+    return next((p for p in (256, 128) if p % block == 0 and S % p == 0), None)
 
 
 def supported(q, cache_k, spec) -> bool:
@@ -42,7 +48,7 @@ def supported(q, cache_k, spec) -> bool:
     S, K = cache_k.shape[1], cache_k.shape[2]
     return (jax.default_backend() == "gpu" and T == 1 and spec.window is None and spec.softcap is None
             and q.dtype in (jnp.bfloat16, jnp.float16) and N // K <= ROWS and H in (64, 128, 256)
-            and _per_program(S) is not None)
+            and _per_program(S, TUNED[H][0]) is not None)
 
 
 def _kernel(q_ref, k_ref, v_ref, kp_ref, qp_ref, o_ref, m_ref, l_ref, *, per: int, block: int, scale: float):
@@ -72,36 +78,54 @@ def _kernel(q_ref, k_ref, v_ref, kp_ref, qp_ref, o_ref, m_ref, l_ref, *, per: in
     l_ref[...] = l
 
 
-def _params(warps: int | None) -> dict:
-    """Triton compiler parameters (``num_warps``) where this jax spells them as this code knows."""
-    if warps is None or jax.default_backend() != "gpu":
+def _params(warps: int | None, stages: int | None) -> dict:
+    """Triton compiler parameters (``num_warps``, ``num_stages``) where this jax spells them as this code knows."""
+    if (warps is None and stages is None) or jax.default_backend() != "gpu":
         return {}
     from jax.experimental.pallas import triton as pltriton
 
     cls = getattr(pltriton, "CompilerParams", None) or getattr(pltriton, "TritonCompilerParams")
-    return {"compiler_params": cls(num_warps=warps)}
+    return {"compiler_params": cls(num_warps=warps, num_stages=stages)}
 
 
-@functools.partial(jax.jit, static_argnames=("scale", "block", "per", "warps"))
-def attend(q, cache_k, cache_v, q_pos, k_pos, *, scale: float, block: int = BLOCK, per: int | None = None,
-           warps: int | None = None):
+def _shares_tiles(K: int, G: int) -> bool:
+    """Whether whole KV heads' query groups tile ROWS rows (G divides ROWS, ROWS divides N): then a
+    program loads the ROWS-row tile holding its G rows, and q needs no padding."""
+    return ROWS % G == 0 and (K * G) % ROWS == 0
+
+
+@functools.partial(jax.jit, static_argnames=("scale", "block", "per", "warps", "stages", "pad"))
+def attend(q, cache_k, cache_v, q_pos, k_pos, *, scale: float, block: int | None = None, per: int | None = None,
+           warps: int | None = None, stages: int | None = None, pad: bool | None = None):
     """q [B, 1, N, H] over the cache k, v [B, S, K, H] by positions q_pos [B, 1], k_pos [B, S] -> [B, 1, N, H].
 
     ``block``: slots per inner step; ``per``: slots per program (default :func:`_per_program`);
-    ``warps``: Triton warps per program (default Pallas's)."""
+    ``warps``, ``stages``: Triton warps and pipeline stages per program. Unset, ``block``,
+    ``warps`` and ``stages`` are :data:`TUNED`'s for the head size (all three, when ``block`` is unset).
+    ``pad``: pad each KV head's G query rows to ROWS (default: only when :func:`_shares_tiles`
+    says it must; sharing tiles saves the pad kernel, ~1.5 us a layer on an H200).
+    """
     B, _, N, H = q.shape
+    if block is None:
+        block, warps, stages = TUNED[H]
     S, K = cache_k.shape[1], cache_k.shape[2]
     G = N // K
     per = per or _per_program(S, block)
     nblk = S // per
-    qg = q[:, 0].reshape(B, K, G, H)                                               # [B, K, G, H]
-    qg = jnp.pad(qg, ((0, 0), (0, 0), (0, ROWS - G), (0, 0)))                      # [B, K, R, H]
+    pad = not _shares_tiles(K, G) if pad is None else pad
+    if pad:
+        qr = jnp.pad(q[:, 0].reshape(B, K, G, H), ((0, 0), (0, 0), (0, ROWS - G), (0, 0)))  # [B, K, R, H]
+        tile, rows = (lambda k: k), np.broadcast_to(np.arange(G), (K, G))         # head k: rows 0..G-1
+    else:
+        t = ROWS // G                                                              # KV heads per tile
+        qr = q[:, 0].reshape(B, N // ROWS, ROWS, H)                                # [B, N/R, R, H]
+        tile, rows = (lambda k: k // t), (np.arange(K) % t)[:, None] * G + np.arange(G)  # [K, G]
     qp = jnp.broadcast_to(q_pos[:, :1], (B, block))                                # [B, block]
     sq = pl.squeezed
     o, m, l = pl.pallas_call(
         functools.partial(_kernel, per=per, block=block, scale=scale),
         grid=(B, K, nblk),
-        in_specs=[pl.BlockSpec((sq, sq, ROWS, H), lambda b, k, j: (b, k, 0, 0)),
+        in_specs=[pl.BlockSpec((sq, sq, ROWS, H), lambda b, k, j: (b, tile(k), 0, 0)),
                   pl.BlockSpec((sq, per, sq, H), lambda b, k, j: (b, j, k, 0)),
                   pl.BlockSpec((sq, per, sq, H), lambda b, k, j: (b, j, k, 0)),
                   pl.BlockSpec((sq, per), lambda b, k, j: (b, j)),
@@ -113,11 +137,20 @@ def attend(q, cache_k, cache_v, q_pos, k_pos, *, scale: float, block: int = BLOC
                    jax.ShapeDtypeStruct((B, K, nblk, ROWS), jnp.float32),
                    jax.ShapeDtypeStruct((B, K, nblk, ROWS), jnp.float32)],
         interpret=jax.default_backend() != "gpu",
-        **_params(warps),
-    )(qg, cache_k, cache_v, k_pos, qp)
-    top = jnp.max(m, axis=2, keepdims=True)                                        # [B, K, 1, R]
-    w = jnp.exp(m - top)                                                           # [B, K, nblk, R]
-    num = jnp.sum(w[..., None] * o, axis=2)                                        # [B, K, R, H]
-    den = jnp.maximum(jnp.sum(w * l, axis=2), jnp.finfo(jnp.float32).tiny)        # [B, K, R]
-    out = (num / den[..., None])[:, :, :G]                                         # [B, K, G, H]
+        **_params(warps, stages),
+    )(qr, cache_k, cache_v, k_pos, qp)
+    idx = jnp.asarray(rows, jnp.int32)[None, :, None, :]                           # [1, K, 1, G]: head k's rows
+    m, l = (jnp.take_along_axis(a, idx, axis=3) for a in (m, l))                   # [B, K, nblk, G]
+    o = jnp.take_along_axis(o, idx[..., None], axis=3)                             # [B, K, nblk, G, H]
+    num, den = _merge(m, l, o)                                                     # [B, K, G, H], [B, K, G]
+    out = num / jnp.maximum(den, jnp.finfo(jnp.float32).tiny)[..., None]         # [B, K, G, H]
     return out.reshape(B, 1, N, H).astype(q.dtype)
+
+
+def _merge(m, l, o):
+    """Blocks' partials (axis 2) merged exactly: weights exp(m - max m), then weighted sums.
+
+    (One ``lax.reduce`` carrying (max, sum, output) together is the same merge in one pass, but
+    XLA's kernel for it was slower on an H200: 27.3 against 23.4 us a call with the kernel.)"""
+    w = jnp.exp(m - jnp.max(m, axis=2, keepdims=True))                             # [B, K, nblk, G]
+    return jnp.sum(w[..., None] * o, axis=2), jnp.sum(w * l, axis=2)               # [B, K, G, H], [B, K, G]

@@ -241,6 +241,8 @@ CRAFTED = {
     "bytes-a-string.json": b'{"io": {"spec": {"logits": {"bytes": "many"}}}}',
     "chunk-ms-a-list.json": b'{"runs": [{"chunks": {"spec": [{"index": 0, "ms": []}]}}]}',
     "device-time-rows.json": b'{"device_time": [{"name": "x", "ms": {"a": 1}}]}',
+    "idle-gap-ms.json": b'{"device_time": [{"name": "x", "ms": 1, "idle_gaps": [{"ms": "long", "after": "a"}]}]}',
+    "idle-gaps-object.json": b'{"device_time": [{"name": "x", "ms": 1, "idle_gaps": {"ms": 1}}]}',
     "huge-int.json": b'{"ttft_baseline_s": ' + b"9" * 5000 + b"}",
     "big-int.json": b'{"prompt_tokens": ' + b"9" * 40 + b"}",
     "nan.json": b'{"ttft_baseline_s": NaN}',

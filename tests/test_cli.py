@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from helpers import ROOT
+from spectrace.tracer import device_time
 from spectrace.tracer.ttft import TTFT_FIELDS
 
 
@@ -129,13 +130,21 @@ def test_run_with_xplane_attributes_device_time_to_every_chunk(tmp_path):
         assert 0 <= x["device_busy_ms"] <= x["ms"] * 1.001 + 0.01, x
     for c in chunks:  # every chunk ran XLA ops, and the heaviest are listed
         assert c["device_ops"] > 0 and c["device_busy_ms"] > 0 and c["top_ops"], c
+    for x in rows:  # the longest idle gaps lie inside the span and add up to no more than its idle time
+        gaps = x["idle_gaps"]
+        assert sum(g["ms"] for g in gaps) <= x["device_idle_ms"] + 0.01, x
+        assert all(0 <= g["at_ms"] and g["at_ms"] + g["ms"] <= x["ms"] + 0.01 for g in gaps), x
+        assert [g["ms"] for g in gaps] == sorted((g["ms"] for g in gaps), reverse=True)
     assert "Device time per span" in r.stdout
+    listed = device_time.longest_gaps(rows)
+    assert ("Longest device idle gaps" in r.stdout) == bool(listed)
     from spectrace.tracer.testing import Trace
 
     la = Trace.load(out / "trace.pftrace").one("lookahead")   # slices carry device time (README's example)
     assert 0 < la["device.busy_ms"] <= la.duration_ms and la["device.ops"] > 0 and la["device.top_op"]
     html = (out / "report.html").read_text()
     assert "Device time per span" in html and 'data-mark="device busy"' in html
+    assert ("Longest device idle gaps" in html) == bool(listed)
     # spectrace merge of a trace with its own process's XPlane prints the same per-span table.
     r = spectrace("merge", str(out / "trace.pftrace"), str(out / "xplane"), "-o", str(out / "merged.pftrace"))
     assert r.returncode == 0, r.stderr[-3000:]

@@ -115,7 +115,8 @@ _KEYS = ["resourceSpans", "scopeSpans", "spans", "name", "traceId", "spanId", "p
          "doubleValue", "boolValue", "arrayValue", "values", "kvlistValue", "bytesValue", "events",
          "timeUnixNano", "status", "code", "message", "schema", "runs", "io", "chunks", "slowest_chunks",
          "config", "device_time", "alignment", "index", "ms", "bytes", "count", "direction", "pass",
-         "top_ops", "depth", "io.logits.bytes", "thread.id", *ttft.TTFT_FIELDS[:4]]
+         "top_ops", "depth", "io.logits.bytes", "thread.id", "idle_gaps", "at_ms", "after", "before", "host",
+         *ttft.TTFT_FIELDS[:4]]
 _SCALARS = (st.none() | st.booleans() | st.integers() | st.integers(min_value=2**63 - 2) | st.floats()
             | st.text(max_size=12) | st.sampled_from(["spectrace.ttft/1", "STATUS_CODE_ERROR", "", "NaN", "1e400"]))
 JSON = st.recursive(_SCALARS, lambda c: st.lists(c, max_size=4)

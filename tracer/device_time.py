@@ -14,7 +14,16 @@ span ``[start, end)``:
   which at least one op ran on any plane (several streams or threads may overlap);
 * ``idle``: the span's duration less ``busy``;
 * ``ops`` and ``top``: the ops that *start* inside the span, and the heaviest of them by
-  summed duration, grouped by op name.
+  summed duration, grouped by op name;
+* ``gaps``: the longest stretches inside the span when no op ran, each with where it starts
+  (from the span's start), how long it is, the op it follows and the op it precedes (None: the
+  span's start or end). Idle time says *how much* the device waited; the gaps say *where*: a
+  gap from the span's start to the first kernel is the host dispatching, one between two
+  kernels is a host sync or a copy waiting, one before the span's end is the read-back. Each
+  gap also names what the host was doing meanwhile, when the XPlane's host lines say: the
+  innermost host event (a ``TraceMe`` of the runtime, e.g. ``command_buffer::initialize``
+  while CUDA graphs are rebuilt, or ``PjitFunction(...)`` while a call dispatches) that covers
+  at least half the gap.
 
 Per device. Every op also has a device key (:func:`device_key`): ``/device:GPU:1``'s events
 are ``"GPU:1"``; an XLA op on a host line with a ``device_ordinal`` stat (the CPU client runs
@@ -37,6 +46,7 @@ XPlane times are moved onto the spans' clock by the measured offset of
 from __future__ import annotations
 
 import bisect
+import heapq
 from dataclasses import dataclass, field
 from itertools import accumulate
 
@@ -44,7 +54,8 @@ from . import clock
 from ._record import WINDOW
 from .xplane import XSpace, event_epoch_ns, op_ordinal
 
-__all__ = ["DeviceOps", "DeviceTime", "aligned", "device_key", "device_ops", "format_rows", "rows",
+__all__ = ["DeviceOps", "DeviceTime", "aligned", "device_key", "device_ops", "format_gaps", "format_rows", "gap_between",
+           "longest_gaps", "rows",
            "span_device_time"]
 
 
@@ -58,6 +69,9 @@ class DeviceTime:
     top: list[tuple[str, int, int]] = field(default_factory=list)  # (op name, summed ns, count)
     # device key -> that device alone; empty when the profile ran ops on one device only
     devices: dict[str, DeviceTime] = field(default_factory=dict)
+    # the longest idle stretches: (offset from the span's start, length, op before, op after,
+    # the host event covering it) ns; None for "the span's start/end" and "nothing known"
+    gaps: list[tuple[int, int, str | None, str | None, str | None]] = field(default_factory=list)
 
     @property
     def idle_ns(self) -> int:
@@ -73,7 +87,9 @@ class DeviceTime:
         """Busy/idle/ops/top in ms: a row's fields, and each device's (whose span ms is the row's)."""
         return {"device_busy_ms": self.busy_ns / 1e6, "device_idle_ms": self.idle_ns / 1e6,
                 "device_ops": self.ops,
-                "top_ops": [{"name": n, "ms": ns / 1e6, "count": c} for n, ns, c in self.top]}
+                "top_ops": [{"name": n, "ms": ns / 1e6, "count": c} for n, ns, c in self.top],
+                "idle_gaps": [{"at_ms": at / 1e6, "ms": ns / 1e6, "after": a, "before": b, "host": h}
+                              for at, ns, a, b, h in self.gaps]}
 
 
 class DeviceOps:
@@ -82,24 +98,31 @@ class DeviceOps:
     ``starts``/``ends``/``names`` are sorted by start; the union of the op intervals is kept
     as disjoint sorted intervals with a running sum, so a span's busy time is two bisections.
     ``devices``: device key -> the ops of that device alone (:func:`device_ops` fills it);
-    :meth:`inside` splits per device only when it holds more than one.
+    :meth:`inside` splits per device only when it holds more than one. ``host``: host events
+    ``(start, end, name, depth on its line)``, what :meth:`gaps` names as the host's doing.
     """
 
-    def __init__(self, ops: list[tuple[int, int, str]], devices: dict[str, DeviceOps] | None = None):
+    def __init__(self, ops: list[tuple[int, int, str]], devices: dict[str, DeviceOps] | None = None,
+                 host: list[tuple[int, int, str, int]] | None = None):
         self.devices = devices or {}
+        self.host = sorted(host or [])
+        self._host_starts = [h[0] for h in self.host]
         ops.sort()
         self.starts = [o[0] for o in ops]
         self.ends = [o[1] for o in ops]
         self.names = [o[2] for o in ops]
-        merged: list[list[int]] = []
-        for s, e, _ in ops:
+        merged: list[list] = []  # [start, end, first op, the op that ends last]
+        for s, e, name in ops:
             if merged and s <= merged[-1][1]:
-                merged[-1][1] = max(merged[-1][1], e)
+                if e > merged[-1][1]:
+                    merged[-1][1], merged[-1][3] = e, name
             else:
-                merged.append([s, e])
+                merged.append([s, e, name, name])
         self._u_start = [m[0] for m in merged]
         self._u_end = [m[1] for m in merged]
-        self._u_cum = [0, *accumulate(e - s for s, e in merged)]  # busy ns before interval i
+        self._u_first = [m[2] for m in merged]
+        self._u_last = [m[3] for m in merged]
+        self._u_cum = [0, *accumulate(m[1] - m[0] for m in merged)]  # busy ns before interval i
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -116,6 +139,36 @@ class DeviceOps:
             return 0
         return self._u_cum[i - 1] + min(self._u_end[i - 1], t) - self._u_start[i - 1]
 
+    def gaps(self, start: int, end: int, *, top: int = 3) -> list[tuple]:
+        """The ``top`` longest idle stretches of ``[start, end)``, longest first: (offset from
+        ``start``, length, the op that ended at its start or None for the span's start, the op
+        that began at its end or None for the span's end, :meth:`host_during` the gap), ns."""
+        if end <= start:
+            return []
+        out = []
+        cursor, prev = start, None
+        i = bisect.bisect_right(self._u_end, start)  # the first busy interval still running after start
+        while i < len(self._u_start) and self._u_start[i] < end:
+            if self._u_start[i] > cursor:
+                out.append((cursor - start, self._u_start[i] - cursor, prev, self._u_first[i]))
+            cursor, prev = max(cursor, self._u_end[i]), self._u_last[i]
+            i += 1
+        if cursor < end:
+            out.append((cursor - start, end - cursor, prev, None))
+        return [(*g, self.host_during(start + g[0], start + g[0] + g[1]))
+                for g in heapq.nlargest(top, out, key=lambda g: g[1])]
+
+    def host_during(self, start: int, end: int) -> str | None:
+        """The innermost host event covering at least half of ``[start, end)`` (None: none).
+
+        Such an event holds the interval's midpoint, so only events starting before it can."""
+        best, need, host = None, (end - start) / 2, self.host
+        for i in range(bisect.bisect_right(self._host_starts, (start + end) // 2)):
+            s, e, name, depth = host[i]
+            if min(e, end) - max(s, start) >= need and (best is None or depth > best[0]):
+                best = (depth, name)
+        return best and best[1]
+
     def inside(self, start: int, end: int, *, top: int = 5) -> DeviceTime:
         lo, hi = bisect.bisect_left(self.starts, start), bisect.bisect_left(self.starts, end)
         by_name: dict[str, list[int]] = {}
@@ -126,7 +179,8 @@ class DeviceOps:
         heaviest = sorted(by_name.items(), key=lambda kv: -kv[1][0])[:top]
         split = {k: d.inside(start, end, top=top) for k, d in self.devices.items()} if len(self.devices) > 1 else {}
         return DeviceTime(span_ns=end - start, busy_ns=self.busy_ns(start, end), ops=hi - lo,
-                          top=[(n, ns, c) for n, (ns, c) in heaviest], devices=split)
+                          top=[(n, ns, c) for n, (ns, c) in heaviest], devices=split,
+                          gaps=self.gaps(start, end))
 
 
 def device_key(plane_name: str, stats: dict) -> str:
@@ -149,10 +203,13 @@ def device_ops(spaces: list[XSpace], offsets_ns: list[int] | None = None) -> Dev
 
     On host lines only the innermost XLA ops count (a thunk around its body would count the
     body twice); on ``/device:*`` lines every event counts, since kernels of one stream line
-    may overlap without one being the other's parent (the union absorbs the overlap).
+    may overlap without one being the other's parent (the union absorbs the overlap). Host
+    events that are no XLA op are kept with their nesting depth, to name the host's doing in
+    an idle gap (:meth:`DeviceOps.host_during`).
     """
     ops: list[tuple[int, int, str]] = []  # (start, end) epoch ns, op name
     by_device: dict[str, list[tuple[int, int, str]]] = {}
+    host: list[tuple[int, int, str, int]] = []
     for space, offset in zip(spaces, offsets_ns or [0] * len(spaces)):
         for plane in space.planes:
             device = plane.name.startswith("/device:")
@@ -165,7 +222,23 @@ def device_ops(spaces: list[XSpace], offsets_ns: list[int] | None = None) -> Dev
                         continue  # the children carry the time
                     ops.append((s, s + dur, name))
                     by_device.setdefault(key, []).append((s, s + dur, name))
-    return DeviceOps(ops, {k: DeviceOps(by_device[k]) for k in sorted(by_device, key=_device_order)})
+                if not device:
+                    host += _nested((event_epoch_ns(space, st) - offset, round(dur), name)
+                                    for name, st, dur, stats in events if "hlo_op" not in stats)
+    host.sort()
+    return DeviceOps(ops, {k: DeviceOps(by_device[k], host=host) for k in sorted(by_device, key=_device_order)},
+                     host=host)
+
+
+def _nested(events) -> list[tuple[int, int, str, int]]:
+    """One line's events (start, duration, name) as (start, end, name, depth): how many enclose it."""
+    out, open_ends = [], []
+    for s, dur, name in sorted(events, key=lambda o: (o[0], -o[1])):
+        while open_ends and open_ends[-1] <= s:
+            open_ends.pop()
+        out.append((s, s + dur, name, len(open_ends)))
+        open_ends.append(s + dur)
+    return out
 
 
 def _encloses(outer, inner) -> bool:
@@ -237,21 +310,59 @@ def format_rows(table: list[dict], title: str = "Device time per span") -> str:
 
     Rows with a ``devices`` split (several devices ran ops) are followed by one indented row
     per device, when the span had device activity at all (an all-idle span has nothing to split).
+    Then, after a blank line, :func:`format_gaps` (when any gap is long enough to list).
     """
     split = any(r.get("devices") for r in table)
     out = [f"{title} (XPlane; busy = any device op running{'; then each device alone' if split else ''})",
            f"  {'span':<34}{'ms':>10}{'busy ms':>10}{'idle ms':>10}{'ops':>7}  heaviest op (ms, count)"]
     for r in table:
-        label = "  " * r["depth"] + r["name"]
-        if "chunk.index" in r:
-            label += f" #{r['chunk.index']}"
-        if "engine" in r and r["depth"]:
-            label += f" [{r['engine']}]"
-        out.append(_format_row(label, f"{r['ms']:>10.2f}", r))
+        out.append(_format_row(_label(r), f"{r['ms']:>10.2f}", r))
         if r.get("devices") and (r.get("device_ops") or r.get("device_busy_ms")):
             for key, d in r["devices"].items():
                 out.append(_format_row("  " * (r["depth"] + 1) + f"- {key}", " " * 10, d))
+    gaps = format_gaps(table)
+    return "\n".join(out) + (f"\n\n{gaps}" if gaps else "")
+
+
+def longest_gaps(table: list[dict], *, top: int = 8, min_ms: float = 0.1) -> list[tuple[dict, dict]]:
+    """``(row, gap)`` for the ``top`` longest device idle gaps of the table's innermost rows (a
+    window's gaps are its children's, or between them), at least ``min_ms`` long, in spans where
+    the device ran something (an all-idle span is host work, and the table says so)."""
+    found = []
+    for i, r in enumerate(table):
+        if i + 1 < len(table) and (table[i + 1].get("depth") or 0) > (r.get("depth") or 0):
+            continue  # rows below it list the same time
+        found += [(r, g) for g in r.get("idle_gaps") or [] if isinstance(g, dict)
+                  and (g.get("ms") or 0.0) >= min_ms and (g.get("after") or g.get("before"))]
+    found.sort(key=lambda f: -(f[1].get("ms") or 0.0))
+    return found[:top]
+
+
+def gap_between(g: dict) -> str:
+    """``"op -> op"`` for a gap, with the span's start and end where no op bounds it."""
+    return f"{str(g.get('after') or 'span start')[:40]} -> {str(g.get('before') or 'span end')[:40]}"
+
+
+def format_gaps(table: list[dict], *, top: int = 8, min_ms: float = 0.1) -> str:
+    """:func:`longest_gaps` as text, "" when there are none."""
+    found = longest_gaps(table, top=top, min_ms=min_ms)
+    if not found:
+        return ""
+    out = ["Longest device idle gaps (no op ran on any device; at: ms from the span's start; host: its doing)",
+           f"  {'span':<34}{'gap ms':>10}{'at ms':>10}  between"]
+    for r, g in found:
+        host = f"; host in {str(g['host'])[:60]}" if g.get("host") else ""
+        out.append(f"  {_label(r):<34}{g.get('ms') or 0.0:>10.2f}{g.get('at_ms') or 0.0:>10.2f}  {gap_between(g)}{host}")
     return "\n".join(out)
+
+
+def _label(r: dict) -> str:
+    label = "  " * r["depth"] + r["name"]
+    if "chunk.index" in r:
+        label += f" #{r['chunk.index']}"
+    if "engine" in r and r["depth"]:
+        label += f" [{r['engine']}]"
+    return label
 
 
 def _format_row(label: str, ms: str, r: dict) -> str:

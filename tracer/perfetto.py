@@ -43,8 +43,10 @@ def write_pftrace(path, spans, *, xplanes=(), metadata: dict | None = None,
     ``{"median_us", "max_us", "offset_us", "pairs", "files": [per XPlane file]}``, ``None``
     values when no XPlane span could be paired, plus ``device_time``: ``span_id ->``
     :class:`tracer.device_time.DeviceTime` (empty without XPlanes), also written on every span
-    slice as ``device.busy_ms``, ``device.idle_ms``, ``device.ops``, ``device.top_op`` (and
-    ``device.<key>.busy_ms`` per device when several ran ops, e.g. ``device.CPU:1.busy_ms``). XPlane
+    slice as ``device.busy_ms``, ``device.idle_ms``, ``device.ops``, ``device.top_op``, the
+    longest idle gap as ``device.idle_gap_ms`` and ``device.idle_gap`` (its place and the ops
+    around it), and ``device.<key>.busy_ms`` per device when several ran ops, e.g.
+    ``device.CPU:1.busy_ms``. XPlane
     files are read before anything is written, so a bad file raises (naming it) and no trace
     appears.
     """
@@ -183,6 +185,12 @@ def span_args(s, device=None) -> list:
         if device.top:
             name, ns, count = device.top[0]
             args.append(("device.top_op", f"{name} ({ns / 1e6:.3f} ms, {count}x)"))
+        if device.gaps:
+            at, ns, before, after, host = device.gaps[0]
+            args += [("device.idle_gap_ms", ns / 1e6),
+                     ("device.idle_gap", f"{ns / 1e6:.3f} ms at +{at / 1e6:.3f} ms: "
+                                         f"{before or 'span start'} -> {after or 'span end'}"
+                                         + (f" (host: {host})" if host else ""))]
         args += [(f"device.{key}.busy_ms", d.busy_ns / 1e6) for key, d in device.devices.items()]
     if s.error_type is not None:
         args += [("error.type", s.error_type), ("error.message", s.error_message)]

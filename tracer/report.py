@@ -318,7 +318,25 @@ def _device_section(doc: dict) -> str:
     return ("<h2>Device time per span (last run, XPlane)</h2><p class='muted'>busy: at least one device op "
             "running; idle: the span's time without one (launches, host work, waiting). Heaviest ops: "
             f"those starting inside the span, by summed time.{split}</p>" + chart
-            + _table(["span", "ms", "busy ms", "idle ms", "busy", "ops", "heaviest ops"], out, "num"))
+            + _table(["span", "ms", "busy ms", "idle ms", "busy", "ops", "heaviest ops"], out, "num")
+            + _gaps_table(rows))
+
+
+def _gaps_table(rows: list) -> str:
+    """The longest device idle gaps (``tracer.device_time.longest_gaps``): where in which span the
+    device waited, between which ops, and what the host was doing meanwhile."""
+    from spectrace.tracer.device_time import gap_between, longest_gaps
+
+    found = longest_gaps([r for r in rows if isinstance(r.get("idle_gaps"), list)])
+    if not found:
+        return ""
+    body = [(_e(r.get("name")) + (f" #{_e(r.get('chunk.index'))}" if r.get("chunk.index") is not None else "")
+             + (f" <span class='muted'>{_e(r.get('engine'))}</span>" if r.get("engine") is not None else ""),
+             _g(_num(g.get("ms")) or 0.0), _g(_num(g.get("at_ms")) or 0.0), f"<code>{_e(gap_between(g))}</code>",
+             f"<code>{_e(str(g.get('host'))[:60])}</code>" if g.get("host") else "—") for r, g in found]
+    return ("<h3>Longest device idle gaps</h3><p class='muted'>no op ran on any device; at: ms from the "
+            "span's start; host: the innermost host event covering half the gap or more.</p>"
+            + _table(["span", "gap ms", "at ms", "between", "host"], body, "num"))
 
 
 def _device_cells(r: Mapping, ms: float) -> tuple:

@@ -81,7 +81,8 @@ _CHUNK = {"index": _NUM, "tokens": _NUM, "ms": _NUM, "io": {"*": {"bytes": _NUM,
 _RUN = {**{f: _NUM for f in TTFT_FIELDS}, "io": _IO, "chunks": {"*": [_CHUNK]},
         "slowest_chunks": [{"pass": str, "index": _NUM, "ms": _NUM}]}
 _DEVICE = {"device_busy_ms": _NUM, "device_idle_ms": _NUM, "device_ops": _NUM,
-           "top_ops": [{"ms": _NUM, "count": _NUM}]}
+           "top_ops": [{"ms": _NUM, "count": _NUM}],
+           "idle_gaps": [{"at_ms": _NUM, "ms": _NUM, "after": str, "before": str, "host": str}]}
 _DOC = {**_RUN, "schema": str, "runs": [_RUN], "config": {}, "versions": {}, "devices": {},
         "alignment": {"median_us": _NUM, "max_us": _NUM, "offset_us": _NUM, "pairs": _NUM, "files": []},
         "device_time": [{"depth": _NUM, "ms": _NUM, **_DEVICE,

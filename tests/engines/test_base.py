@@ -204,6 +204,8 @@ def test_decode_with_two_row_projections_gives_the_same_tokens_and_queries(make,
     jax.clear_caches()
     np.testing.assert_array_equal(out[()].tokens, out[("cpu", "gpu")].tokens)
     np.testing.assert_allclose(np.asarray(out[()].queries), np.asarray(out[("cpu", "gpu")].queries), atol=ATOL)
+    # The chunk's LM head takes the same doubled row (models.common.lm_head_rows): same logits.
+    np.testing.assert_allclose(out[()].prefill.logits, out[("cpu", "gpu")].prefill.logits, atol=ATOL)
 
 
 @pytest.mark.parametrize("ctx_len", [128, 130])

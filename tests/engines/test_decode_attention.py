@@ -57,3 +57,18 @@ def test_only_gpu_decode_steps_of_full_layers_take_it():
     assert not decode_attention.supported(q, k, attention.AttnSpec(softcap=50.0))
     assert not decode_attention.supported(jnp.zeros((1, 2, 8, 64), jnp.bfloat16), k, attention.FULL)
     assert not decode_attention.supported(q, jnp.zeros((1, 500, 2, 64), jnp.bfloat16), attention.FULL)
+
+
+@pytest.mark.parametrize("K,G,H", [(8, 4, 64), (4, 4, 128), (2, 8, 64), (1, 16, 64), (3, 3, 64)])
+def test_shared_query_tiles_pick_each_heads_rows(K, G, H):
+    """When G divides the 16-row tile, 16/G KV heads share one tile of q (no pad): each program must
+    still score only its own head's G rows, so the shared and the padded layouts agree with the
+    masked form; G = 3 cannot share and pads either way."""
+    rng = np.random.default_rng(K * 100 + G)
+    q, k, v, kp = _case(rng, 256, K, G, H, 200)
+    assert decode_attention._shares_tiles(K, G) == (16 % G == 0 and (K * G) % 16 == 0)
+    qp = jnp.asarray([[199]], jnp.int32)
+    want = np.asarray(attention.masked(q, k, v, qp, kp))
+    for pad in (None, True):
+        got = decode_attention.attend(q, k, v, qp, kp, scale=H ** -0.5, pad=pad)
+        np.testing.assert_allclose(np.asarray(got), want, atol=2e-6, rtol=1e-5)

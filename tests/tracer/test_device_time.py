@@ -39,6 +39,44 @@ def test_busy_is_the_union_of_ops_over_streams_clipped_to_the_span():
     assert ops.inside(T0 + 600, T0 + 500).busy_ns == 0  # empty span
 
 
+def test_gaps_say_where_the_device_waited_and_between_which_ops():
+    space = _space({"/device:GPU:0": {
+        "Stream #1": [("gemm", 100, 100, {}), ("fusion", 300, 50, {}), ("gemm", 400, 100, {})],
+        "Stream #2": [("MemcpyD2H", 150, 120, {})],  # ends last in the first busy stretch
+    }})
+    ops = device_time.device_ops([space])
+    d = ops.inside(T0, T0 + 1000)
+    # idle: [0, 100) before anything, [270, 300), [350, 400), [500, 1000) to the span's end
+    assert d.gaps == [(500, 500, "gemm", None, None), (0, 100, None, "gemm", None), (350, 50, "fusion", "gemm", None)]
+    assert sum(g[1] for g in ops.gaps(T0, T0 + 1000, top=10)) == d.idle_ns
+    assert ops.gaps(T0 + 120, T0 + 320) == [(150, 30, "MemcpyD2H", "fusion", None)]  # a span starting mid-op
+    assert ops.gaps(T0 + 110, T0 + 190) == []                                      # busy throughout
+    assert ops.gaps(T0 + 600, T0 + 700) == [(0, 100, None, None, None)]            # nothing at all
+    table = [{"name": "ttft.baseline", "depth": 0, **d.as_dict()},
+             {"name": "prefill.chunk", "depth": 1, "chunk.index": 0, **d.as_dict()}]
+    text = device_time.format_gaps(table, min_ms=0.0)
+    assert text.splitlines()[2].split() == ["prefill.chunk", "#0", "0.00", "0.00", "gemm", "->", "span", "end"]
+    assert "ttft.baseline" not in text  # a window's gaps are its children's
+    assert device_time.format_gaps(table) == ""  # nothing as long as 0.1 ms
+
+
+def test_a_gap_names_the_innermost_host_event_covering_half_of_it():
+    space = _space({"/device:GPU:0": {"Stream #1": [("gemm", 0, 100, {}), ("gemm", 1100, 100, {})]},
+                    "/host:CPU": {"python3": [
+                        ("PjitFunction(f)", 50, 1200, {}),                 # covers the whole gap, depth 0
+                        ("command_buffer::initialize", 150, 900, {}),      # 90% of it, depth 1: named
+                        ("cuGraphInstantiate", 600, 300, {}),              # depth 2 but only 30%
+                        ("fusion.3", 200, 400, {"hlo_op": "fusion.3"}),    # an XLA op: busy time, not "host"
+                    ], "other": [("sleep", 0, 2000, {})]}})
+    ops = device_time.device_ops([space])
+    (gap,) = [g for g in ops.gaps(T0, T0 + 1200) if g[1] > 100]
+    # fusion.3 is a (host-thread) op, so the device-idle stretch is [600, 1100)
+    assert gap[:4] == (600, 500, "fusion.3", "gemm") and gap[4] == "cuGraphInstantiate"
+    assert ops.host_during(T0 + 100, T0 + 1100) == "command_buffer::initialize"
+    assert ops.host_during(T0 + 1300, T0 + 1900) == "sleep"
+    assert ops.host_during(T0 + 3000, T0 + 3100) is None
+
+
 def test_offset_moves_ops_onto_the_spans_clock():
     space = _space({"/device:GPU:0": {"Stream #1": [("k", 1000, 100, {})]}})
     ops = device_time.device_ops([space], [400])  # the XPlane clock runs 400 ns ahead
@@ -109,7 +147,12 @@ def test_a_real_profile_puts_the_jitted_work_in_its_chunk_and_none_in_a_sleep(tm
     assert chunk.ops >= 5 and 0 < chunk.busy_ns <= chunk.span_ns
     assert chunk.top and chunk.top[0][1] > 0
     assert idle.ops == 0 and idle.busy_ns == 0 and idle.idle_ns == idle.span_ns
+    assert idle.gaps == [(0, idle.span_ns, None, None, "idle")]  # the host: in the span itself
     window = by_name["ttft.baseline"]
+    # The sleep is the window's longest gap: after the chunk's last op, to the window's end.
+    at, ns, before, after, host = window.gaps[0]
+    assert ns >= 15e6 and before is not None and after is None
+    assert host == "idle"  # the host was inside the "idle" span (its TraceAnnotation)
     assert window.busy_ns == pytest.approx(chunk.busy_ns, abs=1000)  # the window holds nothing else
 
 
@@ -138,6 +181,9 @@ def test_the_trace_carries_device_time_on_every_span_slice(profiled_window, tmp_
     assert chunk.args["device.ops"] == want.ops >= 1
     assert chunk.args["device.busy_ms"] == pytest.approx(want.busy_ns / 1e6) and want.busy_ns > 0
     assert chunk.args["device.top_op"].startswith(want.top[0][0])
+    assert chunk.args["device.idle_gap_ms"] == pytest.approx(want.gaps[0][1] / 1e6)
+    assert chunk.args["device.idle_gap"].startswith(f"{want.gaps[0][1] / 1e6:.3f} ms at +")
+    assert want.gaps[0][4] is None or f"(host: {want.gaps[0][4]})" in chunk.args["device.idle_gap"]
     assert write_pftrace(tmp_path / "plain.pftrace", rec.spans)["device_time"] == {}  # no XPlane, no claim
 
 
