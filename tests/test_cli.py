@@ -142,6 +142,8 @@ def test_run_with_xplane_attributes_device_time_to_every_chunk(tmp_path):
 
     la = Trace.load(out / "trace.pftrace").one("lookahead")   # slices carry device time (README's example)
     assert 0 < la["device.busy_ms"] <= la.duration_ms and la["device.ops"] > 0 and la["device.top_op"]
+    # the dispatch before its first op is a gap at least: the longest is on the slice too
+    assert 0 < la["device.idle_gap_ms"] <= la["device.idle_ms"] + 1e-6 and " ms at +" in la["device.idle_gap"]
     html = (out / "report.html").read_text()
     assert "Device time per span" in html and 'data-mark="device busy"' in html
     assert ("Longest device idle gaps" in html) == bool(listed)
