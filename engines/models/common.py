@@ -79,12 +79,14 @@ def gemm_rows(x, weight):
 
 
 def lm_head_rows(x):
-    """x [B, 1, D] as [B, 2, D] (the row twice) on GPU, for a chunk's LM head; take ``[:, 0]`` of the logits.
+    """x [B, 1, D] as [B, 2, D] (the row twice) on GPU, for the forward's LM head; take ``[:, 0]`` of the logits.
 
     A one-row bf16 LM head with float32 logits is a gemv, and with Triton GEMMs off (the base
     engine's chunks, ``engines.host.GPU_BASE_CHUNK_XLA``) XLA upcasts the whole weight for it
     first: 1279 us for the 8B's 1.05 GB head against 258 us as a two-row GEMM on an H200
     (``scripts/probe_lm_head.py``, docs/evidence/h200-session9; 254 vs 245 us with Triton on).
+    A decode step runs the same forward: side by side the 8B's decode went 5.08 -> 4.81 ms/token
+    (0.947x), while the 1B draft's window measured 1.018x (docs/performance.md).
     """
     if x.shape[1] == 1 and jax.default_backend() in GEMM_ROWS_BACKENDS:
         return jnp.concatenate([x, x], axis=1)                                     # [B, 2, D]
