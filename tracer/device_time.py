@@ -54,7 +54,7 @@ from . import clock
 from ._record import WINDOW
 from .xplane import XSpace, event_epoch_ns, op_ordinal
 
-__all__ = ["DeviceOps", "DeviceTime", "aligned", "device_key", "device_ops", "format_gaps", "format_rows", "gap_between",
+__all__ = ["DeviceOps", "DeviceTime", "HostEvents", "aligned", "device_key", "device_ops", "format_gaps", "format_rows", "gap_between",
            "longest_gaps", "rows",
            "span_device_time"]
 
@@ -98,15 +98,14 @@ class DeviceOps:
     ``starts``/``ends``/``names`` are sorted by start; the union of the op intervals is kept
     as disjoint sorted intervals with a running sum, so a span's busy time is two bisections.
     ``devices``: device key -> the ops of that device alone (:func:`device_ops` fills it);
-    :meth:`inside` splits per device only when it holds more than one. ``host``: host events
-    ``(start, end, name, depth on its line)``, what :meth:`gaps` names as the host's doing.
+    :meth:`inside` splits per device only when it holds more than one. ``host``: the profile's
+    :class:`HostEvents` (one for every device's ops), what :meth:`gaps` names as the host's doing.
     """
 
     def __init__(self, ops: list[tuple[int, int, str]], devices: dict[str, DeviceOps] | None = None,
-                 host: list[tuple[int, int, str, int]] | None = None):
+                 host: HostEvents | None = None):
         self.devices = devices or {}
-        self.host = sorted(host or [])
-        self._host_starts = [h[0] for h in self.host]
+        self.host = host or HostEvents([])
         ops.sort()
         self.starts = [o[0] for o in ops]
         self.ends = [o[1] for o in ops]
@@ -142,7 +141,7 @@ class DeviceOps:
     def gaps(self, start: int, end: int, *, top: int = 3) -> list[tuple]:
         """The ``top`` longest idle stretches of ``[start, end)``, longest first: (offset from
         ``start``, length, the op that ended at its start or None for the span's start, the op
-        that began at its end or None for the span's end, :meth:`host_during` the gap), ns."""
+        that began at its end or None for the span's end, :meth:`HostEvents.during` the gap), ns."""
         if end <= start:
             return []
         out = []
@@ -155,19 +154,8 @@ class DeviceOps:
             i += 1
         if cursor < end:
             out.append((cursor - start, end - cursor, prev, None))
-        return [(*g, self.host_during(start + g[0], start + g[0] + g[1]))
+        return [(*g, self.host.during(start + g[0], start + g[0] + g[1]))
                 for g in heapq.nlargest(top, out, key=lambda g: g[1])]
-
-    def host_during(self, start: int, end: int) -> str | None:
-        """The innermost host event covering at least half of ``[start, end)`` (None: none).
-
-        Such an event holds the interval's midpoint, so only events starting before it can."""
-        best, need, host = None, (end - start) / 2, self.host
-        for i in range(bisect.bisect_right(self._host_starts, (start + end) // 2)):
-            s, e, name, depth = host[i]
-            if min(e, end) - max(s, start) >= need and (best is None or depth > best[0]):
-                best = (depth, name)
-        return best and best[1]
 
     def inside(self, start: int, end: int, *, top: int = 5) -> DeviceTime:
         lo, hi = bisect.bisect_left(self.starts, start), bisect.bisect_left(self.starts, end)
@@ -181,6 +169,26 @@ class DeviceOps:
         return DeviceTime(span_ns=end - start, busy_ns=self.busy_ns(start, end), ops=hi - lo,
                           top=[(n, ns, c) for n, (ns, c) in heaviest], devices=split,
                           gaps=self.gaps(start, end))
+
+
+class HostEvents:
+    """Host events that are no XLA op (runtime ``TraceMe``s, the spans' annotations), each
+    ``(start, end, name, depth on its line)``, sorted by start: what the host was doing."""
+
+    def __init__(self, events: list[tuple[int, int, str, int]]):
+        self.events = sorted(events)
+        self._starts = [e[0] for e in self.events]
+
+    def during(self, start: int, end: int) -> str | None:
+        """The innermost event covering at least half of ``[start, end)`` (None: none).
+
+        Such an event holds the interval's midpoint, so only events starting before it can."""
+        best, need, events = None, (end - start) / 2, self.events
+        for i in range(bisect.bisect_right(self._starts, (start + end) // 2)):
+            s, e, name, depth = events[i]
+            if min(e, end) - max(s, start) >= need and (best is None or depth > best[0]):
+                best = (depth, name)
+        return best and best[1]
 
 
 def device_key(plane_name: str, stats: dict) -> str:
@@ -205,7 +213,7 @@ def device_ops(spaces: list[XSpace], offsets_ns: list[int] | None = None) -> Dev
     body twice); on ``/device:*`` lines every event counts, since kernels of one stream line
     may overlap without one being the other's parent (the union absorbs the overlap). Host
     events that are no XLA op are kept with their nesting depth, to name the host's doing in
-    an idle gap (:meth:`DeviceOps.host_during`).
+    an idle gap (:class:`HostEvents`).
     """
     ops: list[tuple[int, int, str]] = []  # (start, end) epoch ns, op name
     by_device: dict[str, list[tuple[int, int, str]]] = {}
@@ -225,9 +233,9 @@ def device_ops(spaces: list[XSpace], offsets_ns: list[int] | None = None) -> Dev
                 if not device:
                     host += _nested((event_epoch_ns(space, st) - offset, round(dur), name)
                                     for name, st, dur, stats in events if "hlo_op" not in stats)
-    host.sort()
-    return DeviceOps(ops, {k: DeviceOps(by_device[k], host=host) for k in sorted(by_device, key=_device_order)},
-                     host=host)
+    events = HostEvents(host)
+    return DeviceOps(ops, {k: DeviceOps(by_device[k], host=events) for k in sorted(by_device, key=_device_order)},
+                     host=events)
 
 
 def _nested(events) -> list[tuple[int, int, str, int]]:
@@ -338,9 +346,10 @@ def longest_gaps(table: list[dict], *, top: int = 8, min_ms: float = 0.1) -> lis
     return found[:top]
 
 
-def gap_between(g: dict) -> str:
-    """``"op -> op"`` for a gap, with the span's start and end where no op bounds it."""
-    return f"{str(g.get('after') or 'span start')[:40]} -> {str(g.get('before') or 'span end')[:40]}"
+def gap_between(after, before, *, width: int | None = None) -> str:
+    """``"op -> op"`` for a gap after op ``after`` and before op ``before``, with the span's start
+    and end where no op bounds it (None); each name cut to ``width`` characters if given."""
+    return f"{str(after or 'span start')[:width]} -> {str(before or 'span end')[:width]}"
 
 
 def format_gaps(table: list[dict], *, top: int = 8, min_ms: float = 0.1) -> str:
@@ -352,7 +361,8 @@ def format_gaps(table: list[dict], *, top: int = 8, min_ms: float = 0.1) -> str:
            f"  {'span':<34}{'gap ms':>10}{'at ms':>10}  between"]
     for r, g in found:
         host = f"; host in {str(g['host'])[:60]}" if g.get("host") else ""
-        out.append(f"  {_label(r):<34}{g.get('ms') or 0.0:>10.2f}{g.get('at_ms') or 0.0:>10.2f}  {gap_between(g)}{host}")
+        between = gap_between(g.get("after"), g.get("before"), width=40)
+        out.append(f"  {_label(r):<34}{g.get('ms') or 0.0:>10.2f}{g.get('at_ms') or 0.0:>10.2f}  {between}{host}")
     return "\n".join(out)
 
 

@@ -186,11 +186,12 @@ def span_args(s, device=None) -> list:
             name, ns, count = device.top[0]
             args.append(("device.top_op", f"{name} ({ns / 1e6:.3f} ms, {count}x)"))
         if device.gaps:
-            at, ns, before, after, host = device.gaps[0]
+            from .device_time import gap_between
+
+            at, ns, after_op, before_op, host = device.gaps[0]
             args += [("device.idle_gap_ms", ns / 1e6),
                      ("device.idle_gap", f"{ns / 1e6:.3f} ms at +{at / 1e6:.3f} ms: "
-                                         f"{before or 'span start'} -> {after or 'span end'}"
-                                         + (f" (host: {host})" if host else ""))]
+                                         f"{gap_between(after_op, before_op)}" + (f" (host: {host})" if host else ""))]
         args += [(f"device.{key}.busy_ms", d.busy_ns / 1e6) for key, d in device.devices.items()]
     if s.error_type is not None:
         args += [("error.type", s.error_type), ("error.message", s.error_message)]

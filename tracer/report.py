@@ -294,13 +294,8 @@ def _device_section(doc: dict) -> str:
         return ""
     out = []
     for r in rows:
-        label = "\u2003" * int(_num(r.get("depth")) or 0) + _e(r.get("name"))
-        if r.get("chunk.index") is not None:
-            label += f" #{_e(r.get('chunk.index'))}"
-        if r.get("engine") is not None and r.get("depth"):
-            label += f" <span class='muted'>{_e(r.get('engine'))}</span>"
         ms = _num(r.get("ms")) or 0.0
-        out.append((label, _g(ms), *_device_cells(r, ms)))
+        out.append(("\u2003" * int(_num(r.get("depth")) or 0) + _span_label(r), _g(ms), *_device_cells(r, ms)))
         devices = r.get("devices") if isinstance(r.get("devices"), Mapping) else {}
         if devices and (_num(r.get("device_ops")) or _num(r.get("device_busy_ms"))):
             pad = "\u2003" * (int(_num(r.get("depth")) or 0) + 1)
@@ -327,16 +322,25 @@ def _gaps_table(rows: list) -> str:
     device waited, between which ops, and what the host was doing meanwhile."""
     from spectrace.tracer.device_time import gap_between, longest_gaps
 
-    found = longest_gaps([r for r in rows if isinstance(r.get("idle_gaps"), list)])
+    found = longest_gaps(rows)
     if not found:
         return ""
-    body = [(_e(r.get("name")) + (f" #{_e(r.get('chunk.index'))}" if r.get("chunk.index") is not None else "")
-             + (f" <span class='muted'>{_e(r.get('engine'))}</span>" if r.get("engine") is not None else ""),
-             _g(_num(g.get("ms")) or 0.0), _g(_num(g.get("at_ms")) or 0.0), f"<code>{_e(gap_between(g))}</code>",
+    body = [(_span_label(r), _g(_num(g.get("ms")) or 0.0), _g(_num(g.get("at_ms")) or 0.0),
+             f"<code>{_e(gap_between(g.get('after'), g.get('before'), width=40))}</code>",
              f"<code>{_e(str(g.get('host'))[:60])}</code>" if g.get("host") else "—") for r, g in found]
     return ("<h3>Longest device idle gaps</h3><p class='muted'>no op ran on any device; at: ms from the "
             "span's start; host: the innermost host event covering half the gap or more.</p>"
             + _table(["span", "gap ms", "at ms", "between", "host"], body, "num"))
+
+
+def _span_label(r: Mapping) -> str:
+    """A device-time row's span, escaped: name, ``#chunk``, and the engine below a window."""
+    label = _e(r.get("name"))
+    if r.get("chunk.index") is not None:
+        label += f" #{_e(r.get('chunk.index'))}"
+    if r.get("engine") is not None and r.get("depth"):
+        label += f" <span class='muted'>{_e(r.get('engine'))}</span>"
+    return label
 
 
 def _device_cells(r: Mapping, ms: float) -> tuple:

@@ -70,12 +70,17 @@ GEMM_MIN_WEIGHT = 10_000_000
 GEMM_ROWS_BACKENDS = ["gpu"]  # where the rewrite happens (a test adds "cpu" to run this path)
 
 
+def _two_rows(x):
+    """x [B, 1, ...] as [B, 2, ...] (the row twice) on :data:`GEMM_ROWS_BACKENDS`; else x."""
+    if x.shape[1] == 1 and jax.default_backend() in GEMM_ROWS_BACKENDS:
+        return jnp.concatenate([x, x], axis=1)                                     # [B, 2, ...]
+    return x
+
+
 def gemm_rows(x, weight):
     """x [B, T, ...], with its one row doubled (T = 2) where a one-row dot against ``weight`` would
     become a reduce on GPU; take ``[:, :T]`` of the product."""
-    if x.shape[1] == 1 and weight.size < GEMM_MIN_WEIGHT and jax.default_backend() in GEMM_ROWS_BACKENDS:
-        return jnp.concatenate([x, x], axis=1)                                     # [B, 2, ...]
-    return x
+    return _two_rows(x) if weight.size < GEMM_MIN_WEIGHT else x
 
 
 def lm_head_rows(x):
@@ -88,9 +93,7 @@ def lm_head_rows(x):
     A decode step runs the same forward: side by side the 8B's decode went 5.08 -> 4.81 ms/token
     (0.947x), while the 1B draft's window measured 1.018x (docs/performance.md).
     """
-    if x.shape[1] == 1 and jax.default_backend() in GEMM_ROWS_BACKENDS:
-        return jnp.concatenate([x, x], axis=1)                                     # [B, 2, D]
-    return x
+    return _two_rows(x)
 
 
 def project_qkv(lp, x, n_heads: int, n_kv_heads: int, head_dim: int, fused: bool):

@@ -72,9 +72,9 @@ def test_a_gap_names_the_innermost_host_event_covering_half_of_it():
     (gap,) = [g for g in ops.gaps(T0, T0 + 1200) if g[1] > 100]
     # fusion.3 is a (host-thread) op, so the device-idle stretch is [600, 1100)
     assert gap[:4] == (600, 500, "fusion.3", "gemm") and gap[4] == "cuGraphInstantiate"
-    assert ops.host_during(T0 + 100, T0 + 1100) == "command_buffer::initialize"
-    assert ops.host_during(T0 + 1300, T0 + 1900) == "sleep"
-    assert ops.host_during(T0 + 3000, T0 + 3100) is None
+    assert ops.host.during(T0 + 100, T0 + 1100) == "command_buffer::initialize"
+    assert ops.host.during(T0 + 1300, T0 + 1900) == "sleep"
+    assert ops.host.during(T0 + 3000, T0 + 3100) is None
 
 
 def test_offset_moves_ops_onto_the_spans_clock():
