@@ -27,7 +27,7 @@ from spectrace.engines.cache import KVCache, allocate_cache, reset_cache
 from spectrace.engines.config import FIT_MULTIPLE, EngineOptions
 from spectrace.engines.decode import DecodeMixin
 from spectrace.engines.host import (_default_dtype, _device_group, _group_label, _h2d, _one_device, chunk_xla,  # noqa: F401
-                                    _placement, _window_or_span, decode_xla, to_host)
+                                    _placement, _window_or_span, decode_xla, prefetch, to_host)
 from spectrace.engines.params import for_options
 from spectrace.engines.results import PrefillResult
 from spectrace.engines.tokenizer import encode
@@ -298,6 +298,8 @@ class BaseEngine(DecodeMixin):
                 else:  # the first chunk into an empty cache has no prefix to attend to
                     logits, self.cache, queries = fn(self.params, self.cache, placed[i], placed[num_chunks + i],
                                                      placed[2 * num_chunks + i], fresh=not continue_cache and i == 0)
+                if i == num_chunks - 1 and host_logits:
+                    prefetch(logits)
                 jax.block_until_ready((logits, self.cache))
                 if on_chunk is not None:
                     on_chunk(i, None if queries is None else queries[:, 0])

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from spectrace.engines import model
-from spectrace.engines.host import _h2d, _window_or_span, to_host
+from spectrace.engines.host import _h2d, _window_or_span, prefetch, to_host
 from spectrace.engines.results import GenerateResult, PrefillResult
 
 
@@ -53,6 +53,7 @@ class DecodeMixin:
                     tokens, self.cache, queries = model.decode_jit(self.decode_xla)(  # [G, B]
                         self.params, self.cache, prefill.last_logits, position, cfg=self.config,
                         opts=self.options, steps=steps, return_queries=return_queries)
+                    prefetch(tokens)
                 else:
                     tokens = model.greedy(prefill.last_logits)[None]                 # [1, B]
                 host = to_host(tokens, src=self.where)[:, 0]

@@ -91,7 +91,8 @@ def _cached_forward(params, cache: KVCache, tokens, positions, query_row, *, cfg
         else:
             attn = _attend(q, k, v, ck, cv, positions, k_pos, start, spec, opts, fresh)  # [B, T, N, H]
         x = fam.finish(lp, x, attn, cfg)                                           # [B, T', D]
-    logits = fam.logits(params, common.lm_head_rows(x[:, :1]), cfg)[:, 0]         # [B, V]: the one row left
+    head = common.lm_head_rows(x[:, :1], cfg.vocab_size * cfg.dim)                # [B, 1 or 2, D]
+    logits = fam.logits(params, head, cfg)[:, 0]                                   # [B, V]: the one row left
     n_real = jnp.sum(positions[0] >= 0).astype(jnp.int32)
     q_rows = jnp.stack(q_rows) if return_queries else None                         # [L, B, N, H]
     return logits, KVCache(tuple(keys), tuple(values), k_pos, start + n_real), q_rows

@@ -83,17 +83,24 @@ def gemm_rows(x, weight):
     return _two_rows(x) if weight.size < GEMM_MIN_WEIGHT else x
 
 
-def lm_head_rows(x):
-    """x [B, 1, D] as [B, 2, D] (the row twice) on GPU, for the forward's LM head; take ``[:, 0]`` of the logits.
+#: The smallest LM head (vocab x model dim, elements) fed two rows: Llama-3.1-8B's 128256 x 4096
+#: (525M) gains, Llama-3.2-1B's 128256 x 2048 (263M) did not (below).
+LM_HEAD_MIN_WEIGHT = 400_000_000
+
+
+def lm_head_rows(x, head_size: int):
+    """x [B, 1, D] as [B, 2, D] (the row twice) on GPU when the LM head has ``head_size`` >=
+    :data:`LM_HEAD_MIN_WEIGHT` elements, for the forward's LM head; take ``[:, 0]`` of the logits.
 
     A one-row bf16 LM head with float32 logits is a gemv, and with Triton GEMMs off (the base
     engine's chunks, ``engines.host.GPU_BASE_CHUNK_XLA``) XLA upcasts the whole weight for it
     first: 1279 us for the 8B's 1.05 GB head against 258 us as a two-row GEMM on an H200
     (``scripts/probe_lm_head.py``, docs/evidence/h200-session9; 254 vs 245 us with Triton on).
     A decode step runs the same forward: side by side the 8B's decode went 5.08 -> 4.81 ms/token
-    (0.947x), while the 1B draft's window measured 1.018x (docs/performance.md).
+    (0.947x), while the 1B draft's window, every head doubled, measured 1.018x (slower), hence
+    the threshold (docs/performance.md).
     """
-    return _two_rows(x)
+    return _two_rows(x) if head_size >= LM_HEAD_MIN_WEIGHT else x
 
 
 def project_qkv(lp, x, n_heads: int, n_kv_heads: int, head_dim: int, fused: bool):

@@ -31,7 +31,7 @@ import numpy as np
 
 from spectrace import tracer
 from spectrace.engines.speculative import scoring as score
-from spectrace.engines.base import BaseEngine, to_host
+from spectrace.engines.base import BaseEngine, prefetch, to_host
 from spectrace.tracer.ttft import TTFT_FIELDS
 
 SCORING_MODES: tuple[str, ...] = ("host", "device")
@@ -295,9 +295,11 @@ class SpecPrefillEngine:
                                              anchor_positions=apos)              # [S]
             else:
                 # The cache as stored (L x [B, S_cache, K, H]); layers are picked inside the jit.
-                idx, count = jax.block_until_ready(score.score_device(
+                idx, count = score.score_device(
                     q, self.draft.cache.k, n_real, pool_kernel=self.pool_kernel, layers=self._layers,
-                    key_layout="LBSKH", windows=self._windows if windows else None, anchor_positions=apos, **opts))
+                    key_layout="LBSKH", windows=self._windows if windows else None, anchor_positions=apos, **opts)
+                prefetch(idx, count)
+                jax.block_until_ready((idx, count))
         with _Timed(tracer.span, "score.select") as t_sel:
             if self.scoring == "host":
                 kept = score.select(token_scores, **opts)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -192,6 +193,7 @@ def test_decode_with_two_row_projections_gives_the_same_tokens_and_queries(make,
     from spectrace.engines.models import common
 
     engine = make(8)
+    monkeypatch.setattr(common, "LM_HEAD_MIN_WEIGHT", 0)  # this model's head is tiny: double it too
     out = {}
     for backends in ((), ("cpu", "gpu")):
         monkeypatch.setattr(common, "GEMM_ROWS_BACKENDS", backends)
@@ -206,6 +208,18 @@ def test_decode_with_two_row_projections_gives_the_same_tokens_and_queries(make,
     np.testing.assert_allclose(np.asarray(out[()].queries), np.asarray(out[("cpu", "gpu")].queries), atol=ATOL)
     # The chunk's LM head takes the same doubled row (models.common.lm_head_rows): same logits.
     np.testing.assert_allclose(out[()].prefill.logits, out[("cpu", "gpu")].prefill.logits, atol=ATOL)
+
+
+def test_lm_head_takes_two_rows_only_from_a_large_head(monkeypatch):
+    # The 8B's head (525M elements) gains as two rows; the 1B's (263M) did not (docs/performance.md).
+    from spectrace.engines.models import common
+
+    monkeypatch.setattr(common, "GEMM_ROWS_BACKENDS", [jax.default_backend()])
+    x = jnp.ones((1, 1, 8), jnp.float32)
+    assert common.lm_head_rows(x, 128256 * 4096).shape == (1, 2, 8)
+    assert common.lm_head_rows(x, 128256 * 2048).shape == (1, 1, 8)
+    monkeypatch.setattr(common, "GEMM_ROWS_BACKENDS", [])
+    assert common.lm_head_rows(x, 128256 * 4096).shape == (1, 1, 8)  # only where XLA rewrites one row
 
 
 @pytest.mark.parametrize("ctx_len", [128, 130])
