@@ -281,9 +281,7 @@ class BaseEngine(DecodeMixin):
                 host = [ids[i * T: i * T + n].reshape(1, n) for i, n in enumerate(lengths)]
                 host += [positions[i * T: i * T + n].reshape(1, n) for i, n in enumerate(lengths)]
                 rows = [np.int32(n - 1) for n in real_per_chunk]
-            # Not waited for: the chunk program reads them next, and a wait here only adds a
-            # host round trip before its dispatch (docs/performance.md); the bytes are recorded.
-            placed = _h2d(self.device, host + [np.asarray(r) for r in rows], wait=False, dst=self.where)
+            placed = _h2d(self.device, host + [np.asarray(r) for r in rows], dst=self.where)
         fn = self.chunk_fn(return_queries=return_queries)
         queries = logits = None
         n_tok = int(sum(real_per_chunk))
