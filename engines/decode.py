@@ -22,13 +22,16 @@ class DecodeMixin:
     """``decode`` and ``generate`` over the engine's ``params``, ``cache`` and serial bookkeeping."""
 
     def decode(self, prefill: PrefillResult, max_new_tokens: int, *, return_queries: bool = False,
-               window: str | None = "decode", span_name: str = "decode") -> GenerateResult:
+               window: str | None = "decode", span_name: str = "decode", on_dispatch=None) -> GenerateResult:
         """Greedy decode continuing the cache of ``prefill`` (which must be this engine's latest).
 
         Generates ``max_new_tokens`` tokens (the first is the prefill logits' argmax, so
         ``max_new_tokens - 1`` forward steps), starting at ``prefill.next_position``.
         ``window``: the tracer window to open; None opens a plain span ``span_name`` instead
-        (e.g. the speculative engine's look-ahead inside its own window).
+        (e.g. the speculative engine's look-ahead inside its own window). ``on_dispatch(queries)``
+        (with ``return_queries``, the compiled loop): called with the ``[G-1, L, N, H]`` queries
+        while the device still runs the loop, before the host waits for its tokens, so the
+        caller can queue the program that reads them (the speculative engine's scoring).
         """
         if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
             raise ValueError(f"max_new_tokens={max_new_tokens!r} must be a positive int")
@@ -48,12 +51,19 @@ class DecodeMixin:
             if steps and self.options.decode == "python":
                 host, queries = self._decode_python(model.greedy(prefill.last_logits), position, steps,
                                                     return_queries)
+                queries = None if queries is None else queries[:, :, 0]                # [G-1, L, N, H]
+                if on_dispatch is not None and queries is not None:
+                    on_dispatch(queries)
             else:
                 if steps:  # the first token is the prefill's argmax, taken inside the same program
                     tokens, self.cache, queries = model.decode_jit(self.decode_xla)(  # [G, B]
                         self.params, self.cache, prefill.last_logits, position, cfg=self.config,
                         opts=self.options, steps=steps, return_queries=return_queries)
                     prefetch(tokens)
+                    if queries is not None:
+                        queries = queries[:, :, 0]                                   # [G-1, L, N, H]
+                        if on_dispatch is not None:
+                            on_dispatch(queries)
                 else:
                     tokens = model.greedy(prefill.last_logits)[None]                 # [1, B]
                 host = to_host(tokens, src=self.where)[:, 0]
@@ -63,8 +73,6 @@ class DecodeMixin:
         self._serial += 1
         self._cache_len += steps
         self._next_position = prefill.next_position + steps
-        if queries is not None:
-            queries = queries[:, :, 0]                                               # [G-1, L, N, H]
         return GenerateResult(tokens=host.astype(np.int32), prefill=prefill, decode_s=elapsed, queries=queries)
 
     def _decode_python(self, first, position, steps, return_queries):

@@ -260,8 +260,16 @@ class SpecPrefillEngine:
                                                on_chunk=on_chunk, host_logits=host)
         lookahead = None                                                           # [A-1, L, N, H]
         steps = min(self.look_ahead - 1, d.ctx_len - pre.prompt_tokens)
+        early = {}
+
+        def queue_scoring(queries):                                                # [A-1, L, N, H]
+            # Device mode: scoring is queued behind the look-ahead before the host waits for its
+            # tokens (no device idle between them); redone below if an EOS cuts the anchors.
+            early["scored"] = self._score_device((pre.queries, queries), pre.prompt_tokens)
+
         if steps > 0:
-            gen = d.decode(pre, steps + 1, return_queries=True, window=None, span_name="lookahead")
+            gen = d.decode(pre, steps + 1, return_queries=True, window=None, span_name="lookahead",
+                           on_dispatch=None if host else queue_scoring)
             # Anchors stop at the first fed EOS: a query past the end of the answer says nothing.
             fed = gen.tokens[:-1]
             stop = np.flatnonzero(fed == d.config.eos_token_id)
@@ -270,9 +278,24 @@ class SpecPrefillEngine:
                 lookahead = gen.queries if n_la == steps else gen.queries[:n_la]   # [A-1, L, N, H]
                 if host:
                     lookahead = to_host(lookahead[:, sl], "prefill_queries", d.where)  # [A-1, L', N, H]
+            if n_la == steps:
+                out.scored = early.get("scored")
         out.n_anchors = 1 + (0 if lookahead is None else lookahead.shape[0])
         out.lookahead = lookahead
         return out
+
+    def _score_device(self, parts: tuple, n_real: int) -> tuple:
+        """Queue device scoring of anchor query ``parts`` (``_Drafted.device_parts``); returns
+        ``(indices, count)`` device arrays whose copy to the host is already queued."""
+        n_anchors = sum(1 if q.ndim == 3 else q.shape[0] for q in parts)
+        apos = np.arange(n_real - 1, n_real - 1 + n_anchors, dtype=np.int32)      # [A]
+        windows = score.windows_of(self._windows, self._layers)
+        idx, count = score.score_device(
+            parts, self.draft.cache.k, n_real, keep=self.keep, chunk_size=self.chunk_size,
+            pool_kernel=self.pool_kernel, layers=self._layers, key_layout="LBSKH",
+            windows=self._windows if windows else None, anchor_positions=apos)
+        prefetch(idx, count)
+        return idx, count
 
     # ---- scoring -----------------------------------------------------------------------------
     def _score(self, drafted: _Drafted):
@@ -295,10 +318,8 @@ class SpecPrefillEngine:
                                              anchor_positions=apos)              # [S]
             else:
                 # The cache as stored (L x [B, S_cache, K, H]); layers are picked inside the jit.
-                idx, count = score.score_device(
-                    q, self.draft.cache.k, n_real, pool_kernel=self.pool_kernel, layers=self._layers,
-                    key_layout="LBSKH", windows=self._windows if windows else None, anchor_positions=apos, **opts)
-                prefetch(idx, count)
+                # Usually queued already, behind the look-ahead (_draft_pass): this waits for it.
+                idx, count = drafted.scored or self._score_device(q, n_real)
                 jax.block_until_ready((idx, count))
         with _Timed(tracer.span, "score.select") as t_sel:
             if self.scoring == "host":
@@ -320,6 +341,7 @@ class _Drafted:
     lookahead: object = None                  # [A-1, L', N, H] numpy (host), [A-1, L, N, H] jax (device)
     n_anchors: int = 1
     anchors: object = None                    # host mode: what scoring got, [A, L', N, H]; device: None
+    scored: tuple | None = None               # device mode: (indices, count) queued behind the look-ahead
 
     def device_parts(self) -> tuple:
         """Device mode's anchor queries as ``score_device`` takes them: ([L, N, H], [A-1, L, N, H]?)."""

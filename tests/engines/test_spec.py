@@ -140,6 +140,34 @@ def test_host_and_device_keep_the_float64_reference_indices(host, device):
     assert len(rh.kept_indices) < n                                        # something was pruned
 
 
+def test_an_eos_in_the_look_ahead_cuts_the_anchors_in_both_modes(models):
+    # Device mode queues scoring behind the look-ahead with every anchor before the host sees the
+    # tokens; an EOS among the fed tokens means scoring again with the anchors before it.
+    import dataclasses
+
+    draft, base = models
+    pre = draft.prefill(PROMPT, window=None)
+    fed = draft.decode(pre, 4, window=None).tokens[:-1]                    # the 3 look-ahead inputs
+    # The first fed token that appears there for the first time, latest first (this tiny random
+    # model repeats one token: then 0, no look-ahead anchor left at all).
+    cut = max(i for i in range(len(fed)) if fed[i] not in fed[:i])
+    saved = draft.config
+    try:
+        draft.config = dataclasses.replace(saved, eos_token_id=int(fed[cut]))
+        opts = dict(keep=0.3, chunk_size=8, look_ahead=4)
+        rh = SpecPrefillEngine(draft, base, **opts).run(PROMPT, gen_len=0, baseline=False)
+        rd = SpecPrefillEngine(draft, base, scoring="device", **opts).run(PROMPT, gen_len=0, baseline=False)
+    finally:
+        draft.config = saved
+    assert rh.anchors == rd.anchors == 1 + cut
+    np.testing.assert_allclose(np.asarray(rd.anchor_queries), rh.anchor_queries, rtol=1e-5, atol=1e-6)
+    keys = np.asarray(draft.cache.stacked_keys(rh.prompt_tokens))          # [L, S, K, H]
+    ref_scores = reference_scores(rh.anchor_queries, keys, 13)
+    ref_idx = reference_select(ref_scores, 0.3, 8)
+    assert_same_selection(rd.kept_indices, ref_idx, ref_scores, 0.3, 8)
+    assert_same_selection(rh.kept_indices, ref_idx, ref_scores, 0.3, 8)
+
+
 def test_keep_one_gives_the_full_prefill_logits(models):
     eng = SpecPrefillEngine(*models, keep=1.0, chunk_size=8, look_ahead=2)
     r = eng.run(PROMPT, gen_len=0)
