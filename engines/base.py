@@ -219,7 +219,8 @@ class BaseEngine(DecodeMixin):
                              bind_attrs=None if window else {**attrs, "gen_ai.usage.input_tokens": n_real})
 
     def prefill_from_ids(self, ids, positions, *, continue_cache: bool = False, window: str | None = None,
-                         return_queries: bool = False, on_chunk=None, host_logits: bool = True) -> PrefillResult:
+                         return_queries: bool = False, on_chunk=None, host_logits: bool = True,
+                         on_last_dispatch=None) -> PrefillResult:
         """Prefill token ``ids`` with explicit ``positions`` (sorted, possibly gapped: a pruned prompt).
 
         Starts from an empty cache unless ``continue_cache``. Chunking is as in :meth:`prefill`
@@ -227,6 +228,9 @@ class BaseEngine(DecodeMixin):
         cached tokens whose position is <= its own. Without a window, the GenAI attributes go
         on the ``bind`` span. ``host_logits=False``: the last token's logits stay on the device
         (``last_logits``; ``logits`` is None), for a caller that only decodes from them.
+        ``on_last_dispatch(logits, next_position)``: called once the last chunk is dispatched,
+        before the host waits for it, with its device logits ``[B, V]``; it may queue the program
+        that continues the cache (:meth:`queue_decode`), which then owns the cache.
         """
         t0 = time.perf_counter()
         ids = np.asarray(ids)
@@ -248,10 +252,11 @@ class BaseEngine(DecodeMixin):
         with tracer.window(window, **attrs) if window else contextlib.nullcontext():
             return self._run(ids_p, pos_p, num_chunks, continue_cache=continue_cache,
                              return_queries=return_queries, on_chunk=on_chunk, t0=t0,
-                             bind_attrs=None if window else attrs, host_logits=host_logits)
+                             bind_attrs=None if window else attrs, host_logits=host_logits,
+                             on_last_dispatch=on_last_dispatch)
 
     def _run(self, ids, positions, num_chunks, *, continue_cache, return_queries, on_chunk, t0, bind_attrs,
-             host_logits=True):
+             host_logits=True, on_last_dispatch=None):
         logits_h = None  # [V] float32 on the host, when host_logits
         T = self.prefill_seq_len
         python = self.options.prefill == "python"
@@ -285,6 +290,9 @@ class BaseEngine(DecodeMixin):
         fn = self.chunk_fn(return_queries=return_queries)
         queries = logits = None
         n_tok = int(sum(real_per_chunk))
+        # Positions increase (checked), and a continued cache only grows them (checked): the
+        # last real position is the largest the cache holds.
+        next_position = int(positions[positions >= 0][-1]) + 1
         done = 0
         for i in range(num_chunks):
             n_real = int(real_per_chunk[i])
@@ -298,9 +306,15 @@ class BaseEngine(DecodeMixin):
                 else:  # the first chunk into an empty cache has no prefix to attend to
                     logits, self.cache, queries = fn(self.params, self.cache, placed[i], placed[num_chunks + i],
                                                      placed[2 * num_chunks + i], fresh=not continue_cache and i == 0)
-                if i == num_chunks - 1 and host_logits:
+                last = i == num_chunks - 1
+                if last and host_logits:
                     prefetch(logits)
-                jax.block_until_ready((logits, self.cache))
+                if last and on_last_dispatch is not None:
+                    self._cache_len = start + n_tok
+                    on_last_dispatch(logits, next_position)  # may donate the cache: wait on logits
+                    jax.block_until_ready(logits)  # one program: its logits are ready when its cache is
+                else:
+                    jax.block_until_ready((logits, self.cache))
                 if on_chunk is not None:
                     on_chunk(i, None if queries is None else queries[:, 0])
                 if i == num_chunks - 1 and host_logits:
@@ -308,9 +322,7 @@ class BaseEngine(DecodeMixin):
         self._serial += 1
         self._cache_len = start + n_tok
         real = positions >= 0
-        # Positions increase (checked), and a continued cache only grows them (checked): the
-        # last real position is the largest the cache holds.
-        self._next_position = next_position = int(positions[real][-1]) + 1
+        self._next_position = next_position
         return PrefillResult(
             logits=logits_h, prompt_tokens=n_tok, padded_len=sum(lengths),
             num_chunks=num_chunks, next_position=next_position, cache_len=self._cache_len,

@@ -22,7 +22,8 @@ class DecodeMixin:
     """``decode`` and ``generate`` over the engine's ``params``, ``cache`` and serial bookkeeping."""
 
     def decode(self, prefill: PrefillResult, max_new_tokens: int, *, return_queries: bool = False,
-               window: str | None = "decode", span_name: str = "decode", on_dispatch=None) -> GenerateResult:
+               window: str | None = "decode", span_name: str = "decode", on_dispatch=None,
+               queued: tuple | None = None) -> GenerateResult:
         """Greedy decode continuing the cache of ``prefill`` (which must be this engine's latest).
 
         Generates ``max_new_tokens`` tokens (the first is the prefill logits' argmax, so
@@ -32,40 +33,36 @@ class DecodeMixin:
         (with ``return_queries``, the compiled loop): called with the ``[G-1, L, N, H]`` queries
         while the device still runs the loop, before the host waits for its tokens, so the
         caller can queue the program that reads them (the speculative engine's scoring).
+        ``queued``: what :meth:`queue_decode` returned for these steps while the prefill's last
+        chunk still ran; the span then times the wait for its tokens.
         """
         if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
             raise ValueError(f"max_new_tokens={max_new_tokens!r} must be a positive int")
-        if prefill.serial != self._serial or self.cache is None:
+        steps = int(max_new_tokens) - 1
+        if queued is not None and queued[2] != steps:
+            raise ValueError(f"max_new_tokens={max_new_tokens}: the queued loop has {queued[2]} steps")
+        if queued is None and (prefill.serial != self._serial or self.cache is None):
             raise RuntimeError("the KV cache no longer holds this prefill (another prefill or decode ran "
                                "since); decode right after the prefill it continues")
-        steps = int(max_new_tokens) - 1
-        if self._cache_len + steps > self.ctx_len:
-            raise ValueError(f"max_new_tokens={max_new_tokens} does not fit: the cache holds {self._cache_len} "
-                             f"tokens and ctx_len={self.ctx_len} leaves room for {self.ctx_len - self._cache_len + 1}")
+        if queued is None:
+            self._check_steps(steps)
         attrs = {"engine": self.name, "gen_ai.request.model": self.model_name, **self._group}
         queries = None
         with _window_or_span(window, span_name, **attrs) as span:
             t0 = time.perf_counter()
-            (position,) = _h2d(self.device, [np.full((1,), prefill.next_position, np.int32)], wait=False,
-                               dst=self.where)
-            if steps and self.options.decode == "python":
+            if steps and self.options.decode == "python" and queued is None:
+                (position,) = _h2d(self.device, [np.full((1,), prefill.next_position, np.int32)], wait=False,
+                                   dst=self.where)
                 host, queries = self._decode_python(model.greedy(prefill.last_logits), position, steps,
                                                     return_queries)
                 queries = None if queries is None else queries[:, :, 0]                # [G-1, L, N, H]
                 if on_dispatch is not None and queries is not None:
                     on_dispatch(queries)
             else:
-                if steps:  # the first token is the prefill's argmax, taken inside the same program
-                    tokens, self.cache, queries = model.decode_jit(self.decode_xla)(  # [G, B]
-                        self.params, self.cache, prefill.last_logits, position, cfg=self.config,
-                        opts=self.options, steps=steps, return_queries=return_queries)
-                    prefetch(tokens)
-                    if queries is not None:
-                        queries = queries[:, :, 0]                                   # [G-1, L, N, H]
-                        if on_dispatch is not None:
-                            on_dispatch(queries)
-                else:
-                    tokens = model.greedy(prefill.last_logits)[None]                 # [1, B]
+                tokens, queries, _ = queued or self.queue_decode(prefill.last_logits, prefill.next_position, steps,
+                                                                 return_queries=return_queries)
+                if on_dispatch is not None and queries is not None:
+                    on_dispatch(queries)
                 host = to_host(tokens, src=self.where)[:, 0]
             elapsed = time.perf_counter() - t0
             span.set("gen_ai.usage.output_tokens", int(max_new_tokens))
@@ -74,6 +71,35 @@ class DecodeMixin:
         self._cache_len += steps
         self._next_position = prefill.next_position + steps
         return GenerateResult(tokens=host.astype(np.int32), prefill=prefill, decode_s=elapsed, queries=queries)
+
+    def queue_decode(self, last_logits, next_position: int, steps: int, *, return_queries: bool = False) -> tuple:
+        """Dispatch the compiled greedy loop of ``steps`` steps and return without waiting:
+        ``(tokens [G, B], queries [G-1, L, N, H] or None, steps)``, the tokens' copy to the host
+        queued behind it. The cache becomes the loop's output.
+
+        :meth:`decode` calls it; a caller may call it earlier, from a prefill's
+        ``on_last_dispatch`` while the last chunk still runs (the speculative engine's
+        look-ahead), so the host's dispatch work overlaps the chunk instead of following it, and
+        pass the result to :meth:`decode` as ``queued``.
+        """
+        self._check_steps(steps)
+        (position,) = _h2d(self.device, [np.full((1,), next_position, np.int32)], wait=False, dst=self.where)
+        queries = None
+        if steps:  # the first token is the prefill's argmax, taken inside the same program
+            tokens, self.cache, queries = model.decode_jit(self.decode_xla)(                 # [G, B]
+                self.params, self.cache, last_logits, position, cfg=self.config,
+                opts=self.options, steps=steps, return_queries=return_queries)
+            if queries is not None:
+                queries = queries[:, :, 0]                                           # [G-1, L, N, H]
+        else:
+            tokens = model.greedy(last_logits)[None]                                 # [1, B]
+        prefetch(tokens)
+        return tokens, queries, steps
+
+    def _check_steps(self, steps: int) -> None:
+        if self._cache_len + steps > self.ctx_len:
+            raise ValueError(f"max_new_tokens={steps + 1} does not fit: the cache holds {self._cache_len} "
+                             f"tokens and ctx_len={self.ctx_len} leaves room for {self.ctx_len - self._cache_len + 1}")
 
     def _decode_python(self, first, position, steps, return_queries):
         """Seed 003's baseline: one compiled step per token, each token read back as it is made."""

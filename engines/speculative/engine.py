@@ -256,11 +256,18 @@ class SpecPrefillEngine:
 
         # The draft's logits feed only the look-ahead, on the device: host mode copies them as
         # QEfficient's session returns them; device mode leaves them where they are.
-        out.prefill = pre = d.prefill_from_ids(ids[real], positions[real], window=None, return_queries=True,
-                                               on_chunk=on_chunk, host_logits=host)
-        lookahead = None                                                           # [A-1, L, N, H]
-        steps = min(self.look_ahead - 1, d.ctx_len - pre.prompt_tokens)
+        steps = min(self.look_ahead - 1, d.ctx_len - int(real.sum()))
         early = {}
+
+        def queue_lookahead(logits, next_position):
+            # Device mode: the look-ahead loop is dispatched while the last chunk still runs, so
+            # the device goes from one to the other without waiting for the host.
+            early["lookahead"] = d.queue_decode(logits, next_position, steps, return_queries=True)
+
+        out.prefill = pre = d.prefill_from_ids(ids[real], positions[real], window=None, return_queries=True,
+                                               on_chunk=on_chunk, host_logits=host,
+                                               on_last_dispatch=queue_lookahead if self._queue_ahead(steps) else None)
+        lookahead = None                                                           # [A-1, L, N, H]
 
         def queue_scoring(queries):                                                # [A-1, L, N, H]
             # Device mode: scoring is queued behind the look-ahead before the host waits for its
@@ -269,7 +276,7 @@ class SpecPrefillEngine:
 
         if steps > 0:
             gen = d.decode(pre, steps + 1, return_queries=True, window=None, span_name="lookahead",
-                           on_dispatch=None if host else queue_scoring)
+                           on_dispatch=None if host else queue_scoring, queued=early.get("lookahead"))
             # Anchors stop at the first fed EOS: a query past the end of the answer says nothing.
             fed = gen.tokens[:-1]
             stop = np.flatnonzero(fed == d.config.eos_token_id)
@@ -283,6 +290,11 @@ class SpecPrefillEngine:
         out.n_anchors = 1 + (0 if lookahead is None else lookahead.shape[0])
         out.lookahead = lookahead
         return out
+
+    def _queue_ahead(self, steps: int) -> bool:
+        """Queue the look-ahead behind the draft's last chunk: device mode with the compiled loop
+        (host mode is QEfficient's, waits included; seed 003's Python loop syncs every token)."""
+        return self.scoring == "device" and steps > 0 and self.draft.options.decode != "python"
 
     def _score_device(self, parts: tuple, n_real: int) -> tuple:
         """Queue device scoring of anchor query ``parts`` (``_Drafted.device_parts``); returns
