@@ -8,6 +8,11 @@ Instrumentation sits only at the host boundary (STYLE.md rule 5): ``tokenize`` (
 ``bootstrap`` / ``max_length``), ``bind`` (cache allocation and input placement), one
 ``prefill.chunk`` per chunk ending after ``block_until_ready()``, every host<->device copy under
 its binding category, and a ``decode`` window. The prompt text is never recorded.
+
+A span ends when the host sees its work done; the next program may already be queued behind it
+(``prefetch``, ``queue_decode``, the speculative engine's scoring), so the device does not wait
+for the host between them, and the first fraction of a millisecond of the next program's device
+ops can fall inside the span before it (the host's wake-up, ~0.5 ms on the H200 host).
 """
 
 from __future__ import annotations

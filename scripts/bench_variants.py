@@ -190,15 +190,20 @@ def main() -> None:
     first = labels[0]
     print(f"one device, {args.base}/{args.draft}, {args.prompt_len} tokens, psl {args.prefill_seq_len}, "
           f"n={args.n} per variant, round-robin; ratios to {first!r} (95% interval)")
-    print(f"{'ms':<18}" + "".join(f"{lb:>18}" for lb in labels) + "".join(f"{lb + '/' + first:>24}" for lb in labels[1:]))
+    # Columns as wide as their labels: a value column 18, a ratio column 24, each at least.
+    wv = {lb: max(18, len(lb) + 2) for lb in labels}
+    wr = {lb: max(24, len(lb) + len(first) + 3) for lb in labels[1:]}
+    print(f"{'ms':<18}" + "".join(f"{lb:>{wv[lb]}}" for lb in labels)
+          + "".join(f"{lb + '/' + first:>{wr[lb]}}" for lb in labels[1:]))
     for key, title in ROWS:
         cols = {lb: [r[key] for r in got[lb]] for lb in labels}
         if not any(any(c) for c in cols.values()):
             continue
-        line = f"{title:<18}" + "".join(f"{statistics.mean(c):>10.2f} ± {statistics.stdev(c):<5.2f}" for c in cols.values())
+        line = f"{title:<18}" + "".join(
+            f"{f'{statistics.mean(c):.2f} ± {statistics.stdev(c):.2f}':>{wv[lb]}}" for lb, c in cols.items())
         for lb in labels[1:]:
             ratio, lo, hi = _ratio(cols[lb], cols[first])
-            line += f"{ratio:>10.3f} ({lo:.3f}..{hi:.3f})"
+            line += f"{f'{ratio:.3f} ({lo:.3f}..{hi:.3f})':>{wr[lb]}}"
         print(line)
     for key in ("kept", "top1"):
         print(f"{key} equal across variants:", len({r[key] for lb in labels for r in got[lb]}) == 1)

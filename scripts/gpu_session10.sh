@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Session 10's H200 runs (issue 19), results under $OUT; carry [".whl", ".bench_before", ".bench_ac"]
-# (.bench_before: `git archive 6d13817 tracer engines | tar -x -C .bench_before`, the tree before
-# this session; .bench_ac: the same of c6a2562, prefetched copies and the LM-head threshold only):
-#   1. scripts/bench_variants.py, 8B/1B pipeline with a 64-token decode: before, ac, this checkout;
+# Session 10's H200 runs (issue 19), results under $OUT; carry [".whl", ".bench_before", ".bench_ac",
+# ".bench_b"], each made by `git archive COMMIT tracer engines | tar -x -C DIR` (git-ignored):
+# .bench_before 6d13817 (the tree before this session); .bench_ac c6a2562 (prefetched copies and
+# the LM-head threshold); .bench_b 227708c (and scoring queued behind the look-ahead):
+#   1. scripts/bench_variants.py, 8B/1B pipeline with a 64-token decode, the variants in VARIANTS
+#      (default: before, ac, this checkout; the first run; the second was ac, b, this checkout);
 #   2. the same, this checkout against XLA options per program: the draft's chunk on cuBLAS
 #      (Triton GEMMs off, as the base's) and the look-ahead without command buffers;
 #   3. engines.bench.base and engines.bench.spec against transformers (RUNS, default 5);
