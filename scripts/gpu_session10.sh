@@ -30,7 +30,7 @@ after=.}" ;;
 2) variants bench_variants_xla <<< "after=.
 draft-cublas=.,SPECTRACE_CHUNK_XLA=base:xla_gpu_enable_command_buffer=;base:xla_gpu_enable_triton_gemm=false;spec:xla_gpu_enable_triton_gemm=false
 lookahead-no-cmdbuf=.,SPECTRACE_DECODE_XLA=spec:xla_gpu_enable_command_buffer=" ;;
-3) STEPS="1 2" RUNS=${RUNS:-5} bash scripts/gpu_perf.sh ;;
+3) STEPS="2 1" RUNS=${RUNS:-5} bash scripts/gpu_perf.sh ;;
 4) python3 -m spectrace.tracer.cli run "${PAIR[@]}" --scoring device --gen-len 16 --xplane --out /tmp/run8b_xplane \
        2>&1 | grep -v "^[WIE][0-9]" | tee "$OUT/run8b_xplane.txt"
    cp /tmp/run8b_xplane/ttft.json "$OUT/run8b_xplane_ttft.json" ;;
