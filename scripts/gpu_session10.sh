@@ -8,7 +8,8 @@
 #   2. the same, this checkout against XLA options per program: the draft's chunk on cuBLAS
 #      (Triton GEMMs off, as the base's) and the look-ahead without command buffers;
 #   3. engines.bench.base and engines.bench.spec against transformers (RUNS, default 5);
-#   4. spectrace run --xplane of the pair with device scoring (device time, idle gaps).
+#   4. spectrace run --xplane of the pair with device scoring (device time, idle gaps);
+#   5. scripts/bench_recording.py --n 40: recording on vs off with the queued programs, alternating.
 # STEPS picks steps (default "1"); VARIANTS overrides step 1's list (one per line).
 set -euo pipefail
 . scripts/device_env.sh
@@ -34,4 +35,6 @@ lookahead-no-cmdbuf=.,SPECTRACE_DECODE_XLA=spec:xla_gpu_enable_command_buffer=" 
 4) python3 -m spectrace.tracer.cli run "${PAIR[@]}" --scoring device --gen-len 16 --xplane --out /tmp/run8b_xplane \
        2>&1 | grep -v "^[WIE][0-9]" | tee "$OUT/run8b_xplane.txt"
    cp /tmp/run8b_xplane/ttft.json "$OUT/run8b_xplane_ttft.json" ;;
+5) python3 scripts/bench_recording.py "${PAIR[@]}" --n "${N5:-40}" --out "$OUT" 2>&1 \
+       | grep -v "^[WIE][0-9]" | tee "$OUT/bench_recording.txt" ;;
 esac; done
