@@ -186,6 +186,29 @@ def test_decode_returns_lookahead_queries(make):
     assert engine.cache_keys(9).shape == (CFG.n_layers, 9, CFG.n_kv_heads, CFG.head_dim)
 
 
+def test_a_decode_queued_behind_the_last_chunk_equals_a_decode_after_it(make):
+    # queue_decode from on_last_dispatch (the speculative engine's look-ahead) runs the same loop
+    # on the same cache as decode() after the prefill: same tokens, queries and bookkeeping.
+    engine = make(8)
+    ids = ids_of(19)
+    after = engine.prefill_from_ids(ids, np.arange(19), return_queries=True)
+    want = engine.decode(after, 5, return_queries=True)
+    want_len = engine._cache_len
+    queued = {}
+
+    def queue(logits, next_position):
+        assert next_position == 19
+        queued["loop"] = engine.queue_decode(logits, next_position, 4, return_queries=True)
+
+    ahead = engine.prefill_from_ids(ids, np.arange(19), return_queries=True, on_last_dispatch=queue)
+    got = engine.decode(ahead, 5, return_queries=True, queued=queued["loop"])
+    np.testing.assert_array_equal(got.tokens, want.tokens)
+    np.testing.assert_allclose(np.asarray(got.queries), np.asarray(want.queries), atol=ATOL)
+    assert engine._cache_len == want_len == 19 + 4
+    with pytest.raises(ValueError, match="max_new_tokens=3: the queued loop has 4 steps"):
+        engine.decode(ahead, 3, queued=queued["loop"])
+
+
 def test_decode_with_two_row_projections_gives_the_same_tokens_and_queries(make, monkeypatch):
     # On GPU a decode step feeds small projections two identical rows (models.common.gemm_rows:
     # XLA would make the one-row dot a slow reduce); here the same path is forced on the CPU.
