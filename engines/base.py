@@ -265,7 +265,8 @@ class BaseEngine(DecodeMixin):
         logits_h = None  # [V] float32 on the host, when host_logits
         T = self.prefill_seq_len
         python = self.options.prefill == "python"
-        real_per_chunk = (positions.reshape(num_chunks, T) >= 0).sum(axis=1)
+        real = positions >= 0                                                # [C*T] not padding
+        real_per_chunk = real.reshape(num_chunks, T).sum(axis=1)
         lengths = self._chunk_lengths(int(real_per_chunk[-1]), num_chunks)   # rows each chunk computes
         with tracer.span("bind", **(bind_attrs or {"engine": self.name}), **self._group):
             if self.cache is None:
@@ -284,8 +285,7 @@ class BaseEngine(DecodeMixin):
                                  f"prefill_seq_len={T} needs {start + sum(lengths)} slots; ctx_len={self.ctx_len} "
                                  f"gives {self.cache_slots}: raise ctx_len")
             if python:  # one (1, 1) array per real token: the loop feeds them one by one
-                keep = positions >= 0
-                host = [a.reshape(1, 1) for a in ids[keep]] + [a.reshape(1, 1) for a in positions[keep]]
+                host = [a.reshape(1, 1) for a in ids[real]] + [a.reshape(1, 1) for a in positions[real]]
                 rows = []
             else:
                 host = [ids[i * T: i * T + n].reshape(1, n) for i, n in enumerate(lengths)]
@@ -297,7 +297,7 @@ class BaseEngine(DecodeMixin):
         n_tok = int(sum(real_per_chunk))
         # Positions increase (checked), and a continued cache only grows them (checked): the
         # last real position is the largest the cache holds.
-        next_position = int(positions[positions >= 0][-1]) + 1
+        next_position = int(positions[real][-1]) + 1
         done = 0
         for i in range(num_chunks):
             n_real = int(real_per_chunk[i])
@@ -315,18 +315,17 @@ class BaseEngine(DecodeMixin):
                 if last and host_logits:
                     prefetch(logits)
                 if last and on_last_dispatch is not None:
-                    self._cache_len = start + n_tok
+                    self._cache_len = start + n_tok  # what queue_decode checks its steps against
                     on_last_dispatch(logits, next_position)  # may donate the cache: wait on logits
                     jax.block_until_ready(logits)  # one program: its logits are ready when its cache is
                 else:
                     jax.block_until_ready((logits, self.cache))
                 if on_chunk is not None:
                     on_chunk(i, None if queries is None else queries[:, 0])
-                if i == num_chunks - 1 and host_logits:
+                if last and host_logits:
                     logits_h = to_host(logits, "logits", self.where)[0].astype(np.float32)  # [V]
         self._serial += 1
         self._cache_len = start + n_tok
-        real = positions >= 0
         self._next_position = next_position
         return PrefillResult(
             logits=logits_h, prompt_tokens=n_tok, padded_len=sum(lengths),

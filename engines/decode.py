@@ -56,8 +56,6 @@ class DecodeMixin:
                 host, queries = self._decode_python(model.greedy(prefill.last_logits), position, steps,
                                                     return_queries)
                 queries = None if queries is None else queries[:, :, 0]                # [G-1, L, N, H]
-                if on_dispatch is not None and queries is not None:
-                    on_dispatch(queries)
             else:
                 tokens, queries, _ = queued or self.queue_decode(prefill.last_logits, prefill.next_position, steps,
                                                                  return_queries=return_queries)
