@@ -34,7 +34,7 @@ from spectrace.engines.decode import DecodeMixin
 from spectrace.engines.host import (_default_dtype, _device_group, _group_label, _h2d, _one_device, chunk_xla,  # noqa: F401
                                     _placement, _window_or_span, decode_xla, prefetch, to_host)
 from spectrace.engines.params import for_options
-from spectrace.engines.results import PrefillResult
+from spectrace.engines.results import PrefillResult, QueuedPrefill
 from spectrace.engines.tokenizer import encode
 
 
@@ -225,7 +225,7 @@ class BaseEngine(DecodeMixin):
 
     def prefill_from_ids(self, ids, positions, *, continue_cache: bool = False, window: str | None = None,
                          return_queries: bool = False, on_chunk=None, host_logits: bool = True,
-                         on_last_dispatch=None) -> PrefillResult:
+                         on_last_dispatch=None, queued: QueuedPrefill | None = None) -> PrefillResult:
         """Prefill token ``ids`` with explicit ``positions`` (sorted, possibly gapped: a pruned prompt).
 
         Starts from an empty cache unless ``continue_cache``. Chunking is as in :meth:`prefill`
@@ -236,6 +236,8 @@ class BaseEngine(DecodeMixin):
         ``on_last_dispatch(logits, next_position)``: called once the last chunk is dispatched,
         before the host waits for it, with its device logits ``[B, V]``; it may queue the program
         that continues the cache (:meth:`queue_decode`), which then owns the cache.
+        ``queued``: what :meth:`queue_prefill` dispatched for exactly these tokens; the spans then
+        wait for it instead of placing and running the chunk (no copy in ``bind``).
         """
         t0 = time.perf_counter()
         ids = np.asarray(ids)
@@ -249,6 +251,8 @@ class BaseEngine(DecodeMixin):
                              "come after them")
         T = self.prefill_seq_len
         num_chunks = -(len(ids) // -T)
+        if queued is not None:
+            self._check_queued(queued, len(ids), continue_cache, return_queries, on_last_dispatch)
         pad = num_chunks * T - len(ids)
         ids_p = np.concatenate([ids.astype(np.int32), np.full(pad, self._pad_id, np.int32)])
         pos_p = np.concatenate([positions.astype(np.int32), np.full(pad, -1, np.int32)])
@@ -258,17 +262,50 @@ class BaseEngine(DecodeMixin):
             return self._run(ids_p, pos_p, num_chunks, continue_cache=continue_cache,
                              return_queries=return_queries, on_chunk=on_chunk, t0=t0,
                              bind_attrs=None if window else attrs, host_logits=host_logits,
-                             on_last_dispatch=on_last_dispatch)
+                             on_last_dispatch=on_last_dispatch, queued=queued)
+
+    def queue_prefill(self, tokens, positions, row) -> QueuedPrefill:
+        """Dispatch a fresh one-chunk prefill whose inputs are already on this engine's device and
+        return without waiting; :meth:`prefill_from_ids` (``queued=``) later waits for it in its spans.
+
+        ``tokens``, ``positions``: ``[1, R]`` int32 device arrays (real tokens first, then padding
+        at position -1), ``R <= prefill_seq_len``; ``row``: int32 scalar, the last real row. For
+        inputs computed on the device (the speculative engine's kept tokens, gathered behind its
+        scoring): the chunk is queued behind the program that makes them, so the device goes
+        from one to the other without waiting for the host to read, place and dispatch.
+        """
+        R = int(tokens.shape[1])
+        if self.cache is None or self.options.prefill == "python" or not 0 < R <= min(self.prefill_seq_len,
+                                                                                       self.cache_slots):
+            raise ValueError(f"queue_prefill: {R} rows do not fit one chunk of prefill_seq_len="
+                             f"{self.prefill_seq_len} and {self.cache_slots} cache slots, or the engine has no "
+                             "cache yet or prefills token by token")
+        logits, self.cache, _ = self.chunk_fn()(self.params, self.cache, tokens, positions, row, fresh=True)
+        prefetch(logits)
+        self._serial += 1  # the cache no longer holds any earlier prefill
+        self._cache_len = 0
+        return QueuedPrefill(logits=logits, rows=R, serial=self._serial)
+
+    def _check_queued(self, queued: QueuedPrefill, n_ids: int, continue_cache, return_queries, on_last_dispatch):
+        if queued.serial != self._serial:
+            raise RuntimeError("the queued prefill is stale: the cache ran another program since queue_prefill")
+        if continue_cache or return_queries or on_last_dispatch is not None or not 0 < n_ids <= queued.rows:
+            raise ValueError(f"queued: {n_ids} tokens do not match the queued chunk of {queued.rows} rows "
+                             "(a queued prefill is fresh, one chunk, without queries or on_last_dispatch)")
 
     def _run(self, ids, positions, num_chunks, *, continue_cache, return_queries, on_chunk, t0, bind_attrs,
-             host_logits=True, on_last_dispatch=None):
+             host_logits=True, on_last_dispatch=None, queued=None):
         logits_h = None  # [V] float32 on the host, when host_logits
         T = self.prefill_seq_len
         python = self.options.prefill == "python"
         real = positions >= 0                                                # [C*T] not padding
         real_per_chunk = real.reshape(num_chunks, T).sum(axis=1)
         lengths = self._chunk_lengths(int(real_per_chunk[-1]), num_chunks)   # rows each chunk computes
-        with tracer.span("bind", **(bind_attrs or {"engine": self.name}), **self._group):
+        if queued is not None:  # its inputs were made on the device: nothing to place
+            lengths, marks = [queued.rows], {"queued": True}
+        else:
+            marks = {}
+        with tracer.span("bind", **(bind_attrs or {"engine": self.name}), **self._group, **marks):
             if self.cache is None:
                 # reset_cache once now: its compilation belongs to the first prefill, not a later one.
                 self.cache = reset_cache(allocate_cache(self.config, batch=1, slots=self.cache_slots,
@@ -291,7 +328,7 @@ class BaseEngine(DecodeMixin):
                 host = [ids[i * T: i * T + n].reshape(1, n) for i, n in enumerate(lengths)]
                 host += [positions[i * T: i * T + n].reshape(1, n) for i, n in enumerate(lengths)]
                 rows = [np.int32(n - 1) for n in real_per_chunk]
-            placed = _h2d(self.device, host + [np.asarray(r) for r in rows], dst=self.where)
+            placed = None if queued else _h2d(self.device, host + [np.asarray(r) for r in rows], dst=self.where)
         fn = self.chunk_fn(return_queries=return_queries)
         queries = logits = None
         n_tok = int(sum(real_per_chunk))
@@ -302,8 +339,10 @@ class BaseEngine(DecodeMixin):
         for i in range(num_chunks):
             n_real = int(real_per_chunk[i])
             with tracer.span("prefill.chunk", engine=self.name, **{"chunk.index": i, "chunk.tokens": n_real},
-                             **self._group):
-                if python:
+                             **self._group, **marks):
+                if queued is not None:  # dispatched before this span: it waits for the device
+                    logits, queries = queued.logits, None
+                elif python:
                     for j in range(done, done + n_real):
                         logits, self.cache, queries = fn(self.params, self.cache, placed[j], placed[n_tok + j],
                                                          np.int32(0))
@@ -331,7 +370,9 @@ class BaseEngine(DecodeMixin):
             logits=logits_h, prompt_tokens=n_tok, padded_len=sum(lengths),
             num_chunks=num_chunks, next_position=next_position, cache_len=self._cache_len,
             token_ids=ids[real].copy(), positions=positions[real].copy(), elapsed_s=time.perf_counter() - t0,
-            queries=None if queries is None else queries[:, 0], last_logits=logits, serial=self._serial)
+            queries=None if queries is None else queries[:, 0], last_logits=logits, serial=self._serial,
+            device_inputs=None if python or queued else (tuple(placed[:num_chunks]),
+                                                         tuple(placed[num_chunks:2 * num_chunks])))
 
     # ---- decode ------------------------------------------------------------------------------
     # ---- inspection --------------------------------------------------------------------------

@@ -32,6 +32,23 @@ class PrefillResult:
     queries: object = None           # jax.Array [L, N, H] float32, or None
     last_logits: object = field(default=None, repr=False)  # jax.Array [B, V] on device (decode starts here)
     serial: int = field(default=0, repr=False)             # which cache state this belongs to
+    #: The chunks' inputs as placed on the device: (ids, positions), each a tuple of [1, T_i] int32
+    #: arrays (real tokens first, padding at position -1). None for the per-token Python prefill
+    #: and for a queued prefill. What the speculative engine gathers the kept tokens from.
+    device_inputs: tuple | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class QueuedPrefill:
+    """A one-chunk prefill dispatched from inputs already on the device, not yet waited for
+    (:meth:`BaseEngine.queue_prefill`); :meth:`BaseEngine.prefill_from_ids` takes it as ``queued``.
+
+    ``rows``: the chunk's computed length (real tokens plus padding at position -1).
+    """
+
+    logits: object                   # jax.Array [B, V] float32, its copy to the host queued
+    rows: int
+    serial: int                      # the engine's cache state it produced
 
 
 @dataclass

@@ -30,6 +30,7 @@ import jax
 import numpy as np
 
 from spectrace import tracer
+from spectrace.engines.speculative import handover
 from spectrace.engines.speculative import scoring as score
 from spectrace.engines.base import BaseEngine, prefetch, to_host
 from spectrace.tracer.ttft import TTFT_FIELDS
@@ -210,7 +211,8 @@ class SpecPrefillEngine:
         with _Timed(tracer.window, "ttft.base_pruned", engine="base", **model) as w:
             w.span.set("gen_ai.usage.input_tokens", len(kept))
             # Original positions, empty cache: the dropped tokens are nowhere to be seen.
-            pruned = base.prefill_from_ids(pre.token_ids[kept], pre.positions[kept], window=None)
+            pruned = base.prefill_from_ids(pre.token_ids[kept], pre.positions[kept], window=None,
+                                           queued=drafted.pruned)
         windows["ttft.base_pruned"] = w
 
         tokens, decode_s = np.zeros(0, np.int32), 0.0
@@ -269,10 +271,15 @@ class SpecPrefillEngine:
                                                on_last_dispatch=queue_lookahead if self._queue_ahead(steps) else None)
         lookahead = None                                                           # [A-1, L, N, H]
 
+        rows = self._handover_rows(pre)
+
         def queue_scoring(queries):                                                # [A-1, L, N, H]
             # Device mode: scoring is queued behind the look-ahead before the host waits for its
-            # tokens (no device idle between them); redone below if an EOS cuts the anchors.
+            # tokens (no device idle between them), and the pruned base chunk behind scoring
+            # (engines.speculative.handover); both redone below if an EOS cuts the anchors.
             early["scored"] = self._score_device((pre.queries, queries), pre.prompt_tokens)
+            if rows is not None:
+                early["pruned"] = handover.queue_pruned(self.base, pre.device_inputs, *early["scored"], rows)
 
         if steps > 0:
             gen = d.decode(pre, steps + 1, return_queries=True, window=None, span_name="lookahead",
@@ -286,7 +293,7 @@ class SpecPrefillEngine:
                 if host:
                     lookahead = to_host(lookahead[:, sl], "prefill_queries", d.where)  # [A-1, L', N, H]
             if n_la == steps:
-                out.scored = early.get("scored")
+                out.scored, out.pruned = early.get("scored"), early.get("pruned")
         out.n_anchors = 1 + (0 if lookahead is None else lookahead.shape[0])
         out.lookahead = lookahead
         return out
@@ -295,6 +302,12 @@ class SpecPrefillEngine:
         """Queue the look-ahead behind the draft's last chunk: device mode with the compiled loop
         (host mode is QEfficient's, waits included; seed 003's Python loop syncs every token)."""
         return self.scoring == "device" and steps > 0 and self.draft.options.decode != "python"
+
+    def _handover_rows(self, pre) -> int | None:
+        """The pruned base chunk's rows when it can be queued behind device scoring, else None."""
+        if self.scoring != "device" or pre.device_inputs is None or not handover.same_device(self.draft, self.base):
+            return None
+        return handover.pruned_rows(self.base, pre.prompt_tokens, chunk_size=self.chunk_size, keep=self.keep)
 
     def _score_device(self, parts: tuple, n_real: int) -> tuple:
         """Queue device scoring of anchor query ``parts`` (``_Drafted.device_parts``); returns
@@ -354,6 +367,7 @@ class _Drafted:
     n_anchors: int = 1
     anchors: object = None                    # host mode: what scoring got, [A, L', N, H]; device: None
     scored: tuple | None = None               # device mode: (indices, count) queued behind the look-ahead
+    pruned: object = None                     # device mode: the base's QueuedPrefill behind scoring, or None
 
     def device_parts(self) -> tuple:
         """Device mode's anchor queries as ``score_device`` takes them: ([L, N, H], [A-1, L, N, H]?)."""

@@ -13,6 +13,7 @@ import pytest
 
 from spectrace.engines import BaseEngine, EngineOptions, LlamaConfig, RopeScaling
 from spectrace.engines.params import init_params
+from spectrace.tracer.testing import capture_trace
 
 CFG = LlamaConfig(vocab_size=211, dim=48, n_layers=2, n_heads=6, n_kv_heads=2, head_dim=16, ffn_dim=96,
                   rope_theta=10000.0, rope_scaling=RopeScaling("llama3", original_max_position=16),
@@ -207,6 +208,42 @@ def test_a_decode_queued_behind_the_last_chunk_equals_a_decode_after_it(make):
     assert engine._cache_len == want_len == 19 + 4
     with pytest.raises(ValueError, match="max_new_tokens=3: the queued loop has 4 steps"):
         engine.decode(ahead, 3, queued=queued["loop"])
+
+
+def test_a_queued_prefill_of_device_inputs_equals_prefill_from_ids(make):
+    # queue_prefill (the speculative engine's pruned base chunk, queued behind device scoring):
+    # the chunk's inputs are made on the device with more padding rows than prefill_from_ids
+    # would fit (the bound on the kept count, not the count); padding sits at position -1, so
+    # the logits, the cache and decoding from it are the same.
+    engine = make(64, ctx_len=96)
+    kept = np.array([0, 3, 4, 9, 17, 18, 30, 31, 40], np.int32)               # gapped original positions
+    ids = ids_of(41)[kept]
+    engine.prefill_from_ids(ids_of(5), np.arange(5))                           # the cache exists
+    want = engine.prefill_from_ids(ids, kept)
+    want_dec = engine.decode(want, 4)
+    want_keys = np.asarray(engine.cache_keys(len(kept)))
+    R = 48                                                                     # > the fitted 9 -> 9 rows here
+    tok = np.full((1, R), 1, np.int32)
+    pos = np.full((1, R), -1, np.int32)
+    tok[0, :len(kept)], pos[0, :len(kept)] = ids, kept
+    queued = engine.queue_prefill(jnp.asarray(tok), jnp.asarray(pos), jnp.int32(len(kept) - 1))
+    with capture_trace() as t:
+        got = engine.prefill_from_ids(ids, kept, queued=queued)
+    np.testing.assert_allclose(got.logits, want.logits, atol=ATOL)
+    assert got.padded_len == R and got.next_position == 41 and got.cache_len == len(kept)
+    np.testing.assert_allclose(np.asarray(engine.cache_keys(len(kept))), want_keys, atol=ATOL)
+    np.testing.assert_array_equal(engine.decode(got, 4).tokens, want_dec.tokens)
+    bind, chunk = t.one("bind"), t.one("prefill.chunk")
+    assert bind["queued"] is True and chunk["queued"] is True and chunk["chunk.tokens"] == len(kept)
+    t.assert_bytes("other", 0, span=bind)                                      # nothing placed: made on the device
+    # A queued prefill is consumed once, right after it was dispatched, for the tokens it holds.
+    with pytest.raises(RuntimeError, match="queued prefill is stale"):
+        engine.prefill_from_ids(ids, kept, queued=queued)
+    queued = engine.queue_prefill(jnp.asarray(tok), jnp.asarray(pos), jnp.int32(len(kept) - 1))
+    with pytest.raises(ValueError, match="do not match the queued chunk of 48 rows"):
+        engine.prefill_from_ids(ids_of(49), np.arange(49), queued=queued)
+    with pytest.raises(ValueError, match="65 rows do not fit one chunk of prefill_seq_len=64"):
+        engine.queue_prefill(jnp.zeros((1, 65), jnp.int32), jnp.zeros((1, 65), jnp.int32), jnp.int32(0))
 
 
 def test_decode_with_two_row_projections_gives_the_same_tokens_and_queries(make, monkeypatch):

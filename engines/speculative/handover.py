@@ -1,0 +1,74 @@
+"""The handover from device scoring to the pruned base prefill, kept on the device.
+
+Without it the host waits for the kept indices, copies them back, builds the base's chunk
+inputs from them and places those on the device again; the base chunk's first kernel then
+starts after the host's wake-up, the copy, ``bind`` (1.5 ms in ``DevicePutWithSharding`` on the
+H200 host for 9 KB) and the chunk's dispatch (1.5 ms from the call to its first kernel, ~260
+argument buffers): docs/performance.md, session 10's idle gaps.
+
+Here the kept tokens are gathered on the device from the draft's own chunk inputs, and the
+base's chunk is queued behind scoring, while the draft's look-ahead still runs: the chunk's
+shape is known before the count, because the kept count of a prompt of ``P`` tokens is at most
+``max_kept_tokens(P)`` (``scoring``), and rows past the count are padding at position -1,
+invisible to every query (``engines.attention``), so they change neither logits nor cache.
+The host still reads the indices (``SpecResult.kept_indices``, the trace) while the base runs.
+
+Only where it is the same computation: device scoring queued behind the look-ahead, draft and
+base on one device, and a pruned prompt that fits one base chunk. Everything else takes the
+host round trip, as does a look-ahead that fed an EOS (the anchors change, scoring runs again,
+and what was queued here is dropped; the base's next prefill starts its cache afresh anyway).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from spectrace.engines.speculative import scoring as score
+
+
+def pruned_rows(base, n_real: int, *, chunk_size: int, keep: float) -> int | None:
+    """Rows of the base chunk any kept subset of an ``n_real``-token prompt fits (fitted as the
+    base fits a last chunk), or None when that is more than one chunk or the base cannot queue."""
+    bound = score.max_kept_tokens(n_real, chunk_size, keep)
+    if base.cache is None or base.options.prefill == "python" or bound > base.prefill_seq_len:
+        return None
+    rows = base._chunk_lengths(bound, 1)[0]
+    return rows if rows <= base.cache_slots else None
+
+
+def same_device(draft, base) -> bool:
+    """Whether draft and base share one device (the gather reads the draft's inputs in place)."""
+    return draft.mesh is None and base.mesh is None and draft.device == base.device
+
+
+def queue_pruned(base, inputs: tuple, indices, count, rows: int):
+    """Queue the base's prefill of the kept tokens behind scoring; returns its ``QueuedPrefill``.
+
+    ``inputs``: the draft prefill's ``device_inputs`` (ids, positions chunk arrays); ``indices``
+    ``[M]`` int32 (sorted kept indices, then -1) and ``count`` ``[]``: device scoring's outputs.
+    """
+    tokens, positions, row = _kept_chunk(*inputs, indices, count, rows=rows, pad_id=base._pad_id)
+    return base.queue_prefill(tokens, positions, row)
+
+
+@functools.partial(jax.jit, static_argnames=("rows", "pad_id"))
+def _kept_chunk(ids: tuple, positions: tuple, indices, count, *, rows: int, pad_id: int):
+    """The base chunk's inputs from the draft's: ids, positions ``[1, R]`` (kept tokens at their
+    original positions, then ``pad_id`` at position -1) and the last real row ``count - 1``.
+
+    The draft's chunks hold the prompt's real tokens first, in order, so token ``i`` of the
+    prompt is entry ``i`` of their concatenation (what the kept indices index).
+    """
+    with jax.named_scope("spec_handover"):
+        all_ids = jnp.concatenate([a[0] for a in ids])                             # [P_pad]
+        all_pos = jnp.concatenate([a[0] for a in positions])                       # [P_pad]
+        M = indices.shape[0]
+        sel = indices[:rows] if M >= rows else jnp.pad(indices, (0, rows - M), constant_values=-1)  # [R]
+        real = sel >= 0
+        at = jnp.maximum(sel, 0)
+        tok = jnp.where(real, all_ids[at], pad_id).astype(jnp.int32)               # [R]
+        pos = jnp.where(real, all_pos[at], -1).astype(jnp.int32)                   # [R]
+        return tok[None], pos[None], (count - 1).astype(jnp.int32)
