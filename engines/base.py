@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import time
 from functools import partial
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -31,14 +30,14 @@ from spectrace.engines import model
 from spectrace.engines.cache import KVCache, allocate_cache, reset_cache
 from spectrace.engines.config import FIT_MULTIPLE, EngineOptions
 from spectrace.engines.decode import DecodeMixin
-from spectrace.engines.host import (_default_dtype, _device_group, _group_label, _h2d, _one_device, chunk_xla,  # noqa: F401
-                                    _placement, _window_or_span, decode_xla, prefetch, to_host)
+from spectrace.engines.host import _group_label, _h2d, chunk_xla, decode_xla, prefetch, to_host
+from spectrace.engines.loading import LoadMixin
 from spectrace.engines.params import for_options
 from spectrace.engines.results import PrefillResult, QueuedPrefill
 from spectrace.engines.tokenizer import encode
 
 
-class BaseEngine(DecodeMixin):
+class BaseEngine(LoadMixin, DecodeMixin):
     """A Llama or Gemma model on one device with a KV cache for ``ctx_len`` tokens.
 
     Build with :meth:`from_pretrained`. ``name`` is the ``engine`` attribute of its chunk spans
@@ -104,58 +103,6 @@ class BaseEngine(DecodeMixin):
         if self.options.last_chunk == "full" or self.options.prefill == "python":
             return full
         return min(full, -(ctx_len // -FIT_MULTIPLE) * FIT_MULTIPLE + FIT_MULTIPLE)
-
-    # ---- construction ------------------------------------------------------------------------
-    @classmethod
-    def from_pretrained(cls, path_or_preset: str | Path, *, prefill_seq_len: int, ctx_len: int, dtype=None,
-                        devices=None, options: EngineOptions | None = None, name: str = "base",
-                        seed: int = 0, cache_dir: str | Path | None = None, **switches) -> BaseEngine:
-        """Load a Hugging Face checkpoint directory (Llama, Gemma 2, Gemma 3) or a preset (``engines.PRESET_NAMES``).
-
-        ``dtype``: default float32 on CPU, bfloat16 on accelerators. ``devices``: one device (or
-        a one-element list; default the first JAX device), or several: the weights are split
-        tensor-parallel over a mesh of them (``engines.sharding``). ``switches`` (``decode``, ``prefill``,
-        ``qkv``, ``attention``) override fields of ``options``. ``seed`` seeds random presets.
-        """
-        from dataclasses import replace
-
-        from spectrace.engines.checkpoint import load_weights, read_config
-        from spectrace.engines.presets import resolve
-        from spectrace.engines.tokenizer import load_tokenizer
-
-        group = _device_group(devices)
-        dtype = _default_dtype(group[0]) if dtype is None else jnp.dtype(dtype)
-        options = replace(options or EngineOptions(), **switches)
-        source = resolve(path_or_preset, cache_dir=cache_dir)
-        tokenizer = load_tokenizer(source.tokenizer_path)
-        if source.path is None:
-            return cls.from_config(source.config, tokenizer, prefill_seq_len=prefill_seq_len, ctx_len=ctx_len,
-                                   dtype=dtype, devices=group, options=options, name=name, seed=seed,
-                                   model_name=source.name)
-        cfg = read_config(source.path)
-        params = load_weights(source.path, cfg, dtype=dtype, device=_placement(group, cfg))
-        device = group[0] if len(group) == 1 else group
-        return cls(cfg, params, tokenizer, prefill_seq_len=prefill_seq_len, ctx_len=ctx_len, device=device,
-                   options=options, name=name, model_name=source.name)
-
-    @classmethod
-    def from_config(cls, cfg, tokenizer=None, *, prefill_seq_len: int, ctx_len: int, dtype=None,
-                    devices=None, options: EngineOptions | None = None, name: str = "base", seed: int = 0,
-                    model_name: str = "random", **switches) -> BaseEngine:
-        """An engine with seeded random weights generated on the device (benchmarks, shrunk test configs).
-
-        ``tokenizer`` may be None when only the ``*_from_ids`` methods are used.
-        """
-        from dataclasses import replace
-
-        from spectrace.engines.params import init_params
-
-        group = _device_group(devices)
-        dtype = _default_dtype(group[0]) if dtype is None else jnp.dtype(dtype)
-        params = init_params(cfg, seed, dtype, _placement(group, cfg))
-        device = group[0] if len(group) == 1 else group
-        return cls(cfg, params, tokenizer, prefill_seq_len=prefill_seq_len, ctx_len=ctx_len, device=device,
-                   options=replace(options or EngineOptions(), **switches), name=name, model_name=model_name)
 
     # ---- compiled functions ------------------------------------------------------------------
     def chunk_fn(self, *, return_queries: bool = False):

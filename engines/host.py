@@ -95,16 +95,6 @@ def _group_label(devices) -> str:
     return f"{devices[0].platform}:" + ",".join(str(d.id) for d in devices)
 
 
-def _one_device(devices):
-    if devices is None:
-        return jax.devices()[0]
-    if isinstance(devices, (list, tuple)):
-        if len(devices) != 1:
-            raise ValueError(f"devices={devices!r}: the base engine runs on exactly one device; pass one")
-        return devices[0]
-    return devices
-
-
 #: The base engine's prefill chunks on a GPU: no command buffers (CUDA graphs), cuBLAS rather than
 #: Triton GEMMs. Measured on an H200 (8B base / 1B draft, 10741 tokens, one 16384 chunk, n=12,
 #: round-robin with the defaults, docs/evidence/h200-session7/bench_variants_chunk_xla.json):
