@@ -272,10 +272,13 @@ def align(marks, xspace: XSpace) -> dict:
         else:
             sign = 1
         # Clocks of one host agree to µs while spans of one name are far apart, so the right
-        # run starts at the span nearest the first annotation; look one or two either side.
+        # run starts at the span nearest the first annotation; look one or two either side
+        # (clamped to the runs there are: a profile clock ahead by more than two spans' spacing
+        # put the window past the last run, and nothing was paired).
         i = bisect.bisect_left([s[0] for s in spans], evs[0][0])
+        lo = min(max(0, i - 2), n - m)
         best = None
-        for k in range(max(0, i - 2), min(n - m, i + 2) + 1):
+        for k in range(lo, max(lo, min(n - m, i + 2)) + 1):
             d = [sign * (e[0] - s[0]) for s, e in zip(spans[k:k + m], evs)]
             score = abs(statistics.median(d))
             if best is None or score < best[0]:

@@ -145,6 +145,17 @@ def test_align_measures_a_clock_offset_and_pairs_a_partial_profile():
     assert xplane.align([("other", 0, 1)], space)["pairs"] == 0
 
 
+def test_align_pairs_a_full_profile_whose_clock_is_ahead_by_several_spans():
+    # Short, close spans (the test profiles' 128x128 matmuls): an XPlane clock 1 ms ahead puts the
+    # first annotation past the 5th span; the only run there is, all of them, is still paired.
+    t0 = 1_700_000_000_000_000_000
+    spans = [("prefill.chunk", t0 + i * 200_000, t0 + i * 200_000 + 150_000) for i in range(6)]
+    evs = [("prefill.chunk", s - t0 + 1_000_000, e - s, {}) for _, s, e in spans]
+    space = xplane.XSpace("x.xplane.pb", t0, 0, "h", 1, {}, [xplane.Plane("/host:CPU", {}, [("python", evs)])])
+    got = xplane.align(spans, space)
+    assert got["pairs"] == 6 and got["offset_us"] == pytest.approx(1000.0) and got["max_us"] == 0
+
+
 def test_merge_puts_files_of_several_processes_on_distinct_processes(profiled, tmp_path):
     rec, prof = profiled
     base = tmp_path / "spans.pftrace"
