@@ -1,4 +1,5 @@
-"""The switches: ``QEFF_SPEC_IO_TIMING`` and ``QEFF_SPEC_DEBUG``, and their parsing.
+"""The switches: ``QEFF_SPEC_IO_TIMING``, ``QEFF_SPEC_DEBUG`` (and ``SPECTRACE_PURE_PYTHON``,
+read by :mod:`tracer._accel`), and their parsing.
 
 Names and accepted values are a contract (DESIGN.md): 1/true/yes/on turn a switch on;
 0/false/no/off/empty turn it off; anything else warns once and counts as off.
@@ -13,6 +14,7 @@ import sys
 TIMING_VAR = "QEFF_SPEC_IO_TIMING"
 DEBUG_VAR = "QEFF_SPEC_DEBUG"
 MAX_SPANS_VAR = "SPECTRACE_MAX_SPANS"
+PURE_PYTHON_VAR = "SPECTRACE_PURE_PYTHON"  # on: the pure-Python span path even where the C one is built
 DEFAULT_MAX_SPANS = 1_000_000
 
 _TRUE = frozenset({"1", "true", "yes", "on"})

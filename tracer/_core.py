@@ -8,23 +8,33 @@ writing happen later (``tracer._otel``, ``tracer.perfetto``), off this path.
 Disabled, :func:`span` is one flag check returning the shared :data:`NOOP` (no allocation).
 Nothing here raises into the caller except for misuse that is a bug in the caller's code
 (a negative byte count, a bad direction): those fail loudly with the value in the message.
+
+Two implementations of the common path, one of everything else: where ``tracer/_speedups.c``
+is built (:mod:`tracer._accel` chooses), :func:`span` and a plain span's ``__enter__``/
+``__exit__`` are C calls; every rare case (re-entry, a double exit, an exception, a root hook,
+an unsampled root, a parent that ended first, windows, the profiler mirror, internal errors)
+calls back the Python code below, which is also the whole fallback (docs/overhead.md).
 """
 
 from __future__ import annotations
 
-import functools
 import itertools
 import os
+import sys
 import threading
 from time import perf_counter_ns
 
+from . import _accel
+from ._accel import speedups as _C
+from ._noop import NOOP, _decorate, _noop_last, _set_noop_last, instrument  # noqa: F401
 from ._record import EMPTY_IO, EMPTY_TRANSFERS, Span, WindowData
 from ._rollup import _end_window, _last_window, _merge_io, _roll_up  # noqa: F401
 from ._state import (STATE, UNSAMPLED, _count_drop, _current, _misuse, _safe_str, regate,  # noqa: F401
                      suppress, suppressed, take_pending)
 
+# Span ids: one counter for both paths, so ids stay unique when C and Python both allocate.
 # ``next()`` on a count is atomic under the GIL, unlike ``+=`` on an attribute.
-_ids = itertools.count(1)
+_next_id = _C.next_span_id if _C is not None else itertools.count(1).__next__
 
 
 class ActiveSpan(Span):
@@ -57,19 +67,19 @@ class ActiveSpan(Span):
             s = s._parent
         return s.span_id
 
-    def __enter__(self):
+    def _enter_py(self):
+        """``__enter__`` in Python: the fallback's, and the C path's for its rare cases."""
         if self.start_ns:  # entered before: one span, one record
             _misuse("a span was entered twice; it is recorded once")
             return self
         parent = _current.get()
         if parent is not None and parent.end_ns:  # inherited a finished span (ended out of order)
             parent = _open_ancestor(parent)
-        self.span_id = next(_ids)
+        self.span_id = _next_id()
         try:
             self.thread_id, self.thread_name = _tls.thread
         except AttributeError:  # this thread's first span
-            self.thread_id, self.thread_name = _tls.thread = (threading.get_native_id(),
-                                                              threading.current_thread().name)
+            self.thread_id, self.thread_name = _thread_pair()
         self.io = EMPTY_IO
         self.transfers = EMPTY_TRANSFERS
         self.end_ns = 0
@@ -91,9 +101,10 @@ class ActiveSpan(Span):
         self._token = _current.set(UNSAMPLED)
         return NOOP
 
-    def __exit__(self, exc_type, exc, tb):
+    def _exit_py(self, exc_type, exc, tb):
+        """``__exit__`` in Python: the fallback's, and the C path's for a misplaced exit."""
         end = perf_counter_ns()
-        if self.end_ns or not self.start_ns:  # a second exit, or an exit without an enter
+        if not self.start_ns or self.end_ns:  # an exit without an enter (end_ns unset then), or a second exit
             _misuse("a span was exited twice (or without being entered); the extra exit is ignored")
             return False
         self.end_ns = end
@@ -131,8 +142,13 @@ class ActiveSpan(Span):
             else:
                 st.unexported += 1  # nothing would read a buffer: keep memory flat (captures hold theirs)
         except Exception as e:  # the recorder's own failure must never reach the engine
-            _misuse(f"internal error while ending span {self.name!r}: {e!r}")
+            _internal_error(self, e)
         return False
+
+    if _C is None:
+        __enter__, __exit__ = _enter_py, _exit_py
+    else:  # C methods of SpanCore (tracer/_speedups.c): the common case, the rest calls back above
+        __enter__, __exit__ = Span._enter, Span._exit
 
     def _finish(self, exc_type, exc) -> None:
         """The full ending: an unsampled root, an error, the mirror, a parent that ended first."""
@@ -241,14 +257,14 @@ class _FullSpan(ActiveSpan):
 
     def __exit__(self, exc_type, exc, tb):
         end = perf_counter_ns()
-        if self.end_ns or not self.start_ns:
+        if not self.start_ns or self.end_ns:
             _misuse("a span was exited twice (or without being entered); the extra exit is ignored")
             return False
         self.end_ns = end
         try:
             self._finish(exc_type, exc)
         except Exception as e:  # the recorder's own failure must never reach the engine
-            _misuse(f"internal error while ending span {self.name!r}: {e!r}")
+            _internal_error(self, e)
         return False
 
 
@@ -272,80 +288,21 @@ def _open_ancestor(s):
     return s
 
 
+def _internal_error(s, e) -> None:
+    """The recorder's own failure while ending ``s``: reported once, never raised (both paths)."""
+    try:
+        message = f"internal error while ending span {s.name!r}: {e!r}"
+    except Exception:  # a name or an error whose repr() raises
+        message = f"internal error while ending a span: {type(e).__name__}"
+    _misuse(message)
+
+
 def _call_hook(hook, s) -> bool:
     try:
         return hook(s)
     except Exception as e:
         _misuse(f"internal error in a root-span hook: {e!r}")
         return True
-
-
-class _NoopSpan:
-    """The shared disabled span: enters, exits, accepts attributes, records nothing."""
-
-    __slots__ = ()
-    name = ""
-    attributes: dict = {}
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        return False
-
-    def set(self, key, value) -> None:
-        pass
-
-    def set_attributes(self, attributes) -> None:
-        pass
-
-    def io_metrics(self) -> dict:
-        from ._io import io_metrics_of
-
-        return io_metrics_of(None)
-
-    def __call__(self, fn):
-        # Decorating while disabled must still trace calls made after recording is turned on.
-        # The shared no-op cannot carry a name, so it is the one the last disabled span() call
-        # gave: right for ``@tracer.span("name")``, applied in the same expression. A disabled
-        # span object kept and applied later, or a decorator applied while other threads open
-        # spans, cannot know its name for sure (a per-call object or a per-thread note would
-        # cost every disabled span 50-100 ns): :func:`tracer.instrument` always can.
-        name, attributes, window = _noop_last[0]
-        return _decorate(fn, name, dict(attributes), window)
-
-    def __bool__(self) -> bool:
-        return False
-
-    def __repr__(self) -> str:
-        return "NOOP"
-
-
-NOOP = _NoopSpan()
-
-
-# What the last disabled span() call named (NOOP used as a decorator): one tuple, one store.
-_noop_last: list = [("", {}, False)]
-
-
-def _decorate(fn, name, attributes, window):
-    opener = window_ if window else span
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        with opener(name, **attributes):
-            return fn(*args, **kwargs)
-
-    return wrapper
-
-
-def instrument(name: str, /, *, window: bool = False, **attributes):
-    """A decorator that opens a span (or window) named ``name`` around every call.
-
-    Unlike ``@tracer.span(name)`` it never depends on whether recording was on when it was
-    applied: the decision is made at each call.
-    """
-    return lambda fn: _decorate(fn, name, attributes, window)
 
 
 _new_span = ActiveSpan.__new__
@@ -357,9 +314,18 @@ _new_span = ActiveSpan.__new__
 _tls = threading.local()
 
 
+def _thread_pair() -> tuple:
+    """This thread's ``(OS id, name)``, looked up at its first span (and cached by the caller:
+    ``_tls`` here, a C thread-local in ``tracer/_speedups.c``)."""
+    pair = _tls.thread = (threading.get_native_id(), threading.current_thread().name)
+    return pair
+
+
 def _reset_threads() -> None:
     global _tls
     _tls = threading.local()  # a forked child's thread has a new OS id
+    if _C is not None:
+        _C.after_fork()
 
 
 if hasattr(os, "register_at_fork"):
@@ -388,6 +354,11 @@ def span(name: str, /, **attributes):
     return s
 
 
+_span_py = span  # the fallback's factory (the C one has the same rules, and the same name)
+if _C is not None:
+    span = _C.span  # noqa: F811
+
+
 def window_(name: str, /, **attributes):
     """Open a window: a span that is one pass (``ttft.spec_device``, ``ttft.baseline``, ...).
 
@@ -397,7 +368,7 @@ def window_(name: str, /, **attributes):
     s = span(name, **attributes)
     if not isinstance(s, ActiveSpan):  # disabled, or under (or as) an unsampled root
         if s is NOOP and not STATE.enabled:
-            _noop_last[0] = (name, attributes, True)
+            _set_noop_last(name, attributes, True)
         return s
     s.__class__ = ActiveWindow  # same layout: its own window flag and full ending
     s.window_data = WindowData()
@@ -408,3 +379,8 @@ def current_span():
     """The innermost open span of this context, or :data:`NOOP`."""
     s = _current.get()
     return NOOP if s is None or s is UNSAMPLED else s
+
+
+# The C path gets this module's objects and the Python code of every rare case, and follows its
+# clock (``perf_counter_ns``, which a test may replace); True where C reads CLOCK_MONOTONIC itself.
+_c_clock = _C is not None and _accel.wire(sys.modules[__name__])

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
+from ._accel import speedups
+
 # Attribute keys the exporters stamp and the loaders read back (tracer.perfetto, tracer._otel,
 # tracer.testing): a span's recorder ids and its window flag. A transfer slice has SPAN_ID only.
 SPAN_ID, PARENT_ID, TRACE_ID = "spectrace.span_id", "spectrace.parent_id", "spectrace.trace_id"
@@ -122,7 +124,17 @@ class Transfer:
                 f"bytes={self.nbytes}, ms={self.ns / 1e6:.3f})")
 
 
-class Span:
+if speedups is not None:
+    _SpanFields = speedups.SpanCore  # the same fields in a C struct (tracer/_speedups_types.c)
+else:
+    class _SpanFields:
+        """The fields the span hot path writes; in C (``SpanCore``) when the accelerator is used."""
+
+        __slots__ = ("span_id", "name", "start_ns", "end_ns", "thread_id", "thread_name", "attributes",
+                     "io", "transfers", "_token", "_parent", "_window")
+
+
+class Span(_SpanFields):
     """A span: live while ``end_ns == 0``, a finished record after.
 
     ``span_id`` is unique in the process and > 0; ``parent_id`` is 0 for a root; ``trace_id`` is
@@ -130,9 +142,7 @@ class Span:
     ...): ``tracer.io_metrics()`` and the debug lines report per window.
     """
 
-    __slots__ = ("span_id", "parent_id", "trace_id", "name", "start_ns", "end_ns", "thread_id",
-                 "thread_name", "attributes", "io", "transfers", "window", "_token", "_parent",
-                 "_window", "__dict__")
+    __slots__ = ("parent_id", "trace_id", "window", "__dict__")
 
     # Rarely set fields live in the lazily created instance ``__dict__`` and read these
     # class-level defaults until then: a span that neither fails nor is a window nor runs under

@@ -13,16 +13,25 @@ import sys
 import threading
 
 from . import _config
+from ._accel import speedups
 from ._record import Span
 
 _current: contextvars.ContextVar[Span | None] = contextvars.ContextVar("spectrace_span", default=None)
 
-class _State:
+if speedups is not None:
+    _HotState = speedups.StateCore  # the same fields in a C struct, read by the C span path
+else:
+    class _HotState:
+        """The fields every span reads or counts; in C (``StateCore``) when the accelerator is used."""
+
+        __slots__ = ("enabled", "gated", "exporting", "max_spans", "offered", "unexported", "dropped",
+                     "captures", "pending", "on_root_start", "on_root_end", "_mirror")
+
+
+class _State(_HotState):
     """Process-wide recorder state. One instance, :data:`STATE`."""
 
-    __slots__ = ("enabled", "debug", "max_spans", "pending", "dropped", "captures", "exporting",
-                 "on_root_end", "last_window", "offered", "warned_drop", "lock",
-                 "unexported", "sampler", "on_root_start", "windows_out", "gated", "suppressed", "_mirror")
+    __slots__ = ("debug", "last_window", "warned_drop", "lock", "sampler", "windows_out", "suppressed")
 
     def __init__(self) -> None:
         env = _config.from_environment()
