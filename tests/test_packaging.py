@@ -8,6 +8,8 @@ that has no JAX, as a platform team would before putting it next to their servin
 
 from __future__ import annotations
 
+import importlib.machinery
+import os
 import re
 import subprocess
 import sys
@@ -49,6 +51,16 @@ def test_every_module_of_the_tree_is_in_the_wheel(wheel):
                 assert f"spectrace/{rel}" in names, f"{rel} is not in the wheel: add its package to pyproject.toml"
 
 
+def test_the_wheel_has_the_compiled_span_path(wheel):
+    # tracer/_speedups.c (optional in pyproject.toml, so a machine without a compiler still
+    # installs); this machine and CI have one, so a wheel without it is a build that broke.
+    names = zipfile.ZipFile(wheel).namelist()
+    built = [n for n in names if n.startswith("spectrace/tracer/_speedups.")
+             and n.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))]
+    assert len(built) == 1, [n for n in names if "_speedups" in n]
+    assert not any(n.endswith((".c", ".h")) for n in names)  # sources go to the sdist, not the wheel
+
+
 def test_entry_points_name_the_namespaced_modules(wheel):
     z = zipfile.ZipFile(wheel)
     (ep,) = [n for n in z.namelist() if n.endswith("entry_points.txt")]
@@ -69,12 +81,16 @@ def test_a_fresh_venv_imports_the_tracer_without_jax_and_runs_the_command(wheel,
             "import spectrace.tracer.testing\n"
             "with tracer.span('s'):\n"
             "    pass\n"
+            "from spectrace.tracer import _accel\n"
+            "assert _accel.ACCELERATED, 'the installed wheel runs the pure-Python span path'\n"
             "assert importlib.util.find_spec('jax') is None, 'jax is installed in the fresh venv'\n"
             "assert 'jax' not in sys.modules\n"
             "for name in ('tracer', 'engines'):\n"
             "    assert importlib.util.find_spec(name) is None, name + ' is importable at the top level'\n"
             "print('ok')\n")
-    r = subprocess.run([str(py), "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    # Without SPECTRACE_PURE_PYTHON (the suite may run under it): the wheel's C path must import.
+    env = {k: v for k, v in os.environ.items() if k != "SPECTRACE_PURE_PYTHON"}
+    r = subprocess.run([str(py), "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-3000:]
     r = subprocess.run([str(env_dir / "bin" / "spectrace"), "--help"], capture_output=True, text=True,
                        timeout=120, cwd=tmp_path)
