@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Session 11's GPU runs (issue 19), results under $OUT; carry [".whl", ".bench_before", ".bench_after"],
+# each tree made by `git archive COMMIT tracer engines | tar -x -C DIR` (git-ignored):
+# .bench_before 2e5f67b (session 10's tree), .bench_after the commit measured (the pruned base
+# chunk queued behind device scoring, engines/speculative/handover.py). The checkout's own
+# tracer/ and engines/ are replaced by .bench_after's first, so what runs is exactly that commit
+# (the working copy may hold someone's unfinished edits).
+#   1. scripts/bench_variants.py, 8B/1B pipeline, 64-token decode: before against after, and after with the
+#      draft's chunks on cuBLAS too (Triton GEMMs off, as the base's), round-robin (N, default 20);
+#   2. engines.bench.spec and engines.bench.base against transformers (RUNS, default 5; gpu_perf.sh steps 2 and 1);
+#   3. spectrace run --xplane of the pair with device scoring (device time and idle gaps per span).
+# STEPS picks steps (default "1").
+set -euo pipefail
+rm -rf tracer engines && cp -r .bench_after/tracer .bench_after/engines .
+. scripts/device_env.sh
+OUT=${OUT:-/tmp/out}
+STEPS=${STEPS:-1}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+PAIR=(--base llama-3.1-8b --draft llama-3.2-1b --prompt-len 10741 --prefill-seq-len 16384)
+for step in $STEPS; do case $step in
+1) python3 scripts/bench_variants.py "${PAIR[@]}" --gen-len 64 --n "${N:-20}" --variant before=.bench_before \
+       --variant after=. \
+       --variant "draft-cublas=.,SPECTRACE_CHUNK_XLA=base:xla_gpu_enable_command_buffer=;base:xla_gpu_enable_triton_gemm=false;spec:xla_gpu_enable_triton_gemm=false" \
+       --out "$OUT" 2>&1 | grep -v Warning | grep -v "^[WIE][0-9]" | tee "$OUT/bench_variants_s11.txt"
+   mv "$OUT/bench_variants.json" "$OUT/bench_variants_s11.json" ;;
+2) STEPS="2 1" RUNS=${RUNS:-5} bash scripts/gpu_perf.sh ;;
+3) python3 -m spectrace.tracer.cli run "${PAIR[@]}" --scoring device --gen-len 16 --xplane --out /tmp/run8b_xplane \
+       2>&1 | grep -v "^[WIE][0-9]" | tee "$OUT/run8b_xplane.txt"
+   cp /tmp/run8b_xplane/ttft.json "$OUT/run8b_xplane_ttft.json" ;;
+esac; done
