@@ -13,6 +13,7 @@ every machine. They live in ``$SPECTRACE_CACHE_DIR/default`` (default ``~/.cache
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -113,20 +114,37 @@ def default_pair(root: str | Path | None = None, family: str = "llama") -> tuple
         where = "$SPECTRACE_CACHE_DIR" if root is None and os.environ.get("SPECTRACE_CACHE_DIR") else "the cache root"
         raise OSError(f"cannot create {base_dir} for the default checkpoints ({where}: {e.strerror}); "
                       "set SPECTRACE_CACHE_DIR to a writable directory") from None
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=base_dir))
-    try:
-        new_draft, new_base = write_pair(tmp, family)
-        for new, final in ((new_draft, draft), (new_base, base)):
-            if final.exists():
-                shutil.rmtree(final, ignore_errors=True)
-            try:
+    # One writer at a time: processes started together on a fresh machine (benchmark workers, two
+    # `spectrace run`s) would otherwise replace each other's half-moved pair ("Directory not empty").
+    with _exclusive(base_dir / ".lock"):
+        if _up_to_date(draft, base, family):  # written by the process we waited for
+            return draft, base
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=base_dir))
+        try:
+            new_draft, new_base = write_pair(tmp, family)
+            for new, final in ((new_draft, draft), (new_base, base)):
+                if final.exists():
+                    shutil.rmtree(final, ignore_errors=True)
                 os.replace(new, final)
-            except OSError:
-                if not _up_to_date(draft, base, family):  # another process won the race: fine if complete
-                    raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return draft, base
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path):
+    """An exclusive advisory lock on ``path`` (``fcntl.flock``; released when the process dies too)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock (the pair is still written to a temporary name first)
+        yield
+        return
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _up_to_date(draft: Path, base: Path, family: str = "llama") -> bool:

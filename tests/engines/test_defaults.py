@@ -25,6 +25,32 @@ def test_default_pair_is_deterministic(tmp_path):
             assert (a / name).read_bytes() == (b / name).read_bytes(), name
 
 
+def test_processes_started_together_all_get_the_default_pair(tmp_path):
+    # Benchmark workers (scripts/bench_variants.py) or two `spectrace run`s on a fresh machine
+    # create the pair at once; one of them used to fail moving its copy over another's
+    # ("Directory not empty": a worker died in a session-11 H200 run). Writers take turns: while
+    # one holds the pair's lock the others wait, then find the pair written and use it.
+    import subprocess
+    import sys
+    import time
+
+    from spectrace.engines.defaults import _exclusive
+
+    (tmp_path / "default").mkdir()
+    code = ("import sys; from spectrace.engines.defaults import default_pair; "
+            "d, b = default_pair(sys.argv[1]); print(d, b)")
+    with _exclusive(tmp_path / "default" / ".lock"):                          # a writer at work
+        procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(4)]
+        time.sleep(3)
+        assert [p.poll() for p in procs] == [None] * 4                         # they wait for it
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, [err for _, err in outs]
+    assert len({out for out, _ in outs}) == 1
+    assert not [p for p in (tmp_path / "default").iterdir() if p.name.startswith(".tmp-")]
+    assert read_config(tmp_path / "default" / "draft").n_layers == 2
+
+
 def test_default_pair_shapes(spectrace_cache):
     draft = read_config(spectrace_cache / "default" / "draft")
     base = read_config(spectrace_cache / "default" / "base")
