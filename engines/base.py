@@ -222,8 +222,7 @@ class BaseEngine(LoadMixin, DecodeMixin):
         from one to the other without waiting for the host to read, place and dispatch.
         """
         R = int(tokens.shape[1])
-        if self.cache is None or self.options.prefill == "python" or not 0 < R <= min(self.prefill_seq_len,
-                                                                                       self.cache_slots):
+        if not self.can_queue(R):
             raise ValueError(f"queue_prefill: {R} rows do not fit one chunk of prefill_seq_len="
                              f"{self.prefill_seq_len} and {self.cache_slots} cache slots, or the engine has no "
                              "cache yet or prefills token by token")
@@ -232,6 +231,12 @@ class BaseEngine(LoadMixin, DecodeMixin):
         self._serial += 1  # the cache no longer holds any earlier prefill
         self._cache_len = 0
         return QueuedPrefill(logits=logits, rows=R, serial=self._serial)
+
+    def can_queue(self, rows: int) -> bool:
+        """Whether :meth:`queue_prefill` takes a chunk of ``rows`` rows: one chunk that fits the
+        cache, an engine with a cache already, prefilling by chunks (not token by token)."""
+        return (self.cache is not None and self.options.prefill != "python"
+                and 0 < rows <= min(self.prefill_seq_len, self.cache_slots))
 
     def _check_queued(self, queued: QueuedPrefill, n_ids: int, continue_cache, return_queries, on_last_dispatch):
         if queued.serial != self._serial:

@@ -33,10 +33,10 @@ def pruned_rows(base, n_real: int, *, chunk_size: int, keep: float) -> int | Non
     """Rows of the base chunk any kept subset of an ``n_real``-token prompt fits (fitted as the
     base fits a last chunk), or None when that is more than one chunk or the base cannot queue."""
     bound = score.max_kept_tokens(n_real, chunk_size, keep)
-    if base.cache is None or base.options.prefill == "python" or bound > base.prefill_seq_len:
+    if bound > base.prefill_seq_len:
         return None
     rows = base._chunk_lengths(bound, 1)[0]
-    return rows if rows <= base.cache_slots else None
+    return rows if base.can_queue(rows) else None
 
 
 def same_device(draft, base) -> bool:
