@@ -78,7 +78,7 @@ def _kernel(q_ref, k_ref, v_ref, kp_ref, qp_ref, o_ref, m_ref, l_ref, *, per: in
     l_ref[...] = l
 
 
-def _params(warps: int | None, stages: int | None) -> dict:
+def triton_params(warps: int | None, stages: int | None) -> dict:
     """Triton compiler parameters (``num_warps``, ``num_stages``) where this jax spells them as this code knows."""
     if (warps is None and stages is None) or jax.default_backend() != "gpu":
         return {}
@@ -137,7 +137,7 @@ def attend(q, cache_k, cache_v, q_pos, k_pos, *, scale: float, block: int | None
                    jax.ShapeDtypeStruct((B, K, nblk, ROWS), jnp.float32),
                    jax.ShapeDtypeStruct((B, K, nblk, ROWS), jnp.float32)],
         interpret=jax.default_backend() != "gpu",
-        **_params(warps, stages),
+        **triton_params(warps, stages),
     )(qr, cache_k, cache_v, k_pos, qp)
     idx = jnp.asarray(rows, jnp.int32)[None, :, None, :]                           # [1, K, 1, G]: head k's rows
     m, l = (jnp.take_along_axis(a, idx, axis=3) for a in (m, l))                   # [B, K, nblk, G]

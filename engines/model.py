@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from spectrace.engines import attention, decode_attention
+from spectrace.engines import attention, decode_attention, fused_norm
 from spectrace.engines.cache import KVCache
 from spectrace.engines.config import EngineOptions
 from spectrace.engines.models import common, family
@@ -75,7 +75,7 @@ def _cached_forward(params, cache: KVCache, tokens, positions, query_row, *, cfg
     # place (scanning stacked weights made XLA copy every layer's slice first: 2x the weight reads).
     for i, lp in enumerate(layers):
         spec = fam.attn_spec(cfg, i)
-        q, k, v = fam.qkv(lp, x, ropes[i], cfg, opts)
+        x, q, k, v = fam.qkv(lp, x, ropes[i], cfg, opts)                          # x: [B, T, D]
         ck = lax.dynamic_update_slice(cache.k[i], k.astype(cache.k[i].dtype), (0, start, 0, 0))  # [B, S, K, H]
         cv = lax.dynamic_update_slice(cache.v[i], v.astype(cache.v[i].dtype), (0, start, 0, 0))  # [B, S, K, H]
         keys.append(ck)
@@ -90,8 +90,8 @@ def _cached_forward(params, cache: KVCache, tokens, positions, query_row, *, cfg
                            one_row=True)                                           # [B, 1, N, H]
         else:
             attn = _attend(q, k, v, ck, cv, positions, k_pos, start, spec, opts, fresh)  # [B, T, N, H]
-        x = fam.finish(lp, x, attn, cfg)                                           # [B, T', D]
-    head = common.lm_head_rows(x[:, :1], cfg.vocab_size * cfg.dim)                # [B, 1 or 2, D]
+        x = fam.finish(lp, x, attn, cfg)                                           # [B, T', D] (or a Residual)
+    head = fused_norm.rows(x, lambda a: common.lm_head_rows(a[:, :1], cfg.vocab_size * cfg.dim))  # [B, 1 or 2, D]
     logits = fam.logits(params, head, cfg)[:, 0]                                   # [B, V]: the one row left
     n_real = jnp.sum(positions[0] >= 0).astype(jnp.int32)
     q_rows = jnp.stack(q_rows) if return_queries else None                         # [L, B, N, H]
@@ -132,7 +132,7 @@ def forward(params, tokens, positions, *, cfg, opts: EngineOptions, key_mask=Non
     ropes = fam.rope(positions, cfg)                                               # L x [B, T, 1, H] x 2
     x = fam.embed(params, tokens, cfg)                                             # [B, T, D]
     for i, lp in enumerate(params["layers"]):
-        q, k, v = fam.qkv(lp, x, ropes[i], cfg, opts)
+        x, q, k, v = fam.qkv(lp, x, ropes[i], cfg, opts)
         attn = attention.masked(q, k, v, positions, positions, spec=fam.attn_spec(cfg, i), key_mask=key_mask)
         x = fam.finish(lp, x, attn, cfg)                                           # [B, T, D]
     return fam.logits(params, x, cfg)                                              # [B, T, V]

@@ -100,13 +100,14 @@ def attn_spec(cfg: GemmaConfig, i: int) -> AttnSpec:
 
 
 def qkv(lp, x, rope_i, cfg: GemmaConfig, opts: EngineOptions):
-    """Post-RoPE queries [B, T, N, H] and keys [B, T, K, H] (QK-normed first on Gemma 3), values [B, T, K, H]."""
+    """The stream x [B, T, D] as given, post-RoPE queries [B, T, N, H] and keys [B, T, K, H]
+    (QK-normed first on Gemma 3), values [B, T, K, H]."""
     h = rms_norm(x, lp["attn_norm"], cfg.rms_eps)
     q, k, v = common.project_qkv(lp, h, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, opts.qkv == "fused")
     if cfg.qk_norm:
         q = rms_norm(q, lp["q_norm"], cfg.rms_eps)                                 # over H
         k = rms_norm(k, lp["k_norm"], cfg.rms_eps)
-    return common.apply_rope(q, rope_i), common.apply_rope(k, rope_i), v
+    return x, common.apply_rope(q, rope_i), common.apply_rope(k, rope_i), v
 
 
 def _gelu_tanh(x):

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
+from spectrace.engines import fused_norm
 from spectrace.engines.attention import FULL
 from spectrace.engines.config import EngineOptions, LlamaConfig
+from spectrace.engines.fused_norm import Residual
 from spectrace.engines.models import common
 
 NORM_CENTER = 1.0  # norm weights are the scale itself: random init 1 + N(0, 0.1²)
@@ -74,9 +75,7 @@ def hf_layout(cfg: LlamaConfig) -> list:
 
 def rms_norm(x, weight, eps):
     """x [..., D] normalised in float32, cast back, then scaled (HF Llama's order of operations)."""
-    xf = x.astype(jnp.float32)                                                     # [..., D]
-    normed = xf * lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + eps)       # [..., D]
-    return weight * normed.astype(x.dtype)                                         # [..., D]
+    return fused_norm.xla_rms_norm(x, weight, eps)
 
 
 def embed(params, tokens, cfg: LlamaConfig):
@@ -94,22 +93,25 @@ def attn_spec(cfg: LlamaConfig, i: int):
 
 
 def qkv(lp, x, rope_i, cfg: LlamaConfig, opts: EngineOptions):
-    """Post-RoPE queries [B, T, N, H] and keys [B, T, K, H], and values [B, T, K, H]."""
-    h = rms_norm(x, lp["attn_norm"], cfg.rms_eps)
+    """The stream [B, T, D] (the previous layer's residual added here, with the norm: one kernel on
+    GPU, ``engines.fused_norm``), post-RoPE queries [B, T, N, H] and keys [B, T, K, H], and values
+    [B, T, K, H]. ``x``: the embeddings [B, T, D] or the previous layer's :class:`Residual`."""
+    x, h = fused_norm.add_rms_norm(x, lp["attn_norm"], cfg.rms_eps)               # [B, T, D] x 2
     q, k, v = common.project_qkv(lp, h, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, opts.qkv == "fused")
-    return common.apply_rope(q, rope_i), common.apply_rope(k, rope_i), v
+    return x, common.apply_rope(q, rope_i), common.apply_rope(k, rope_i), v
 
 
 def finish(lp, x, attn, cfg: LlamaConfig):
-    """Output projection, residual, SwiGLU MLP and residual: x [B, T, D] -> [B, T, D]."""
-    x = x + common.out_proj(lp, attn)                                              # [B, T, D]
-    return x + common.gated_mlp(lp, rms_norm(x, lp["mlp_norm"], cfg.rms_eps), jax.nn.silu)
+    """Output projection, residual, SwiGLU MLP: x [B, T, D] -> the stream and the MLP's output not
+    yet added (a :class:`Residual`; the next norm adds it)."""
+    x, h = fused_norm.add_rms_norm(Residual(x, common.out_proj(lp, attn)), lp["mlp_norm"], cfg.rms_eps)
+    return Residual(x, common.gated_mlp(lp, h, jax.nn.silu))                       # [B, T, D] x 2
 
 
 def logits(params, x, cfg: LlamaConfig):
-    """Final norm and LM head: x [..., D] -> float32 logits [..., V]."""
+    """Final norm and LM head: x [..., D] (or the last layer's :class:`Residual`) -> float32 logits [..., V]."""
     with jax.named_scope("lm_head"):
-        h = rms_norm(x, params["final_norm"], cfg.rms_eps)                         # [..., D]
+        _, h = fused_norm.add_rms_norm(x, params["final_norm"], cfg.rms_eps)      # [..., D]
         if cfg.tie_embeddings:
             return common.einsum("...D,VD->...V", h, params["embed"], jnp.float32)  # [..., V]
         return common.einsum("...D,DV->...V", h, params["lm_head"], jnp.float32)   # [..., V]

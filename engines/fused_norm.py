@@ -1,0 +1,118 @@
+"""Llama's residual add and RMSNorm as one Pallas kernel: ``s = x + d``, ``h = w * norm(s)`` in one pass.
+
+Why: XLA runs a Llama layer's ``x + branch`` then ``rms_norm`` as three kernels (the add, the
+sum of squares, the scaling), twice a layer. In the 8B's decode step on an H200 that was 187 of
+the ~718 launches and ~270 us of the 5.0 ms step, each kernel ~1.5 us for a 4096-element row
+(``scripts/probe_decode_ops.py``, docs/evidence/h200-session8): launch-bound work. In a prefill
+chunk the same three kernels read and write the whole ``[T, D]`` stream; one kernel reads
+``x`` and ``d`` once and writes ``s`` and ``h`` once.
+
+:func:`add_rms_norm` computes exactly the XLA form's operations in its order (Hugging Face
+Llama's: the add in the stream's dtype, the norm in float32, cast back, then the weight), one
+row per program, so the two agree to float32 rounding of the mean (the reduction order
+differs). Used on :data:`BACKENDS` for dims that are a power of two (Triton blocks must be);
+everything else takes the XLA form. On CPU tests run the kernel in Pallas's interpreter.
+
+The residual stream between layers is a :class:`Residual`: the stream and the branch output not
+yet added, so the next layer's norm does the add (``engines.models.llama``).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.experimental import pallas as pl
+
+from spectrace.engines.decode_attention import triton_params
+
+#: Where the kernel runs; elsewhere the XLA form (a test adds "cpu" to run the kernel's path).
+BACKENDS = ["gpu"]
+
+
+class Residual(NamedTuple):
+    """The residual stream ``x`` [..., D] with a branch's output ``delta`` [..., D] not yet added."""
+
+    x: jax.Array
+    delta: jax.Array
+
+
+def settle(x):
+    """The stream as one array: ``x`` itself, or a :class:`Residual`'s sum (an XLA add)."""
+    return x.x + x.delta if isinstance(x, Residual) else x
+
+
+def rows(x, fn):
+    """``fn`` applied to the array, or to both halves of a :class:`Residual` (row selection)."""
+    return jax.tree.map(fn, x)
+
+
+def xla_rms_norm(x, weight, eps):
+    """x [..., D] normalised in float32, cast back, then scaled (HF Llama's order of operations)."""
+    xf = x.astype(jnp.float32)                                                     # [..., D]
+    normed = xf * lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + eps)       # [..., D]
+    return weight * normed.astype(x.dtype)                                         # [..., D]
+
+
+def supported(x, weight) -> bool:
+    D = x.shape[-1]
+    return (jax.default_backend() in BACKENDS and D & (D - 1) == 0 and D >= 16
+            and weight.shape == (D,) and weight.dtype == x.dtype)
+
+
+def add_rms_norm(x, weight, eps: float):
+    """``(s, h)``: the stream ``s`` [..., D] (``x``, or a :class:`Residual` summed) and
+    ``h = weight * norm(s)`` [..., D], the layer's normed input."""
+    if not supported(x.x if isinstance(x, Residual) else x, weight):
+        s = settle(x)
+        return s, xla_rms_norm(s, weight, eps)
+    if isinstance(x, Residual):
+        return _fused(x.x, x.delta, weight, eps=float(eps))
+    return x, _fused(x, None, weight, eps=float(eps))[1]
+
+
+def _kernel(*refs, eps: float, has_delta: bool):
+    """One row: s = x (+ d) in the stream's dtype, h = w * (s * rsqrt(mean(s²) + eps)) cast back."""
+    if has_delta:
+        x_ref, d_ref, w_ref, s_ref, h_ref = refs
+        s = (x_ref[...].astype(jnp.float32) + d_ref[...].astype(jnp.float32)).astype(s_ref.dtype)  # [D]
+        s_ref[...] = s
+    else:
+        x_ref, w_ref, h_ref = refs
+        s = x_ref[...]                                                             # [D]
+    sf = s.astype(jnp.float32)
+    inv = lax.rsqrt(jnp.mean(sf * sf) + eps)
+    normed = (sf * inv).astype(h_ref.dtype)                                        # [D]
+    h_ref[...] = (w_ref[...].astype(jnp.float32) * normed.astype(jnp.float32)).astype(h_ref.dtype)
+
+
+def _warps(D: int, itemsize: int) -> int:
+    """Triton warps for one row: 8 from an 8 KB row up (the Triton tutorial's layer norm), else 4."""
+    return 8 if D * itemsize >= 8192 else 4
+
+
+@functools.partial(jax.jit, static_argnames=("eps", "warps"))
+def _fused(x, delta, weight, *, eps: float, warps: int | None = None):
+    """The kernel over every row of x [..., D] (``delta`` None: no residual); ``warps``: Triton
+    warps per row (default :func:`_warps`; ``scripts/check_fused_norm.py`` sweeps it)."""
+    shape, D = x.shape, x.shape[-1]
+    M = x.size // D
+    has_delta = delta is not None
+    row = pl.BlockSpec((pl.squeezed, D), lambda i: (i, 0))
+    operands = [x.reshape(M, D)] + ([delta.reshape(M, D)] if has_delta else []) + [weight]
+    out_shape = [jax.ShapeDtypeStruct((M, D), x.dtype)] * (2 if has_delta else 1)
+    outs = pl.pallas_call(
+        functools.partial(_kernel, eps=eps, has_delta=has_delta),
+        grid=(M,),
+        in_specs=[row] * (2 if has_delta else 1) + [pl.BlockSpec((D,), lambda i: (0,))],
+        out_specs=[row] * len(out_shape),
+        out_shape=out_shape,
+        interpret=jax.default_backend() != "gpu",
+        **triton_params(warps or _warps(D, x.dtype.itemsize), 1),
+    )(*operands)
+    if has_delta:
+        return outs[0].reshape(shape), outs[1].reshape(shape)
+    return x, outs[0].reshape(shape)
