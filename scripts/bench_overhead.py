@@ -8,8 +8,10 @@ next to the accelerated one, so both paths are timed in the same process too ("[
 
 Figures (2-core x86_64, CPython 3.11.7, n=100000, best of 7; docs/overhead.md has the table and
 the reasons): enabled span 1358 ns (0.076x SDK) before issue 19's hot-path work, ~1000 ns on
-the pure-Python path after it, ~300 ns (0.02x) with the C path (tracer/_speedups.c);
-TraceAnnotation ~245 ns with no trace active (it records nothing then), ~355 ns while tracing.
+the pure-Python path after it, ~300 ns (0.02x) with the C path (tracer/_speedups.c), 221-236 ns
+(0.014x; 0.94-0.95x TraceAnnotation with no trace active) once the C path's own allocations
+were kept off the allocator (bound methods, span objects, their dealloc);
+TraceAnnotation ~235-250 ns with no trace active (it records nothing then), ~355 ns while tracing.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ for step in $STEPS; do case $step in
        | grep -v "^[WIE][0-9]" | tee "$OUT/bench_recording.txt"
    INC=$(python3 -c "import sysconfig; print(sysconfig.get_paths()['include'])")
    SUF=$(python3 -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))")
-   gcc -shared -fPIC -O2 -I"$INC" tracer/_speedups.c tracer/_speedups_span.c tracer/_speedups_types.c \
+   gcc -shared -fPIC -O2 -I"$INC" tracer/_speedups.c tracer/_speedups_span.c tracer/_speedups_types.c tracer/_speedups_methods.c \
        -o "tracer/_speedups$SUF"
    python3 -c "from spectrace.tracer import _accel; print('accelerated', _accel.ACCELERATED)"
    mkdir -p "$OUT/c" && python3 scripts/bench_recording.py "${PAIR[@]}" --n 40 --out "$OUT/c" 2>&1 \

@@ -30,6 +30,7 @@ typedef struct {
     PyObject *window;               /* _window: the nearest enclosing window */
     PyObject *thread_id;
     PyObject *thread_name;
+    char pooled;                    /* made by span() as spt.span_type: may go to the free list once freed */
 } SpanCore;
 
 /* The STATE fields every span reads: the base of tracer._state._State. */
@@ -99,10 +100,20 @@ spt_now_ns(long long *out)
 /* _speedups.c: this thread's (OS id, name), borrowed references. */
 int spt_thread_pair(PyObject **tid, PyObject **tname);
 
+/* _speedups_types.c: a new ActiveSpan (tp, spt.span_type) for span(): from the free list of
+ * ended ones when it has one; spt_span_pool_clear() empties that list (install()). */
+SpanCore *spt_span_alloc(PyTypeObject *tp);
+void spt_span_pool_clear(void);
+/* _speedups_types.c: give ActiveSpan (install()'s span_type) its own tp_dealloc where it can. */
+void spt_span_type_setup(PyTypeObject *tp);
+
 /* _speedups_types.c: a span's name and attributes, held lazily. */
 int spt_attrs_hold(SpanCore *s, PyObject *name, PyObject *const *values, PyObject *kwnames);
 PyObject *spt_attrs_dict(SpanCore *s);
 void spt_attrs_set_dict(SpanCore *s, PyObject *name, PyObject *dict);
+
+/* _speedups_types.c: SpanCore's _enter and _exit (after PyType_Ready(&SpanCoreType)). */
+int spt_add_span_methods(void);
 
 /* _speedups_span.c: SpanCore._enter and SpanCore._exit. */
 PyObject *spt_span_enter(SpanCore *self, PyObject *unused);

@@ -1,7 +1,8 @@
 /* The record types of spectrace.tracer._speedups: SpanCore (a span's fields) and StateCore (the
  * STATE fields every span reads). Python subclasses them (tracer._record.Span, _state._State),
  * so every exporter, reader and test reads the same attribute names as with the pure-Python
- * fallback's __slots__. */
+ * fallback's __slots__. Also what keeps a span's own allocations off the allocator: the
+ * _enter/_exit method descriptors, the free list of ended spans and ActiveSpan's dealloc. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
@@ -27,8 +28,8 @@ static PyObject *
 kw_detach(SpanCore *s, PyObject **values)
 {
     PyObject *names = s->kw_names;
-    if (names != NULL)
-        memcpy(values, s->kw_values, sizeof(PyObject *) * PyTuple_GET_SIZE(names));
+    if (names != NULL)  /* all KW_INLINE (a fixed size: a few moves, not a call to memcpy) */
+        memcpy(values, s->kw_values, sizeof(s->kw_values));
     s->kw_names = NULL;
     return names;
 }
@@ -155,12 +156,156 @@ span_clear(SpanCore *self)
     return 0;
 }
 
+/* ---- the free list of ended spans ----
+ *
+ * An ActiveSpan made by span() and freed goes back to a short list instead of to the allocator,
+ * and span() takes it from there: a malloc, a free, a GC link and a memset less per span
+ * (CPython keeps its hottest objects the same way). Only spans made by span() (`pooled`) of type
+ * spt.span_type go there: the memory CPython keeps before such an object (3.11/3.12: the managed
+ * __dict__ pointers) was zeroed by tp_alloc, and is zero again once the dealloc has dropped a
+ * __dict__ (a span made by object.__new__ may hold inline values there: never pooled). 3.13
+ * keeps instance values differently, and without the GIL nothing guards the list: no list there. */
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030D0000 && !defined(Py_GIL_DISABLED)
+#define SPAN_POOL_MAX 64
+static SpanCore *span_pool[SPAN_POOL_MAX];
+static int span_pool_n;
+#endif
+
+SpanCore *
+spt_span_alloc(PyTypeObject *tp)
+{
+    SpanCore *s;
+#ifdef SPAN_POOL_MAX
+    if (span_pool_n > 0 && tp == spt.span_type) {
+        s = span_pool[--span_pool_n];
+        /* Its objects are NULL already (span_clear; the subclass's __slots__ and __dict__ were
+         * cleared by its dealloc; kw_values are read only under kw_names): only the numbers
+         * are left to zero (a memset of the whole object cost ~10 ns: `rep stos`). */
+        s->span_id = s->start_ns = s->end_ns = 0;
+        PyObject_Init((PyObject *)s, tp);  /* a reference to tp, as tp_alloc takes for a heap type */
+        PyObject_GC_Track(s);
+        s->pooled = 1;
+        return s;
+    }
+#endif
+    if ((s = (SpanCore *)tp->tp_alloc(tp, 0)) == NULL)
+        return NULL;
+#ifdef SPAN_POOL_MAX
+    s->pooled = tp == spt.span_type;
+#endif
+    return s;
+}
+
+void
+spt_span_pool_clear(void)
+{
+#ifdef SPAN_POOL_MAX
+    while (span_pool_n > 0)
+        PyObject_GC_Del(span_pool[--span_pool_n]);
+#endif
+}
+
+/* Free s's memory (its fields are cleared), or keep it for span(). */
+static inline void
+span_free_or_keep(SpanCore *s)
+{
+#ifdef SPAN_POOL_MAX
+    if (s->pooled && span_pool_n < SPAN_POOL_MAX && Py_TYPE(s) == spt.span_type) {
+        span_pool[span_pool_n++] = s;
+        return;
+    }
+#endif
+    Py_TYPE(s)->tp_free((PyObject *)s);
+}
+
+/* tp_dealloc, and the base dealloc of a Python subclass that span_type_dealloc does not serve
+ * (subtype_dealloc calls it last, then drops its reference to the type). */
 static void
 span_dealloc(SpanCore *self)
 {
     PyObject_GC_UnTrack(self);
     span_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
+    span_free_or_keep(self);
+}
+
+/* ---- ActiveSpan's own tp_dealloc ----
+ *
+ * A Python subclass's instances are freed by CPython's subtype_dealloc: it looks for finalizers,
+ * weak references, slots and a __dict__ along the class chain, untracks and re-tracks the object,
+ * then calls SpanCore's dealloc (~12 ns a span, perf). install() gives ActiveSpan this dealloc
+ * instead, when the classes between it and SpanCore add nothing it does not handle here (no
+ * finalizer, no weak references: checked; their __slots__ and the __dict__ are cleared as
+ * subtype_dealloc clears them). Subclasses (windows, mirrored spans) keep subtype_dealloc, which
+ * stops at ActiveSpan and calls this as their base dealloc (then the type's reference is ours to
+ * drop, as for any heap base). 3.11 and 3.12 only (the managed __dict__ is found through
+ * _PyObject_GetDictPtr). */
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030D0000 && !defined(Py_GIL_DISABLED)
+#define SPAN_TYPE_DEALLOC 1
+
+/* Clear the __slots__ of the Python classes from t up to SpanCore (subtype_dealloc's clear_slots). */
+static void
+clear_python_slots(PyTypeObject *t, PyObject *self)
+{
+    for (; t != NULL && t != &SpanCoreType && (t->tp_flags & Py_TPFLAGS_HEAPTYPE); t = t->tp_base) {
+        PyMemberDef *mp = t->tp_members;
+        for (Py_ssize_t i = 0, n = Py_SIZE(t); i < n; i++, mp++)
+            if (mp->type == T_OBJECT_EX && !(mp->flags & READONLY))
+                Py_CLEAR(*(PyObject **)((char *)self + mp->offset));
+    }
+}
+
+static void
+span_type_dealloc(PyObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    Py_TRASHCAN_BEGIN(self, span_type_dealloc)
+    PyTypeObject *own = tp;  /* the class whose tp_dealloc this is */
+    if (tp->tp_dealloc == span_type_dealloc) {  /* an ActiveSpan itself (else a subclass's base dealloc) */
+        if (tp->tp_finalize != NULL) {  /* a __del__ given to the class later */
+            PyObject_GC_Track(self);
+            if (PyObject_CallFinalizerFromDealloc(self) < 0)
+                goto done;  /* resurrected */
+            PyObject_GC_UnTrack(self);
+        }
+        if ((tp->tp_flags & Py_TPFLAGS_MANAGED_DICT) || tp->tp_dictoffset) {
+            PyObject **dictptr;
+            if (((SpanCore *)self)->pooled)  /* made by span(): a dict or nothing, never inline values */
+                dictptr = _PyObject_GetDictPtr(self);
+            else {  /* object.__new__ may have given it inline values: made into a dict here */
+                PyObject *et, *ev, *etb;
+                PyErr_Fetch(&et, &ev, &etb);
+                dictptr = _PyObject_GetDictPtr(self);
+                PyErr_Restore(et, ev, etb);
+            }
+            if (dictptr != NULL)
+                Py_CLEAR(*dictptr);
+        }
+    }
+    else
+        while (own->tp_dealloc != span_type_dealloc)
+            own = own->tp_base;
+    clear_python_slots(own, self);
+    span_clear((SpanCore *)self);
+    span_free_or_keep((SpanCore *)self);
+    Py_DECREF(tp);
+done:
+    Py_TRASHCAN_END
+}
+#endif
+
+void
+spt_span_type_setup(PyTypeObject *tp)
+{
+#ifdef SPAN_TYPE_DEALLOC
+    if (tp->tp_dealloc == span_type_dealloc || tp->tp_itemsize)
+        return;
+    for (PyTypeObject *t = tp; t != &SpanCoreType; t = t->tp_base)
+        if (t == NULL || !(t->tp_flags & Py_TPFLAGS_HEAPTYPE) || t->tp_dealloc != tp->tp_dealloc
+                || t->tp_finalize != NULL || t->tp_del != NULL || t->tp_weaklistoffset != 0)
+            return;  /* not the plain __slots__ classes this handles: subtype_dealloc stays */
+    tp->tp_dealloc = span_type_dealloc;
+#endif
 }
 
 static PyMemberDef span_members[] = {
@@ -184,12 +329,6 @@ static PyGetSetDef span_getset[] = {
     {NULL},
 };
 
-static PyMethodDef span_methods[] = {
-    {"_enter", (PyCFunction)spt_span_enter, METH_NOARGS, "ActiveSpan.__enter__ (C common path)."},
-    {"_exit", (PyCFunction)(void (*)(void))spt_span_exit, METH_FASTCALL, "ActiveSpan.__exit__ (C common path)."},
-    {NULL},
-};
-
 PyTypeObject SpanCoreType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "spectrace.tracer._speedups.SpanCore",
@@ -202,7 +341,6 @@ PyTypeObject SpanCoreType = {
     .tp_clear = (inquiry)span_clear,
     .tp_members = span_members,
     .tp_getset = span_getset,
-    .tp_methods = span_methods,
 };
 
 /* ---- StateCore ---- */

@@ -8,6 +8,7 @@ from 1, so the two outputs can be compared whole, ids included.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import json
 import os
@@ -90,6 +91,114 @@ def test_attributes_read_late_are_the_call_s_and_stay_one_dict():
     with tracer.span("many", **{f"k{i}": i for i in range(9)}) as m:
         pass
     assert m.attributes == {f"k{i}": i for i in range(9)}
+
+
+def test_enter_and_exit_called_by_hand_bound_or_not():
+    # `with` binds both methods of the span (the C path hands it one bound method for both,
+    # from a free list); a method bound on its own takes only its own arguments.
+    tracer.configure(enabled=True)
+    s = tracer.span("by.hand", k=1)
+    with pytest.raises(TypeError):
+        s.__enter__(None, None, None)
+    with pytest.raises(TypeError):
+        s.__exit__()
+    enter, exit_ = s.__enter__, s.__exit__
+    assert enter.__self__ is s and exit_.__self__ is s
+    assert enter() is s and tracer.current_span() is s and s.start_ns > 0
+    inner = tracer.span("inner")
+    assert _core.ActiveSpan.__enter__(inner) is inner and inner.parent_id == s.span_id
+    assert _core.ActiveSpan.__exit__(inner, None, None, None) is False and inner.end_ns > 0
+    assert tracer.current_span() is s
+    assert exit_(None, None, None) is False and s.end_ns >= s.start_ns > 0
+    assert tracer.current_span() is tracer.NOOP
+    with tracer.span("w") as w:
+        pass
+    assert w.attributes == {} and w.end_ns
+
+
+@pytest.mark.skipif(not _accel.ACCELERATED, reason="the C path's span methods")
+def test_the_c_span_methods_bind_like_methods():
+    speedups = importlib.import_module("spectrace.tracer._speedups")
+    tracer.configure(enabled=True)
+    d = speedups.SpanCore.__dict__["_enter"]
+    assert d.__get__(None, speedups.SpanCore) is d and d.__name__ == "_enter"
+    s = tracer.span("b")
+    e, x = s.__enter__, s.__exit__  # a `with` looks them up in this order: one object for both
+    assert e is x and e.__self__ is s and "_enter" in repr(e)
+    assert e() is s and x(None, None, None) is False and s.end_ns
+    t = tracer.span("c")
+    assert t.__enter__ is not t.__enter__  # otherwise one binding each
+    with pytest.raises(TypeError):
+        t.__enter__(1)
+    with pytest.raises(TypeError):
+        t.__exit__(None, None, None, k=1)
+    with pytest.raises(TypeError):
+        d.__get__(3)
+    with pytest.raises(TypeError):
+        _core.ActiveSpan.__enter__(object())
+
+
+def _blocks_after(fn, n=3000) -> int:
+    fn(200)  # warm: free lists, caches, the thread's pair
+    gc.collect()
+    before = sys.getallocatedblocks()
+    fn(n)
+    gc.collect()
+    return sys.getallocatedblocks() - before
+
+
+def test_ended_spans_leave_nothing_behind_whatever_they_held():
+    # The C path keeps ended spans on a free list and gives ActiveSpan its own dealloc: a span
+    # with a __dict__ (an error), a window (its class changed), a cycle through its attributes
+    # (or through its own bound __exit__), one made by object.__new__ must all be freed whole,
+    # and reused spans start empty.
+    tracer.configure(enabled=True, exporter="none")
+
+    def spans(n):
+        sp = tracer.span
+        for i in range(n):
+            with sp("prefill.chunk", engine="spec", index=i) as s:
+                s.set("extra", [i])
+            try:
+                with sp("fails", i=i):
+                    raise KeyError("k")
+            except KeyError:
+                pass
+            with tracer.window("ttft.w", i=i) as w:
+                with sp("prefill.chunk", index=i):
+                    pass
+            assert len(w.window_data.chunks) == 1
+            with sp("cycle") as c:
+                c.set("self", c)
+            with sp("cycle.through.a.bound.method") as b:
+                b.set("exit", b.__exit__)
+            bare = _core.ActiveSpan.__new__(_core.ActiveSpan)
+            bare.error_type = "x"
+            del bare
+
+    assert _blocks_after(spans) < 200
+    with tracer.span("fresh", a=1) as f:
+        pass
+    assert f.attributes == {"a": 1} and f.error_type is None and f.window_data is None
+    assert f.parent_id == 0 and f.io == {} and f.transfers == () and f.span_id > 0
+
+
+def test_a_long_chain_of_spans_is_freed_without_deep_recursion():
+    # Each span holds its parent: freeing the innermost of 300 000 nested spans frees them all,
+    # one after another (the trashcan, as CPython's own dealloc does), not 300 000 C frames deep.
+    code = (
+        "from spectrace import tracer\n"
+        "tracer.configure(enabled=True, exporter='none')\n"
+        "spans = []\n"
+        "for i in range(300000):\n"
+        "    s = tracer.span('nested'); s.__enter__(); spans.append(s)\n"
+        "for s in reversed(spans):\n"
+        "    s.__exit__(None, None, None)\n"
+        "last = spans[-1]; del spans, s\n"
+        "del last\n"
+        "print('freed')\n")
+    r = run_python(code)
+    assert r.returncode == 0 and r.stdout.split() == ["freed"], r.stderr[-2000:]
 
 
 def _run(pure: bool) -> dict:
