@@ -5,7 +5,9 @@ sum of squares, the scaling), twice a layer. In the 8B's decode step on an H200 
 the ~718 launches and ~270 us of the 5.0 ms step, each kernel ~1.5 us for a 4096-element row
 (``scripts/probe_decode_ops.py``, docs/evidence/h200-session8): launch-bound work. In a prefill
 chunk the same three kernels read and write the whole ``[T, D]`` stream; one kernel reads
-``x`` and ``d`` once and writes ``s`` and ``h`` once.
+``x`` and ``d`` once and writes ``s`` and ``h`` once. Alone it is slower than the XLA form
+(``scripts/check_fused_norm.py``); in the speculative pipeline, side by side on an H100, the
+draft window went 0.939x and decode 0.996x (medians, docs/performance.md "Session 12").
 
 :func:`add_rms_norm` computes exactly the XLA form's operations in its order (Hugging Face
 Llama's: the add in the stream's dtype, the norm in float32, cast back, then the weight), one
@@ -75,18 +77,30 @@ def add_rms_norm(x, weight, eps: float):
 
 
 def _kernel(*refs, eps: float, has_delta: bool):
-    """One row: s = x (+ d) in the stream's dtype, h = w * (s * rsqrt(mean(s²) + eps)) cast back."""
+    """R rows: s = x (+ d) in the stream's dtype, h = w * (s * rsqrt(mean(s²) + eps)) cast back."""
     if has_delta:
         x_ref, d_ref, w_ref, s_ref, h_ref = refs
-        s = (x_ref[...].astype(jnp.float32) + d_ref[...].astype(jnp.float32)).astype(s_ref.dtype)  # [D]
+        s = (x_ref[...].astype(jnp.float32) + d_ref[...].astype(jnp.float32)).astype(s_ref.dtype)  # [R, D]
         s_ref[...] = s
     else:
         x_ref, w_ref, h_ref = refs
-        s = x_ref[...]                                                             # [D]
+        s = x_ref[...]                                                             # [R, D]
     sf = s.astype(jnp.float32)
-    inv = lax.rsqrt(jnp.mean(sf * sf) + eps)
-    normed = (sf * inv).astype(h_ref.dtype)                                        # [D]
-    h_ref[...] = (w_ref[...].astype(jnp.float32) * normed.astype(jnp.float32)).astype(h_ref.dtype)
+    inv = lax.rsqrt(jnp.mean(sf * sf, axis=1, keepdims=True) + eps)                # [R, 1]
+    normed = (sf * inv).astype(h_ref.dtype)                                        # [R, D]
+    w = w_ref[...].astype(jnp.float32)[None, :]                                    # [1, D]
+    h_ref[...] = (w * normed.astype(jnp.float32)).astype(h_ref.dtype)
+
+
+#: Rows per program where they divide the row count (a prefill chunk's rows are a multiple of 128).
+BLOCK_ROWS = 1
+
+
+def _block_rows(M: int, want: int | None) -> int:
+    r = want or BLOCK_ROWS
+    while M % r:
+        r //= 2
+    return r
 
 
 def _warps(D: int, itemsize: int) -> int:
@@ -94,19 +108,22 @@ def _warps(D: int, itemsize: int) -> int:
     return 8 if D * itemsize >= 8192 else 4
 
 
-@functools.partial(jax.jit, static_argnames=("eps", "warps"))
-def _fused(x, delta, weight, *, eps: float, warps: int | None = None):
+@functools.partial(jax.jit, static_argnames=("eps", "warps", "rows"))
+def _fused(x, delta, weight, *, eps: float, warps: int | None = None, rows: int | None = None):
     """The kernel over every row of x [..., D] (``delta`` None: no residual); ``warps``: Triton
-    warps per row (default :func:`_warps`; ``scripts/check_fused_norm.py`` sweeps it)."""
+    warps per program (default :func:`_warps`), ``rows``: rows per program (default
+    :data:`BLOCK_ROWS`, halved until it divides the row count); ``scripts/check_fused_norm.py``
+    sweeps both."""
     shape, D = x.shape, x.shape[-1]
     M = x.size // D
+    R = _block_rows(M, rows)
     has_delta = delta is not None
-    row = pl.BlockSpec((pl.squeezed, D), lambda i: (i, 0))
+    row = pl.BlockSpec((R, D), lambda i: (i, 0))
     operands = [x.reshape(M, D)] + ([delta.reshape(M, D)] if has_delta else []) + [weight]
     out_shape = [jax.ShapeDtypeStruct((M, D), x.dtype)] * (2 if has_delta else 1)
     outs = pl.pallas_call(
         functools.partial(_kernel, eps=eps, has_delta=has_delta),
-        grid=(M,),
+        grid=(M // R,),
         in_specs=[row] * (2 if has_delta else 1) + [pl.BlockSpec((D,), lambda i: (0,))],
         out_specs=[row] * len(out_shape),
         out_shape=out_shape,

@@ -1,9 +1,9 @@
 """The fused residual add + RMSNorm (engines.fused_norm) against the XLA form, on the GPU.
 
 For the 8B's and the 1B's rows in a decode step (1 row), the pruned chunk (1152) and the full
-prompt (10741): the largest difference of each bf16 form from a float32 reference, and each
+prompt (10752: 10741 padded to 128 rows): the largest difference of each bf16 form from a float32 reference, and each
 form's time per call, timed as ``CALLS`` calls in one compiled loop (device time, not
-dispatch), for several Triton warp counts::
+dispatch), for several Triton warp counts and rows per program::
 
     . scripts/device_env.sh && python3 scripts/check_fused_norm.py
 """
@@ -21,8 +21,9 @@ from jax import lax
 from spectrace.engines import fused_norm
 
 DIMS = {"llama-3.1-8b": 4096, "llama-3.2-1b": 2048}
-ROWS = [1, 1152, 10741]
-WARPS = [None, 2, 4, 8, 16]
+ROWS = [1, 1152, 10752]  # a decode step; the pruned chunk and the prompt padded to 128 rows
+WARPS = [4, 8]
+BLOCK_ROWS = [1, 2, 4, 8]
 EPS = 1e-5
 
 
@@ -48,9 +49,11 @@ def main() -> None:
             x, d, w = (a.astype(jnp.bfloat16) for a in (x32, d32, w32))
             ref = fused_norm.xla_rms_norm(x.astype(jnp.float32) + d.astype(jnp.float32), w32, EPS)
             forms = {"xla": _xla}
-            for warps in WARPS:
-                forms[f"kernel w{warps or '-'}"] = functools.partial(
-                    lambda x, d, w, warps: fused_norm._fused(x, d, w, eps=EPS, warps=warps), warps=warps)
+            for rows in BLOCK_ROWS if M > 1 else [1]:
+                for warps in WARPS:
+                    forms[f"kernel r{rows} w{warps}"] = functools.partial(
+                        lambda x, d, w, warps, rows: fused_norm._fused(x, d, w, eps=EPS, warps=warps, rows=rows),
+                        warps=warps, rows=rows)
             calls = 256 if M == 1 else 16
             floor = 5 * M * D * 2 / 4.8e12 * 1e6  # read x, d; write s, h (+ the weight): bytes / 4.8 TB/s
             print(f"{name} {M} rows x {D}: floor {floor:.2f} us")
@@ -70,7 +73,7 @@ def main() -> None:
                     t0 = time.perf_counter()
                     jax.block_until_ready(loop(x, d, w))
                     best[f] = min(best[f], (time.perf_counter() - t0) / calls * 1e6)
-                print(f"  {f:<12} {best[f]:8.2f} us ({best[f] / best['xla']:.2f}x xla)  err {err:.4f}  s exact {same_s}")
+                print(f"  {f:<16} {best[f]:8.2f} us ({best[f] / best['xla']:.2f}x xla)  err {err:.4f}  s exact {same_s}")
 
 
 

@@ -86,3 +86,16 @@ def test_the_kernels_engine_matches_transformers(kernel_on_cpu, reference_models
     greedy = ref[f"{name}/greedy"]
     tokens = engine.decode(engine.prefill_from_ids(inputs["ids"], np.arange(n)), len(greedy)).tokens
     np.testing.assert_array_equal(tokens, greedy)
+
+
+@pytest.mark.parametrize("rows,M,used", [(4, 12, 4), (4, 6, 2), (8, 5, 1), (1, 8, 1)])
+def test_several_rows_per_program_give_the_same_rows(kernel_on_cpu, rows, M, used):
+    """A program may take several rows (a prefill chunk's count is a multiple of 128); the count
+    halves until it divides the rows, and every row is normalised on its own."""
+    rng = np.random.default_rng(M)
+    x, d = _rows(rng, (1, M, 64), jnp.float32), _rows(rng, (1, M, 64), jnp.float32)
+    w = jnp.asarray(1 + 0.1 * rng.standard_normal(64), jnp.float32)
+    assert fused_norm._block_rows(M, rows) == used
+    s, h = fused_norm._fused(x, d, w, eps=1e-5, rows=rows)
+    np.testing.assert_array_equal(np.asarray(s), np.asarray(x + d))
+    np.testing.assert_allclose(np.asarray(h), np.asarray(fused_norm.xla_rms_norm(x + d, w, 1e-5)), atol=2e-6, rtol=1e-5)
