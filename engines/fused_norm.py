@@ -33,6 +33,9 @@ from spectrace.engines.decode_attention import triton_params
 
 #: Where the kernel runs; elsewhere the XLA form (a test adds "cpu" to run the kernel's path).
 BACKENDS = ["gpu"]
+#: Rows per program where they divide the row count (a prefill chunk's rows are a multiple of 128);
+#: 1 is what was measured in the pipeline (docs/performance.md "Session 12").
+BLOCK_ROWS = 1
 
 
 class Residual(NamedTuple):
@@ -77,7 +80,7 @@ def add_rms_norm(x, weight, eps: float):
 
 
 def _kernel(*refs, eps: float, has_delta: bool):
-    """R rows: s = x (+ d) in the stream's dtype, h = w * (s * rsqrt(mean(s²) + eps)) cast back."""
+    """R rows ([R, D]; one row: [D]): s = x (+ d) in the stream's dtype, h = w * (s * rsqrt(mean(s²) + eps)) cast back."""
     if has_delta:
         x_ref, d_ref, w_ref, s_ref, h_ref = refs
         s = (x_ref[...].astype(jnp.float32) + d_ref[...].astype(jnp.float32)).astype(s_ref.dtype)  # [R, D]
@@ -86,14 +89,9 @@ def _kernel(*refs, eps: float, has_delta: bool):
         x_ref, w_ref, h_ref = refs
         s = x_ref[...]                                                             # [R, D]
     sf = s.astype(jnp.float32)
-    inv = lax.rsqrt(jnp.mean(sf * sf, axis=1, keepdims=True) + eps)                # [R, 1]
+    inv = lax.rsqrt(jnp.mean(sf * sf, axis=-1, keepdims=s.ndim > 1) + eps)          # [R, 1] (one row: [])
     normed = (sf * inv).astype(h_ref.dtype)                                        # [R, D]
-    w = w_ref[...].astype(jnp.float32)[None, :]                                    # [1, D]
-    h_ref[...] = (w * normed.astype(jnp.float32)).astype(h_ref.dtype)
-
-
-#: Rows per program where they divide the row count (a prefill chunk's rows are a multiple of 128).
-BLOCK_ROWS = 1
+    h_ref[...] = (w_ref[...].astype(jnp.float32) * normed.astype(jnp.float32)).astype(h_ref.dtype)
 
 
 def _block_rows(M: int, want: int | None) -> int:
@@ -118,7 +116,7 @@ def _fused(x, delta, weight, *, eps: float, warps: int | None = None, rows: int 
     M = x.size // D
     R = _block_rows(M, rows)
     has_delta = delta is not None
-    row = pl.BlockSpec((R, D), lambda i: (i, 0))
+    row = pl.BlockSpec((pl.squeezed if R == 1 else R, D), lambda i: (i, 0))
     operands = [x.reshape(M, D)] + ([delta.reshape(M, D)] if has_delta else []) + [weight]
     out_shape = [jax.ShapeDtypeStruct((M, D), x.dtype)] * (2 if has_delta else 1)
     outs = pl.pallas_call(

@@ -2,7 +2,11 @@
 # Session 12's GPU runs (issue 19), results under $OUT; carry [".whl", ".bench_before", ".bench_after"],
 # each tree made by `git archive COMMIT tracer engines | tar -x -C DIR` (git-ignored), or for
 # .bench_after a copy of the tree measured. The checkout's own tracer/ and engines/ are replaced by
-# .bench_after's first, so what runs is exactly that tree.
+# .bench_after's first, so what runs is exactly that tree. Session 12's trees:
+#   git archive bdb3a42 tracer engines | tar -x -C .bench_before     # session 11, before the fused norm
+#   git archive HEAD tracer engines | tar -x -C .bench_after         # the fused norm, BLOCK_ROWS = 1
+#   git archive HEAD tracer engines | tar -x -C .bench_rows4 && \
+#     sed -i 's/^BLOCK_ROWS = 1$/BLOCK_ROWS = 4/' .bench_rows4/engines/fused_norm.py
 #   1. scripts/check_fused_norm.py: the fused add + RMSNorm kernel against the XLA form (time, error),
 #      and the engine's logits and tokens with it against the XLA form;
 #   2. scripts/bench_variants.py, 8B/1B pipeline, 64-token decode: before against after (and EXTRA, a

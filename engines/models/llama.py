@@ -4,7 +4,10 @@ A family module gives the generic driver (:mod:`spectrace.engines.model`) the pi
 layer and the ends of the network; the driver owns the cache, the chunk loop and decoding.
 Every family module has the same functions: ``param_shapes``, ``hf_layout``, ``embed``,
 ``rope``, ``attn_spec``, ``qkv``, ``finish``, ``logits``, and the init constants
-``NORM_CENTER`` / ``embed_std``.
+``NORM_CENTER`` / ``embed_std``. ``qkv`` returns the residual stream with q, k, v; ``finish``
+may hand the next layer an :class:`~spectrace.engines.fused_norm.Residual` (the stream and a branch
+not yet added): the driver only selects its rows (``fused_norm.rows``); the family's ``qkv`` and
+``logits`` add it.
 """
 
 from __future__ import annotations
@@ -71,11 +74,6 @@ def hf_layout(cfg: LlamaConfig) -> list:
     if not cfg.tie_embeddings:
         rows.append(("lm_head", "lm_head.weight", (V, D), lambda w: w.T))
     return rows
-
-
-def rms_norm(x, weight, eps):
-    """x [..., D] normalised in float32, cast back, then scaled (HF Llama's order of operations)."""
-    return fused_norm.xla_rms_norm(x, weight, eps)
 
 
 def embed(params, tokens, cfg: LlamaConfig):
