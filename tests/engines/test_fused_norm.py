@@ -7,6 +7,8 @@ logits and against the XLA form. Its speed is the GPU's (scripts/check_fused_nor
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,7 +20,7 @@ from spectrace.engines import BaseEngine, fused_norm
 from spectrace.engines.fused_norm import Residual
 from spectrace.engines.testing_models import REFERENCE_MODELS, reference_inputs
 
-REFERENCE = __import__("pathlib").Path(__file__).parent / "data" / "reference.npz"
+REFERENCE = Path(__file__).parent / "data" / "reference.npz"
 
 
 @pytest.fixture
