@@ -115,19 +115,17 @@ def _fused(x, delta, weight, *, eps: float, warps: int | None = None, rows: int 
     shape, D = x.shape, x.shape[-1]
     M = x.size // D
     R = _block_rows(M, rows)
-    has_delta = delta is not None
+    streams = [x.reshape(M, D)] + ([] if delta is None else [delta.reshape(M, D)])  # in: x (, d); out: (s,) h
     row = pl.BlockSpec((pl.squeezed if R == 1 else R, D), lambda i: (i, 0))
-    operands = [x.reshape(M, D)] + ([delta.reshape(M, D)] if has_delta else []) + [weight]
-    out_shape = [jax.ShapeDtypeStruct((M, D), x.dtype)] * (2 if has_delta else 1)
     outs = pl.pallas_call(
-        functools.partial(_kernel, eps=eps, has_delta=has_delta),
+        functools.partial(_kernel, eps=eps, has_delta=delta is not None),
         grid=(M // R,),
-        in_specs=[row] * (2 if has_delta else 1) + [pl.BlockSpec((D,), lambda i: (0,))],
-        out_specs=[row] * len(out_shape),
-        out_shape=out_shape,
+        in_specs=[row] * len(streams) + [pl.BlockSpec((D,), lambda i: (0,))],
+        out_specs=[row] * len(streams),
+        out_shape=[jax.ShapeDtypeStruct((M, D), x.dtype)] * len(streams),
         interpret=jax.default_backend() != "gpu",
         **triton_params(warps or _warps(D, x.dtype.itemsize), 1),
-    )(*operands)
-    if has_delta:
-        return outs[0].reshape(shape), outs[1].reshape(shape)
-    return x, outs[0].reshape(shape)
+    )(*streams, weight)
+    if delta is None:
+        return x, outs[0].reshape(shape)
+    return outs[0].reshape(shape), outs[1].reshape(shape)
