@@ -6,7 +6,8 @@ Q.Kᵀ and P.V as two Triton GEMMs with the mask, max, exp, sum and casts betwee
 (``scripts/probe_decode_ops.py``, docs/evidence/h200-session8). Here each program reads one KV
 head's range of 256 (or 128) slots once, 64 at a time: scores for the G query heads sharing it,
 the position mask, an online softmax and P.V; XLA then merges the ranges exactly by their
-maxima and sums (the log-sum-exp merge of :func:`engines.attention._merge`, over many parts).
+maxima and sums (the log-sum-exp merge of :func:`engines.attention._merge`, over many parts),
+or, turned on by ``$SPECTRACE_DECODE_KERNELS``, a second Pallas kernel does (:func:`_combine`).
 The query rows go in as a 16-row tile (the smallest tensor-core tile): when G divides 16 the
 tile is the 16/G KV heads' rows as q holds them (Llama: G = 4, so no copy), else each head's G
 rows padded to 16. Block, warps and stages are :data:`TUNED`'s, from the H200 sweep of
@@ -23,6 +24,8 @@ Axis letters as in ``engines.model``; P: slots per program, R: query rows per KV
 from __future__ import annotations
 
 import functools
+import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +34,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 
 _FILL = float(jnp.finfo(jnp.float32).min)
+_TINY = float(jnp.finfo(jnp.float32).tiny)
 ROWS = 16    # query rows per program: G padded to the smallest tensor-core tile
 # By head size: (slots per inner step, Triton warps, Triton stages; None = Pallas's default),
 # the fastest of scripts/check_decode_attention.py's sweep on an H200 (docs/performance.md).
@@ -94,9 +98,10 @@ def _shares_tiles(K: int, G: int) -> bool:
     return ROWS % G == 0 and (K * G) % ROWS == 0
 
 
-@functools.partial(jax.jit, static_argnames=("scale", "block", "per", "warps", "stages", "pad"))
+@functools.partial(jax.jit, static_argnames=("scale", "block", "per", "warps", "stages", "pad", "combine"))
 def attend(q, cache_k, cache_v, q_pos, k_pos, *, scale: float, block: int | None = None, per: int | None = None,
-           warps: int | None = None, stages: int | None = None, pad: bool | None = None):
+           warps: int | None = None, stages: int | None = None, pad: bool | None = None,
+           combine: bool | None = None):
     """q [B, 1, N, H] over the cache k, v [B, S, K, H] by positions q_pos [B, 1], k_pos [B, S] -> [B, 1, N, H].
 
     ``block``: slots per inner step; ``per``: slots per program (default :func:`_per_program`);
@@ -104,6 +109,9 @@ def attend(q, cache_k, cache_v, q_pos, k_pos, *, scale: float, block: int | None
     ``warps`` and ``stages`` are :data:`TUNED`'s for the head size (all three, when ``block`` is unset).
     ``pad``: pad each KV head's G query rows to ROWS (default: only when :func:`_shares_tiles`
     says it must; sharing tiles saves the pad kernel, ~1.5 us a layer on an H200).
+    ``combine``: merge the ranges in the Pallas kernel :func:`_combine` rather than XLA's
+    :func:`_merge` (default :data:`COMBINE`; only where :func:`combine_supported` and the tiles
+    are shared).
     """
     B, _, N, H = q.shape
     if block is None:
@@ -122,6 +130,9 @@ def attend(q, cache_k, cache_v, q_pos, k_pos, *, scale: float, block: int | None
         tile, rows = (lambda k: k // t), (np.arange(K) % t)[:, None] * G + np.arange(G)  # [K, G]
     qp = jnp.broadcast_to(q_pos[:, :1], (B, block))                                # [B, block]
     sq = pl.squeezed
+    fuse = not pad and (COMBINE if combine is None else combine) and combine_supported(G, H)
+    C = _combine_chunk(nblk)
+    nbuf = -(-nblk // C) * C if fuse else nblk                                     # the combine reads whole steps
     o, m, l = pl.pallas_call(
         functools.partial(_kernel, per=per, block=block, scale=scale),
         grid=(B, K, nblk),
@@ -133,18 +144,84 @@ def attend(q, cache_k, cache_v, q_pos, k_pos, *, scale: float, block: int | None
         out_specs=[pl.BlockSpec((sq, sq, sq, ROWS, H), lambda b, k, j: (b, k, j, 0, 0)),
                    pl.BlockSpec((sq, sq, sq, ROWS), lambda b, k, j: (b, k, j, 0)),
                    pl.BlockSpec((sq, sq, sq, ROWS), lambda b, k, j: (b, k, j, 0))],
-        out_shape=[jax.ShapeDtypeStruct((B, K, nblk, ROWS, H), jnp.float32),
-                   jax.ShapeDtypeStruct((B, K, nblk, ROWS), jnp.float32),
-                   jax.ShapeDtypeStruct((B, K, nblk, ROWS), jnp.float32)],
+        out_shape=[jax.ShapeDtypeStruct((B, K, nbuf, ROWS, H), jnp.float32),
+                   jax.ShapeDtypeStruct((B, K, nbuf, ROWS), jnp.float32),
+                   jax.ShapeDtypeStruct((B, K, nbuf, ROWS), jnp.float32)],
         interpret=jax.default_backend() != "gpu",
         **triton_params(warps, stages),
     )(qr, cache_k, cache_v, k_pos, qp)
+    if fuse:
+        return _combine(o, m, l, nblk=nblk, G=G, dtype=q.dtype)                   # [B, 1, N, H]
     idx = jnp.asarray(rows, jnp.int32)[None, :, None, :]                           # [1, K, 1, G]: head k's rows
     m, l = (jnp.take_along_axis(a, idx, axis=3) for a in (m, l))                   # [B, K, nblk, G]
     o = jnp.take_along_axis(o, idx[..., None], axis=3)                             # [B, K, nblk, G, H]
     num, den = _merge(m, l, o)                                                     # [B, K, G, H], [B, K, G]
     out = num / jnp.maximum(den, jnp.finfo(jnp.float32).tiny)[..., None]         # [B, K, G, H]
     return out.reshape(B, 1, N, H).astype(q.dtype)
+
+
+def decode_kernels(names: str) -> frozenset:
+    """The kernel names of a ``$SPECTRACE_DECODE_KERNELS`` value (separated by ``+``, ``,`` or spaces)."""
+    return frozenset(n for n in re.split(r"[+, ]", names) if n)
+
+
+#: Decode-step kernels not on by default, turned on by name in ``$SPECTRACE_DECODE_KERNELS``
+#: (``rope``: ``engines.rope_cache``; ``combine``: :func:`_combine`; e.g. ``rope+combine``): with
+#: both, an H100 ran ~30% fewer launches a decode step but no faster (docs/performance.md, "Session 13").
+DECODE_KERNELS = decode_kernels(os.environ.get("SPECTRACE_DECODE_KERNELS", ""))
+#: Whether :func:`attend` merges in :func:`_combine` by default.
+COMBINE = "combine" in DECODE_KERNELS
+#: The most slot ranges the combine merges per loop step (a power of two; the partials are padded
+#: to a whole number of steps): the 10741-token prompt's 43 ranges are one step.
+COMBINE_CHUNK = 64
+
+
+def _combine_chunk(nblk: int) -> int:
+    return min(COMBINE_CHUNK, 1 << (nblk - 1).bit_length())
+
+
+def combine_supported(G: int, H: int) -> bool:
+    """Whether :func:`_combine` can merge G query rows of head size H (Triton blocks are powers of two)."""
+    return G & (G - 1) == 0 and ROWS % G == 0
+
+
+def _combine_kernel(o_ref, m_ref, l_ref, out_ref, *, nblk: int, G: int):
+    """Batch row b, query head n: its partials of ``nblk`` ranges merged online, C ranges a step,
+    into out [H]. One program per query head: 8 programs (one per KV head) took ~8 us on an H100."""
+    b, n = pl.program_id(0), pl.program_id(1)
+    k = n // G
+    r = (k % (ROWS // G)) * G + n % G                                              # head n's row in its KV head's tile
+    C, H = _combine_chunk(nblk), o_ref.shape[-1]
+
+    def step(c, carry):
+        mx, den, acc = carry                                                       # [], [], [H]
+        js = pl.ds(pl.multiple_of(c * C, C), C)
+        valid = (c * C + jnp.arange(C)) < nblk                                     # [C]: the padding is unwritten
+        mc = jnp.where(valid, m_ref[b, k, js, r], _FILL)                          # [C]
+        lc = jnp.where(valid, l_ref[b, k, js, r], 0.0)                            # [C]
+        oc = jnp.where(valid[:, None], o_ref[b, k, js, r, :], 0.0)                # [C, H]
+        m_new = jnp.maximum(mx, jnp.max(mc))                                       # []
+        w = jnp.where(valid, jnp.exp(mc - m_new), 0.0)                            # [C]
+        decay = jnp.exp(mx - m_new)
+        return m_new, den * decay + jnp.sum(w * lc), acc * decay + jnp.sum(w[:, None] * oc, axis=0)
+
+    init = (jnp.float32(_FILL), jnp.float32(0.0), jnp.zeros((H,), jnp.float32))
+    _, den, acc = lax.fori_loop(0, -(-nblk // C), step, init)
+    out_ref[b, 0, n, :] = (acc / jnp.maximum(den, _TINY)).astype(out_ref.dtype)
+
+
+def _combine(o, m, l, *, nblk: int, G: int, dtype):
+    """The kernel's partials o [B, K, nbuf, ROWS, H], m, l [B, K, nbuf, ROWS] (the first ``nblk``
+    ranges written) -> [B, 1, N, H]: one program per (batch row, query head) instead of XLA's
+    gathers, reductions and division (~5 small kernels a layer)."""
+    B, K, _, _, H = o.shape
+    return pl.pallas_call(
+        functools.partial(_combine_kernel, nblk=nblk, G=G),
+        grid=(B, K * G),
+        out_shape=jax.ShapeDtypeStruct((B, 1, K * G, H), dtype),
+        interpret=jax.default_backend() != "gpu",
+        **triton_params(4, 1),
+    )(o, m, l)
 
 
 def _merge(m, l, o):

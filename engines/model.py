@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from spectrace.engines import attention, decode_attention, fused_norm
+from spectrace.engines import attention, decode_attention, fused_norm, rope_cache
 from spectrace.engines.cache import KVCache
 from spectrace.engines.config import EngineOptions
 from spectrace.engines.models import common, family
@@ -75,9 +75,7 @@ def _cached_forward(params, cache: KVCache, tokens, positions, query_row, *, cfg
     # place (scanning stacked weights made XLA copy every layer's slice first: 2x the weight reads).
     for i, lp in enumerate(layers):
         spec = fam.attn_spec(cfg, i)
-        x, q, k, v = fam.qkv(lp, x, ropes[i], cfg, opts)                          # x: [B, T, D]
-        ck = lax.dynamic_update_slice(cache.k[i], k.astype(cache.k[i].dtype), (0, start, 0, 0))  # [B, S, K, H]
-        cv = lax.dynamic_update_slice(cache.v[i], v.astype(cache.v[i].dtype), (0, start, 0, 0))  # [B, S, K, H]
+        x, q, k, v, ck, cv = _project_and_write(fam, lp, x, ropes[i], cache.k[i], cache.v[i], start, T, cfg, opts)
         keys.append(ck)
         values.append(cv)
         if return_queries:
@@ -96,6 +94,22 @@ def _cached_forward(params, cache: KVCache, tokens, positions, query_row, *, cfg
     n_real = jnp.sum(positions[0] >= 0).astype(jnp.int32)
     q_rows = jnp.stack(q_rows) if return_queries else None                         # [L, B, N, H]
     return logits, KVCache(tuple(keys), tuple(values), k_pos, start + n_real), q_rows
+
+
+def _project_and_write(fam, lp, x, rope_i, cache_k, cache_v, start, T: int, cfg, opts: EngineOptions):
+    """The layer's stream, post-RoPE queries, keys and values, and its cache k, v [B, S, K, H] with
+    them written from slot ``start``. A decode step of a family with a fused QKV row does RoPE and
+    the cache write in one kernel (``engines.rope_cache``; its k and v are then None: a decode
+    step's attention reads them from the cache)."""
+    if T == 1 and hasattr(fam, "qkv_row") and "wqkv" in lp and rope_cache.supported(cfg, cache_k):
+        x, qkv = fam.qkv_row(lp, x, cfg)                                          # [B, 1, D], [B, R, E]
+        q, ck, cv = rope_cache.rope_write(qkv, rope_i, cache_k, cache_v, start, n_heads=cfg.n_heads,
+                                          n_kv_heads=cfg.n_kv_heads)             # [B, 1, N, H]
+        return x, q, None, None, ck, cv
+    x, q, k, v = fam.qkv(lp, x, rope_i, cfg, opts)                                # x: [B, T, D]
+    ck = lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), (0, start, 0, 0))  # [B, S, K, H]
+    cv = lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), (0, start, 0, 0))  # [B, S, K, H]
+    return x, q, k, v, ck, cv
 
 
 def _row(a, row):

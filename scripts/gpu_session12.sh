@@ -18,11 +18,7 @@
 set -euo pipefail
 STEPS=${STEPS:-1 2}
 rm -rf tracer engines && cp -r .bench_after/tracer .bench_after/engines .
-. scripts/device_env.sh
-OUT=${OUT:-/tmp/out}
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
-PAIR=(--base llama-3.1-8b --draft llama-3.2-1b --prompt-len 10741 --prefill-seq-len 16384)
-quiet() { grep -v Warning | grep -v "^[WIE][0-9]"; }
+. scripts/gpu_session_env.sh  # device_env.sh, $OUT, gpu.txt, PAIR, quiet
 for step in $STEPS; do case $step in
 1) python3 scripts/check_fused_norm.py 2>&1 | quiet | tee "$OUT/check_fused_norm.txt" ;;
 2) python3 scripts/bench_variants.py "${PAIR[@]}" --gen-len 64 --n "${N:-12}" --variant before=.bench_before \

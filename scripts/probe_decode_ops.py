@@ -6,8 +6,9 @@ draft's look-ahead is ``llama-3.2-1b``) after a ``PROBE_LEN``-token prefill:
 
 1. decode ``PROBE_TOKENS`` tokens unprofiled, 5 times: ms per token;
 2. profile two decodes (the prefills outside the profile) and print each device op's time and
-   launches *per step*, with the output shape of the XLA op it runs (``long_name`` stat), and the
-   split: GEMM kernels (cuBLAS ``nvjet``/``gemv``, Triton ``gemm_fusion``, CUTLASS) vs the rest.
+   launches *per step*, the idle time before each launch on its stream (the launch gap), with the
+   output shape of the XLA op it runs (``long_name`` stat), and the split: GEMM kernels (cuBLAS
+   ``nvjet``/``gemv``, Triton ``gemm_fusion``, CUTLASS) vs the rest.
 
     . scripts/device_env.sh && python3 scripts/probe_decode_ops.py
     PROBE_MODEL=llama-3.2-1b PROBE_TOKENS=8 python3 scripts/probe_decode_ops.py   # the look-ahead
@@ -33,20 +34,29 @@ GEMM = re.compile(r"nvjet|gemm|gemv|cublas|cutlass|matmul", re.IGNORECASE)
 SHAPE = re.compile(r"(?:bf16|f32|s32|f16|pred)\[[0-9,]*\]")
 
 
-def op_totals(paths) -> dict[str, list]:
+GAP_NS = 50_000  # idle before a kernel counts as its launch gap when shorter (longer: between calls)
+
+
+def op_totals(paths, gaps: dict | None = None) -> dict[str, list]:
     """Device op name -> [summed ns, launches, the XLA op it runs (``long_name``/``hlo_op``)] over
-    the GPU planes of the XPlane files ``paths`` (shared with ``probe_lookahead.py``)."""
+    the GPU planes of the XPlane files ``paths`` (shared with ``probe_lookahead.py``). ``gaps``,
+    if given, gets op name -> summed idle ns on its stream between the previous kernel's end and
+    its start (under :data:`GAP_NS`): what each kind of kernel costs in launch gaps."""
     ops: dict[str, list] = defaultdict(lambda: [0, 0, ""])
     for path in paths:
         for plane in xplane.read_xplane(path).planes:
             if not plane.name.startswith("/device:"):
                 continue
             for _, events in plane.lines:
-                for name, _, dur, stats in events:
+                end = None
+                for name, start, dur, stats in sorted(events, key=lambda ev: ev[1]):
                     agg = ops[name]
                     agg[0] += dur
                     agg[1] += 1
                     agg[2] = agg[2] or str(stats.get("long_name") or stats.get("hlo_op") or "")
+                    if gaps is not None and end is not None and 0 <= start - end < GAP_NS:
+                        gaps[name] = gaps.get(name, 0) + start - end
+                    end = start + dur
     return ops
 
 
@@ -80,16 +90,18 @@ def main() -> None:
         with xplane.profile(tempfile.mkdtemp(), mirror=False) as prof:
             e.decode(pre, TOKENS, window=None)
         paths += prof.paths
-    ops = {name: [ns, n, " ".join(SHAPE.findall(what)[:3])] for name, (ns, n, what) in op_totals(paths).items()}
+    gaps: dict = {}
+    ops = {name: [ns, n, " ".join(SHAPE.findall(what)[:3])] for name, (ns, n, what) in op_totals(paths, gaps).items()}
     n = rounds * steps
     total = sum(v[0] for v in ops.values()) / n / 1e3
     launches = sum(v[1] for v in ops.values()) / n
     gemm = sum(v[0] for k, v in ops.items() if GEMM.search(k)) / n / 1e3
     print(f"  device ops per step: {total:.1f} us busy in {launches:.0f} launches "
           f"({launches / e.config.n_layers:.1f} per layer); GEMM kernels {gemm:.1f} us, other {total - gemm:.1f} us")
-    print(f"\n{'us/step':>9} {'n/step':>7}  op (output shapes)")
+    print(f"  idle between kernels: {sum(gaps.values()) / n / 1e3:.1f} us a step")
+    print(f"\n{'us/step':>9} {'n/step':>7} {'gap/launch':>10}  op (output shapes)")
     for name, (ns, count, shapes) in sorted(ops.items(), key=lambda kv: -kv[1][0])[:32]:
-        print(f"{ns / n / 1e3:9.2f} {count / n:7.1f}  {name[:56]:56} {shapes}")
+        print(f"{ns / n / 1e3:9.2f} {count / n:7.1f} {gaps.get(name, 0) / count / 1e3:10.2f}  {name[:56]:56} {shapes}")
     with open(os.path.join(out, f"probe_decode_ops_{MODEL}.tsv"), "w") as f:
         for name, (ns, count, shapes) in sorted(ops.items(), key=lambda kv: -kv[1][0]):
             f.write(f"{ns / n / 1e3:.3f}\t{count / n:.2f}\t{name}\t{shapes}\n")

@@ -108,7 +108,7 @@ def project_qkv(lp, x, n_heads: int, n_kv_heads: int, head_dim: int, fused: bool
     B, T, _ = x.shape
     N, K, H = n_heads, n_kv_heads, head_dim
     if fused:
-        qkv = einsum("BTD,DE->BTE", gemm_rows(x, lp["wqkv"]), lp["wqkv"])[:, :T]  # [B, T, (N+2K)*H]
+        qkv = fused_qkv(lp, x)[:, :T]                                              # [B, T, (N+2K)*H]
         q = qkv[..., : N * H].reshape(B, T, N, H)                                  # [B, T, N, H]
         k = qkv[..., N * H: (N + K) * H].reshape(B, T, K, H)                       # [B, T, K, H]
         v = qkv[..., (N + K) * H:].reshape(B, T, K, H)                             # [B, T, K, H]
@@ -117,6 +117,12 @@ def project_qkv(lp, x, n_heads: int, n_kv_heads: int, head_dim: int, fused: bool
     k = einsum("BTD,DKH->BTKH", x, lp["wk"])                                       # [B, T, K, H]
     v = einsum("BTD,DKH->BTKH", x, lp["wv"])                                       # [B, T, K, H]
     return q, k, v
+
+
+def fused_qkv(lp, x):
+    """x [B, T, D] through the fused weight ``wqkv`` -> [B, T', (N+2K)*H], pre-RoPE; T' = 2 where
+    :func:`gemm_rows` doubled a single row (row 0 is the one)."""
+    return einsum("BTD,DE->BTE", gemm_rows(x, lp["wqkv"]), lp["wqkv"])
 
 
 def gated_mlp(lp, x, act):

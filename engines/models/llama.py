@@ -4,7 +4,8 @@ A family module gives the generic driver (:mod:`spectrace.engines.model`) the pi
 layer and the ends of the network; the driver owns the cache, the chunk loop and decoding.
 Every family module has the same functions: ``param_shapes``, ``hf_layout``, ``embed``,
 ``rope``, ``attn_spec``, ``qkv``, ``finish``, ``logits``, and the init constants
-``NORM_CENTER`` / ``embed_std``. ``qkv`` returns the residual stream with q, k, v; ``finish``
+``NORM_CENTER`` / ``embed_std``; optionally ``qkv_row`` (a decode step's QKV before RoPE, for
+``engines.rope_cache``). ``qkv`` returns the residual stream with q, k, v; ``finish``
 may hand the next layer an :class:`~spectrace.engines.fused_norm.Residual` (the stream and a branch
 not yet added): the driver only selects its rows (``fused_norm.rows``); the family's ``qkv`` and
 ``logits`` add it.
@@ -97,6 +98,13 @@ def qkv(lp, x, rope_i, cfg: LlamaConfig, opts: EngineOptions):
     x, h = fused_norm.add_rms_norm(x, lp["attn_norm"], cfg.rms_eps)               # [B, T, D] x 2
     q, k, v = common.project_qkv(lp, h, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, opts.qkv == "fused")
     return x, common.apply_rope(q, rope_i), common.apply_rope(k, rope_i), v
+
+
+def qkv_row(lp, x, cfg: LlamaConfig):
+    """A decode step's stream [B, 1, D] and fused QKV projection [B, R, (N+2K)*H] before RoPE, for
+    ``engines.rope_cache`` (RoPE and the cache write in one kernel). Needs the fused weight."""
+    x, h = fused_norm.add_rms_norm(x, lp["attn_norm"], cfg.rms_eps)               # [B, 1, D] x 2
+    return x, common.fused_qkv(lp, h)
 
 
 def finish(lp, x, attn, cfg: LlamaConfig):

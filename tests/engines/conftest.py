@@ -31,3 +31,19 @@ def gemma_reference_models(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("gemma-reference-models")
     return {name: write_reference_model(name, root / name) for name in GEMMA_REFERENCE_MODELS}
+
+
+@pytest.fixture
+def kernels_on_cpu(monkeypatch):
+    """``kernels_on_cpu(module, ...)``: those modules' GPU Pallas kernels (their ``BACKENDS``) taken
+    on CPU too, in Pallas's interpreter; compiled forwards are dropped before and after (they
+    were traced under the XLA forms)."""
+    import jax
+
+    def on(*modules):
+        for m in modules:
+            monkeypatch.setattr(m, "BACKENDS", ["cpu", "gpu"])
+        jax.clear_caches()
+
+    yield on
+    jax.clear_caches()

@@ -72,3 +72,27 @@ def test_shared_query_tiles_pick_each_heads_rows(K, G, H):
     for pad in (None, True):
         got = decode_attention.attend(q, k, v, qp, kp, scale=H ** -0.5, pad=pad)
         np.testing.assert_allclose(np.asarray(got), want, atol=2e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("per,G", [(128, 8), (128, 4), (256, 16)])
+def test_the_pallas_combine_matches_xlas_merge(monkeypatch, per, G):
+    """The ranges merged in the Pallas combine (partials padded to whole steps, the padding never
+    written) against XLA's merge and the masked form: with 16-range steps (set here), 19 ranges
+    are two steps, the second mostly padding."""
+    monkeypatch.setattr(decode_attention, "COMBINE_CHUNK", 16)
+    rng = np.random.default_rng(per + G)
+    S, K, H = per * 19, 16 // G * 2, 64
+    q, k, v, kp = _case(rng, S, K, G, H, per * 15 + 7)
+    assert decode_attention._shares_tiles(K, G) and decode_attention.combine_supported(G, H)
+    qp = jnp.asarray([[per * 12]], jnp.int32)
+    want = np.asarray(attention.masked(q, k, v, qp, kp))
+    for combine in (True, False):
+        got = decode_attention.attend(q, k, v, qp, kp, scale=H ** -0.5, per=per, combine=combine)
+        np.testing.assert_allclose(np.asarray(got), want, atol=2e-6, rtol=1e-5)
+
+
+def test_the_experimental_kernels_are_named_in_the_environment():
+    """``$SPECTRACE_DECODE_KERNELS`` turns kernels on by name; unset, none is (the measured default)."""
+    assert decode_attention.decode_kernels("rope+combine") == {"rope", "combine"}
+    assert decode_attention.decode_kernels("rope, combine") == {"rope", "combine"}
+    assert decode_attention.decode_kernels("") == frozenset()
