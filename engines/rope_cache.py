@@ -52,7 +52,9 @@ def supported(cfg, cache_k) -> bool:
 
 def _kernel(slot_ref, qkv_ref, cos_ref, sin_ref, _k_in, _v_in, q_ref, k_ref, v_ref, *, N: int, K: int, H: int):
     """Batch row b: roped q [N, H] out; roped k and v [K, H] into cache slot ``slot``."""
-    b, slot, h = pl.program_id(0), slot_ref[0], H // 2
+    # The slot clamped into the cache as lax.dynamic_update_slice clamps it (a store past the end
+    # would write outside the buffer).
+    b, slot, h = pl.program_id(0), jnp.clip(slot_ref[0], 0, k_ref.shape[1] - 1), H // 2
     cos, sin = cos_ref[b, pl.ds(0, h)], sin_ref[b, pl.ds(0, h)]                    # [H/2] (the table repeats its halves)
 
     def rotate(first: int, M: int):

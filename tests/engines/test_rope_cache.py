@@ -42,9 +42,10 @@ def _xla_form(qkv, rope, ck, cv, slot, N, K):
 
 @pytest.mark.parametrize("dtype,atol", [(jnp.float32, 1e-6), (jnp.bfloat16, 0.0)])
 @pytest.mark.parametrize("B,R,N,K,H", [(1, 1, 4, 4, 32), (2, 2, 8, 2, 64), (1, 2, 16, 1, 128)])
-def test_matches_the_xla_form(dtype, atol, B, R, N, K, H):
+@pytest.mark.parametrize("slot", [11, 23, 40])  # 40: past the end, clamped as dynamic_update_slice clamps
+def test_matches_the_xla_form(dtype, atol, B, R, N, K, H, slot):
     rng = np.random.default_rng(B * 100 + N + K + H)
-    S, slot = 24, 11
+    S = 24
     qkv = jnp.asarray(rng.standard_normal((B, R, (N + 2 * K) * H)) * 2, dtype)
     rope = common.rope_tables(jnp.asarray(rng.integers(0, 5000, (B, 1)), jnp.int32),
                               common.rope_inv_freq(H, 500000.0))
