@@ -130,7 +130,7 @@ def attend(q, cache_k, cache_v, q_pos, k_pos, *, scale: float, block: int | None
         tile, rows = (lambda k: k // t), (np.arange(K) % t)[:, None] * G + np.arange(G)  # [K, G]
     qp = jnp.broadcast_to(q_pos[:, :1], (B, block))                                # [B, block]
     sq = pl.squeezed
-    fuse = not pad and (COMBINE if combine is None else combine) and combine_supported(G, H)
+    fuse = not pad and (COMBINE if combine is None else combine) and combine_supported(G)
     C = _combine_chunk(nblk)
     nbuf = -(-nblk // C) * C if fuse else nblk                                     # the combine reads whole steps
     o, m, l = pl.pallas_call(
@@ -167,7 +167,7 @@ def decode_kernels(names: str) -> frozenset:
 
 #: Decode-step kernels not on by default, turned on by name in ``$SPECTRACE_DECODE_KERNELS``
 #: (``rope``: ``engines.rope_cache``; ``combine``: :func:`_combine`; e.g. ``rope+combine``): with
-#: both, an H100 ran ~30% fewer launches a decode step but no faster (docs/performance.md, "Session 13").
+#: both, an H100 ran 20–31% fewer launches a decode step but no faster (docs/performance.md, "Session 13").
 DECODE_KERNELS = decode_kernels(os.environ.get("SPECTRACE_DECODE_KERNELS", ""))
 #: Whether :func:`attend` merges in :func:`_combine` by default.
 COMBINE = "combine" in DECODE_KERNELS
@@ -180,9 +180,10 @@ def _combine_chunk(nblk: int) -> int:
     return min(COMBINE_CHUNK, 1 << (nblk - 1).bit_length())
 
 
-def combine_supported(G: int, H: int) -> bool:
-    """Whether :func:`_combine` can merge G query rows of head size H (Triton blocks are powers of two)."""
-    return G & (G - 1) == 0 and ROWS % G == 0
+def combine_supported(G: int) -> bool:
+    """Whether :func:`_combine` can merge G query rows a KV head (G must divide the 16-row tile,
+    hence be a power of two, as Triton blocks must)."""
+    return ROWS % G == 0
 
 
 def _combine_kernel(o_ref, m_ref, l_ref, out_ref, *, nblk: int, G: int):

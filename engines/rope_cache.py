@@ -16,7 +16,7 @@ On CPU the tests run it in Pallas's interpreter.
 
 Off unless ``$SPECTRACE_DECODE_KERNELS`` names ``rope``. On an H100 it ran in ~2 us a layer,
 the same values as the XLA form (difference 0), but with the Pallas combine it left a decode
-step's time unchanged (0.999x) while cutting its launches by ~30% (docs/performance.md,
+step's time unchanged (0.999x) while cutting its launches by 20–31% (docs/performance.md,
 "Session 13").
 
 Axis letters as in ``engines.model``; E = (N + 2K) H, the fused projection's width; R its rows

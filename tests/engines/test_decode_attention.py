@@ -7,6 +7,10 @@ loop, the position mask and the merge across blocks are checked here; its speed 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -77,18 +81,22 @@ def test_shared_query_tiles_pick_each_heads_rows(K, G, H):
 @pytest.mark.parametrize("per,G", [(128, 8), (128, 4), (256, 16)])
 def test_the_pallas_combine_matches_xlas_merge(monkeypatch, per, G):
     """The ranges merged in the Pallas combine (partials padded to whole steps, the padding never
-    written) against XLA's merge and the masked form: with 16-range steps (set here), 19 ranges
-    are two steps, the second mostly padding."""
+    written: the interpreter fills it with NaN) against XLA's merge and the masked form: with
+    16-range steps (set here), 19 ranges are two steps, the second mostly padding. The query sees
+    every range (so the second step rescales what the first summed) or only the first 13."""
     monkeypatch.setattr(decode_attention, "COMBINE_CHUNK", 16)
+    jax.clear_caches()  # attend reads COMBINE_CHUNK when traced
     rng = np.random.default_rng(per + G)
     S, K, H = per * 19, 16 // G * 2, 64
-    q, k, v, kp = _case(rng, S, K, G, H, per * 15 + 7)
-    assert decode_attention._shares_tiles(K, G) and decode_attention.combine_supported(G, H)
-    qp = jnp.asarray([[per * 12]], jnp.int32)
-    want = np.asarray(attention.masked(q, k, v, qp, kp))
-    for combine in (True, False):
-        got = decode_attention.attend(q, k, v, qp, kp, scale=H ** -0.5, per=per, combine=combine)
-        np.testing.assert_allclose(np.asarray(got), want, atol=2e-6, rtol=1e-5)
+    q, k, v, kp = _case(rng, S, K, G, H, S)
+    assert decode_attention._shares_tiles(K, G) and decode_attention.combine_supported(G)
+    for q_pos in (per * 18 + 5, per * 12):
+        qp = jnp.asarray([[q_pos]], jnp.int32)
+        want = np.asarray(attention.masked(q, k, v, qp, kp))
+        for combine in (True, False):
+            got = decode_attention.attend(q, k, v, qp, kp, scale=H ** -0.5, per=per, combine=combine)
+            np.testing.assert_allclose(np.asarray(got), want, atol=2e-6, rtol=1e-5)
+    jax.clear_caches()
 
 
 def test_the_experimental_kernels_are_named_in_the_environment():
@@ -96,3 +104,10 @@ def test_the_experimental_kernels_are_named_in_the_environment():
     assert decode_attention.decode_kernels("rope+combine") == {"rope", "combine"}
     assert decode_attention.decode_kernels("rope, combine") == {"rope", "combine"}
     assert decode_attention.decode_kernels("") == frozenset()
+    probe = ("from spectrace.engines import decode_attention as d, rope_cache as r; "
+             "print(d.COMBINE, r.BACKENDS)")
+    env = {k: v for k, v in os.environ.items() if k != "SPECTRACE_DECODE_KERNELS"}
+    for value, want in ((None, "False []"), ("rope+combine", "True ['gpu']"), ("combine", "True []")):
+        run_env = env if value is None else {**env, "SPECTRACE_DECODE_KERNELS": value}
+        out = subprocess.run([sys.executable, "-c", probe], env=run_env, capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == want, (value, out.stdout, out.stderr[-400:])
