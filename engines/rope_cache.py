@@ -29,9 +29,11 @@ import functools
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 from jax.experimental import pallas as pl
 
 from spectrace.engines.decode_attention import DECODE_KERNELS, triton_params
+from spectrace.engines.models import common
 
 #: Where the kernel runs; elsewhere the XLA form (a test adds "cpu" to run the kernel's path).
 #: Nowhere unless ``$SPECTRACE_DECODE_KERNELS`` names ``rope``: not yet measured faster
@@ -71,6 +73,19 @@ def _kernel(slot_ref, qkv_ref, cos_ref, sin_ref, _k_in, _v_in, q_ref, k_ref, v_r
     k_ref[b, slot, :, pl.ds(0, h)] = k1.astype(k_ref.dtype)
     k_ref[b, slot, :, pl.ds(h, h)] = k2.astype(k_ref.dtype)
     v_ref[b, slot] = qkv_ref[b, 0, pl.ds(N + K, K), :].astype(v_ref.dtype)        # [K, H]
+
+
+def xla_rope_write(qkv, rope, cache_k, cache_v, slot, *, n_heads: int, n_kv_heads: int):
+    """What :func:`rope_write` replaces, as the model does it without the kernel (its reference in
+    tests and ``scripts/check_decode_kernels.py``): slice row 0, rotate q and k, write k and v at ``slot``."""
+    B, _, E = qkv.shape
+    N, K = n_heads, n_kv_heads
+    H = E // (N + 2 * K)
+    row = qkv[:, :1]                                                               # [B, 1, E]
+    q, k, v = (row[..., a * H:b * H].reshape(B, 1, b - a, H) for a, b in ((0, N), (N, N + K), (N + K, N + 2 * K)))
+    ck = lax.dynamic_update_slice(cache_k, common.apply_rope(k, rope).astype(cache_k.dtype), (0, slot, 0, 0))
+    cv = lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), (0, slot, 0, 0))
+    return common.apply_rope(q, rope), ck, cv                                      # [B, 1, N, H], [B, S, K, H] x 2
 
 
 @functools.partial(jax.jit, static_argnames=("n_heads", "n_kv_heads"), donate_argnums=(2, 3))

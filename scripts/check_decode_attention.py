@@ -53,17 +53,23 @@ def main() -> None:
             except Exception as e:  # a config this Triton cannot compile: said, not fatal
                 print(f"  {name} {f}: {type(e).__name__}: {str(e)[:160]}")
                 continue
-            loop = _looped(fn)
-            jax.block_until_ready(loop(q, k, v, qp, kp))
-            best[f] = 1e9
-            for _ in range(5):
-                t0 = time.perf_counter()
-                jax.block_until_ready(loop(q, k, v, qp, kp))
-                best[f] = min(best[f], (time.perf_counter() - t0) / CALLS * 1e6)
+            best[f] = best_us(_looped(fn), (q, k, v, qp, kp), CALLS)
         kv_us = 2 * S * K * H * 2 / 4.8e12 * 1e6
         print(f"{name}: K+V read floor {kv_us:.1f} us; per call on the device ({CALLS} in one loop, best of 5):")
         for f in best:
             print(f"  {f:<30} {best[f]:7.2f} us ({best[f] / best['xla']:.2f}x xla)  max rel. error vs f32 {err[f]:.4f}")
+
+
+def best_us(loop, args, calls: int) -> float:
+    """Microseconds per call of ``loop(*args)`` (one compiled loop of ``calls`` calls): best of 5
+    after a warm-up (shared by the scripts/check_*.py kernel checks)."""
+    jax.block_until_ready(loop(*args))
+    best = 1e9
+    for _ in range(5):
+        t0 = time.perf_counter()
+        jax.block_until_ready(loop(*args))
+        best = min(best, (time.perf_counter() - t0) / calls * 1e6)
+    return best
 
 
 def _looped(fn):

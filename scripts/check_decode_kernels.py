@@ -11,13 +11,13 @@ then the 1B engine's greedy decode with both kernels against the XLA forms::
 from __future__ import annotations
 
 import functools
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from check_decode_attention import best_us
 from spectrace.engines import attention, decode_attention, rope_cache
 from spectrace.engines.models import common
 
@@ -25,32 +25,11 @@ SHAPES = {"llama-3.1-8b": (32, 8, 128), "llama-3.2-1b": (32, 8, 64)}  # N, K, H
 S, FILLED, CALLS = 11008, 10741, 256
 
 
-def _xla_rope_write(qkv, rope, ck, cv, slot, *, n_heads, n_kv_heads):
-    B, _, E = qkv.shape
-    N, K = n_heads, n_kv_heads
-    H = E // (N + 2 * K)
-    row = qkv[:, :1]
-    q, k, v = (row[..., a * H:b * H].reshape(B, 1, b - a, H) for a, b in ((0, N), (N, N + K), (N + K, N + 2 * K)))
-    ck = lax.dynamic_update_slice(ck, common.apply_rope(k, rope), (0, slot, 0, 0))
-    cv = lax.dynamic_update_slice(cv, v, (0, slot, 0, 0))
-    return common.apply_rope(q, rope), ck, cv
-
-
-def _time(loop, *args) -> float:
-    jax.block_until_ready(loop(*args))
-    best = 1e9
-    for _ in range(5):
-        t0 = time.perf_counter()
-        jax.block_until_ready(loop(*args))
-        best = min(best, (time.perf_counter() - t0) / CALLS * 1e6)
-    return best
-
-
 def rope_check(rng, name, N, K, H) -> None:
     qkv = jnp.asarray(rng.standard_normal((1, 2, (N + 2 * K) * H)), jnp.bfloat16)
     rope = common.rope_tables(jnp.asarray([[FILLED]], jnp.int32), common.rope_inv_freq(H, 500000.0))
     ck, cv = (jnp.asarray(rng.standard_normal((1, S, K, H)), jnp.bfloat16) for _ in range(2))
-    forms = {"xla": _xla_rope_write, "kernel": rope_cache.rope_write}
+    forms = {"xla": rope_cache.xla_rope_write, "kernel": rope_cache.rope_write}
     outs, us = {}, {}
     for f, fn in forms.items():
         step = functools.partial(fn, n_heads=N, n_kv_heads=K)
@@ -61,7 +40,7 @@ def rope_check(rng, name, N, K, H) -> None:
                 q, ck, cv = step(c[0], rope, c[1], c[2], i % S)
                 return c[0] + q.reshape(1, 1, -1)[..., :1] * 0, ck, cv
             return lax.fori_loop(0, CALLS, body, (qkv, ck, cv))
-        us[f] = _time(jax.jit(run), qkv, ck, cv)
+        us[f] = best_us(jax.jit(run), (qkv, ck, cv), CALLS)
     diff = max(float(jnp.max(jnp.abs(a.astype(jnp.float32) - b.astype(jnp.float32))))
                for a, b in zip(outs["xla"], outs["kernel"]))
     print(f"{name} RoPE + cache write: xla {us['xla']:.2f} us, kernel {us['kernel']:.2f} us "
@@ -82,7 +61,7 @@ def combine_check(rng, name, N, K, H) -> None:
             out = jax.jit(fn)(q, k, v, qp, kp)
             err = float(jnp.max(jnp.abs(out.astype(jnp.float32) - ref)) / jnp.max(jnp.abs(ref)))
             loop = jax.jit(lambda q, k, v, fn=fn: lax.fori_loop(0, CALLS, lambda i, qq: qq + fn(qq, k, v, qp, kp) * 0, q))
-            res[combine] = (_time(loop, q, k, v), err)
+            res[combine] = (best_us(loop, (q, k, v), CALLS), err)
         (tx, ex), (tk, ek) = res[False], res[True]
         print(f"{name} decode attention, {per} slots a program: XLA merge {tx:.2f} us (err {ex:.4f}), "
               f"Pallas combine {tk:.2f} us (err {ek:.4f}): {tk / tx:.2f}x")

@@ -11,13 +11,13 @@ dispatch), for several Triton warp counts and rows per program::
 from __future__ import annotations
 
 import functools
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from check_decode_attention import best_us
 from spectrace.engines import fused_norm
 
 DIMS = {"llama-3.1-8b": 4096, "llama-3.2-1b": 2048}
@@ -66,13 +66,7 @@ def main() -> None:
                 except Exception as e:  # a config this Triton cannot compile: said, not fatal
                     print(f"  {f}: {type(e).__name__}: {str(e)[:160]}")
                     continue
-                loop = _looped(fn, calls)
-                jax.block_until_ready(loop(x, d, w))
-                best[f] = 1e9
-                for _ in range(5):
-                    t0 = time.perf_counter()
-                    jax.block_until_ready(loop(x, d, w))
-                    best[f] = min(best[f], (time.perf_counter() - t0) / calls * 1e6)
+                best[f] = best_us(_looped(fn, calls), (x, d, w), calls)
                 print(f"  {f:<16} {best[f]:8.2f} us ({best[f] / best['xla']:.2f}x xla)  err {err:.4f}  s exact {same_s}")
 
 

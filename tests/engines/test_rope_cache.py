@@ -13,7 +13,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax import lax
 
 from spectrace.engines import BaseEngine, rope_cache
 from spectrace.engines.config import LlamaConfig
@@ -28,18 +27,6 @@ def kernel_on_cpu(kernels_on_cpu):
     kernels_on_cpu(rope_cache)
 
 
-def _xla_form(qkv, rope, ck, cv, slot, N, K):
-    """What the model does without the kernel: slice, rotate q and k, write k and v at ``slot``."""
-    B, _, E = qkv.shape
-    H = E // (N + 2 * K)
-    row = qkv[:, :1]
-    q, k, v = (row[..., a * H:b * H].reshape(B, 1, b - a, H) for a, b in ((0, N), (N, N + K), (N + K, N + 2 * K)))
-    q, k = common.apply_rope(q, rope), common.apply_rope(k, rope)
-    ck = lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, slot, 0, 0))
-    cv = lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, slot, 0, 0))
-    return q, ck, cv
-
-
 @pytest.mark.parametrize("dtype,atol", [(jnp.float32, 1e-6), (jnp.bfloat16, 0.0)])
 @pytest.mark.parametrize("B,R,N,K,H", [(1, 1, 4, 4, 32), (2, 2, 8, 2, 64), (1, 2, 16, 1, 128)])
 # 40: past the end, clamped as dynamic_update_slice clamps (the interpreter's store clamps too: what
@@ -52,7 +39,7 @@ def test_matches_the_xla_form(dtype, atol, B, R, N, K, H, slot):
     rope = common.rope_tables(jnp.asarray(rng.integers(0, 5000, (B, 1)), jnp.int32),
                               common.rope_inv_freq(H, 500000.0))
     ck, cv = (jnp.asarray(rng.standard_normal((B, S, K, H)), dtype) for _ in range(2))
-    want_q, want_k, want_v = (np.asarray(a, np.float32) for a in _xla_form(qkv, rope, ck, cv, slot, N, K))
+    want_q, want_k, want_v = (np.asarray(a, np.float32) for a in rope_cache.xla_rope_write(qkv, rope, ck, cv, jnp.int32(slot), n_heads=N, n_kv_heads=K))
     q, ck2, cv2 = rope_cache.rope_write(qkv, rope, ck, cv, jnp.int32(slot), n_heads=N, n_kv_heads=K)
     assert q.shape == (B, 1, N, H) and q.dtype == dtype and ck2.shape == ck.shape
     np.testing.assert_allclose(np.asarray(q, np.float32), want_q, atol=atol, rtol=0)
