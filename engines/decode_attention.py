@@ -160,9 +160,16 @@ def attend(q, cache_k, cache_v, q_pos, k_pos, *, scale: float, block: int | None
     return out.reshape(B, 1, N, H).astype(q.dtype)
 
 
+_KNOWN_KERNELS = ("combine", "rope")
+
+
 def decode_kernels(names: str) -> frozenset:
-    """The kernel names of a ``$SPECTRACE_DECODE_KERNELS`` value (separated by ``+``, ``,`` or spaces)."""
-    return frozenset(n for n in re.split(r"[+, ]", names) if n)
+    """The kernel names of a ``$SPECTRACE_DECODE_KERNELS`` value (separated by ``+``, ``,`` or
+    spaces); a name it does not know is an error, not silently the default."""
+    found = frozenset(n for n in re.split(r"[+, ]", names) if n)
+    for n in sorted(found - set(_KNOWN_KERNELS)):
+        raise ValueError(f"SPECTRACE_DECODE_KERNELS={names!r}: unknown kernel {n!r} (known: {', '.join(_KNOWN_KERNELS)})")
+    return found
 
 
 #: Decode-step kernels not on by default, turned on by name in ``$SPECTRACE_DECODE_KERNELS``

@@ -191,6 +191,17 @@ def test_report_output_that_is_a_directory_is_one_line(tmp_path, capfd):
 
 
 # ---------------------------------------------------------------- numeric options
+def test_a_misspelt_decode_kernel_in_the_environment_is_one_line(tmp_path):
+    """``$SPECTRACE_DECODE_KERNELS`` is read when the engines are imported: an unknown name is one
+    line naming the variable, the value and the known names, before any work (a subprocess: the
+    engines of this process are imported already)."""
+    out = spectrace("run", "--out", tmp_path / "run", env={**os.environ, "SPECTRACE_DECODE_KERNELS": "rope+combin"})
+    line = one_line(out.returncode, out.stderr, "SPECTRACE_DECODE_KERNELS='rope+combin'", "unknown kernel 'combin'",
+                    "known: combine, rope")
+    assert line.startswith("spectrace run: ")
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("argv,needles", [
     (["run", "--prompt-len", 10**12], ["--prompt-len 1000000000000 is more than", "max_position_embeddings 16384"]),
     (["run", "--prompt-len", 16380], ["--prompt-len asks for 16380 tokens; with --gen-len 16 and --look-ahead 8",

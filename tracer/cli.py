@@ -232,6 +232,8 @@ def _dispatch(args) -> int:
             except ModuleNotFoundError as e:  # the tracer-only install: say what to add
                 raise UserError(f"spectrace {args.command}: needs the JAX engines, which are not installed "
                                 f"(no module {e.name!r}): pip install 'spectrace[engines]'") from None
+            except ValueError as e:  # a setting the engines read on import ($SPECTRACE_DECODE_KERNELS)
+                raise UserError(f"spectrace {args.command}: {e}") from None
         return jobs.run_command(args) if args.command == "run" else jobs.bench_command(args)
     if args.command == "merge":
         return _merge(args)

@@ -104,6 +104,8 @@ def test_the_experimental_kernels_are_named_in_the_environment():
     assert decode_attention.decode_kernels("rope+combine") == {"rope", "combine"}
     assert decode_attention.decode_kernels("rope, combine") == {"rope", "combine"}
     assert decode_attention.decode_kernels("") == frozenset()
+    with pytest.raises(ValueError, match=r"SPECTRACE_DECODE_KERNELS='rope\+combin': unknown kernel 'combin'"):
+        decode_attention.decode_kernels("rope+combin")
     probe = ("from spectrace.engines import decode_attention as d, rope_cache as r; "
              "print(d.COMBINE, r.BACKENDS)")
     env = {k: v for k, v in os.environ.items() if k != "SPECTRACE_DECODE_KERNELS"}
