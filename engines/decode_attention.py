@@ -7,7 +7,7 @@ Q.Kᵀ and P.V as two Triton GEMMs with the mask, max, exp, sum and casts betwee
 head's range of 256 (or 128) slots once, 64 at a time: scores for the G query heads sharing it,
 the position mask, an online softmax and P.V; XLA then merges the ranges exactly by their
 maxima and sums (the log-sum-exp merge of :func:`engines.attention._merge`, over many parts),
-or, turned on by ``$SPECTRACE_DECODE_KERNELS``, a second Pallas kernel does (:func:`_combine`).
+or, by default (:data:`DECODE_KERNELS`), a second Pallas kernel does (:func:`_combine`).
 The query rows go in as a 16-row tile (the smallest tensor-core tile): when G divides 16 the
 tile is the 16/G KV heads' rows as q holds them (Llama: G = 4, so no copy), else each head's G
 rows padded to 16. Block, warps and stages are :data:`TUNED`'s, from the H200 sweep of
@@ -165,17 +165,19 @@ _KNOWN_KERNELS = ("combine", "rope")
 
 def decode_kernels(names: str) -> frozenset:
     """The kernel names of a ``$SPECTRACE_DECODE_KERNELS`` value (separated by ``+``, ``,`` or
-    spaces); a name it does not know is an error, not silently the default."""
-    found = frozenset(n for n in re.split(r"[+, ]", names) if n)
+    spaces; ``none`` or empty: none); a name it does not know is an error, not silently the default."""
+    found = frozenset(n for n in re.split(r"[+, ]", names) if n and n != "none")
     for n in sorted(found - set(_KNOWN_KERNELS)):
         raise ValueError(f"SPECTRACE_DECODE_KERNELS={names!r}: unknown kernel {n!r} (known: {', '.join(_KNOWN_KERNELS)})")
     return found
 
 
-#: Decode-step kernels not on by default, turned on by name in ``$SPECTRACE_DECODE_KERNELS``
-#: (``rope``: ``engines.rope_cache``; ``combine``: :func:`_combine`; e.g. ``rope+combine``): with
-#: both, an H100 ran 20–31% fewer launches a decode step but no faster (docs/performance.md, "Session 13").
-DECODE_KERNELS = decode_kernels(os.environ.get("SPECTRACE_DECODE_KERNELS", ""))
+#: The decode-step kernels in use: both by default (``rope``: ``engines.rope_cache``; ``combine``:
+#: :func:`_combine`), or those ``$SPECTRACE_DECODE_KERNELS`` names (``none``: the XLA forms). Both on
+#: measured 0.981x (0.975..0.987) the decode step of the XLA forms on an H100, with 31% (8B) and
+#: 20% (1B) fewer launches a step (docs/performance.md, "Session 14").
+DEFAULT_DECODE_KERNELS = "rope+combine"
+DECODE_KERNELS = decode_kernels(os.environ.get("SPECTRACE_DECODE_KERNELS", DEFAULT_DECODE_KERNELS))
 #: Whether :func:`attend` merges in :func:`_combine` by default.
 COMBINE = "combine" in DECODE_KERNELS
 #: The most slot ranges the combine merges per loop step (a power of two; the partials are padded

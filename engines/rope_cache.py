@@ -14,10 +14,10 @@ Used for decode steps (T = 1) of a family with a fused QKV row (``qkv_row``, Lla
 everything else keeps :func:`engines.models.common.apply_rope` and ``lax.dynamic_update_slice``.
 On CPU the tests run it in Pallas's interpreter.
 
-Off unless ``$SPECTRACE_DECODE_KERNELS`` names ``rope``. On an H100 it ran in ~2 us a layer,
-the same values as the XLA form (difference 0), but with the Pallas combine it left a decode
-step's time unchanged (0.999x) while cutting its launches by 20–31% (docs/performance.md,
-"Session 13").
+On by default (``$SPECTRACE_DECODE_KERNELS=none`` or a list without ``rope`` turns it off). On
+an H100 it ran in ~2 us a layer, the same values as the XLA form (difference 0). Alone, with
+the Pallas combine, it left a decode step's time unchanged (0.999x, session 13); with the
+reworked combine both measured 0.981x the XLA forms' decode step (docs/performance.md, "Session 14").
 
 Axis letters as in ``engines.model``; E = (N + 2K) H, the fused projection's width; R its rows
 (1, or 2 where ``common.gemm_rows`` doubled the row).
@@ -36,8 +36,7 @@ from spectrace.engines.decode_attention import DECODE_KERNELS, triton_params
 from spectrace.engines.models import common
 
 #: Where the kernel runs; elsewhere the XLA form (a test adds "cpu" to run the kernel's path).
-#: Nowhere unless ``$SPECTRACE_DECODE_KERNELS`` names ``rope``: not yet measured faster
-#: (``engines.decode_attention.DECODE_KERNELS``).
+#: Nowhere when ``$SPECTRACE_DECODE_KERNELS`` leaves ``rope`` out (``engines.decode_attention.DECODE_KERNELS``).
 BACKENDS = ["gpu"] if "rope" in DECODE_KERNELS else []
 
 

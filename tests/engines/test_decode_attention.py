@@ -99,17 +99,18 @@ def test_the_pallas_combine_matches_xlas_merge(monkeypatch, per, G):
     jax.clear_caches()
 
 
-def test_the_experimental_kernels_are_named_in_the_environment():
-    """``$SPECTRACE_DECODE_KERNELS`` turns kernels on by name; unset, none is (the measured default)."""
+def test_the_decode_kernels_are_named_in_the_environment():
+    """``$SPECTRACE_DECODE_KERNELS`` names the kernels in use; unset, both are (the measured default)."""
     assert decode_attention.decode_kernels("rope+combine") == {"rope", "combine"}
     assert decode_attention.decode_kernels("rope, combine") == {"rope", "combine"}
-    assert decode_attention.decode_kernels("") == frozenset()
+    assert decode_attention.decode_kernels("") == decode_attention.decode_kernels("none") == frozenset()
     with pytest.raises(ValueError, match=r"SPECTRACE_DECODE_KERNELS='rope\+combin': unknown kernel 'combin'"):
         decode_attention.decode_kernels("rope+combin")
     probe = ("from spectrace.engines import decode_attention as d, rope_cache as r; "
              "print(d.COMBINE, r.BACKENDS)")
     env = {k: v for k, v in os.environ.items() if k != "SPECTRACE_DECODE_KERNELS"}
-    for value, want in ((None, "False []"), ("rope+combine", "True ['gpu']"), ("combine", "True []")):
+    for value, want in ((None, "True ['gpu']"), ("none", "False []"), ("rope+combine", "True ['gpu']"),
+                        ("combine", "True []")):
         run_env = env if value is None else {**env, "SPECTRACE_DECODE_KERNELS": value}
         out = subprocess.run([sys.executable, "-c", probe], env=run_env, capture_output=True, text=True, check=True)
         assert out.stdout.strip() == want, (value, out.stdout, out.stderr[-400:])
