@@ -10,10 +10,15 @@
 #   2. scripts/bench_variants.py, 8B/1B pipeline, 64-token decode: default against exhaustive (N, default 12);
 #   3. engines.bench.spec and engines.bench.base against transformers (RUNS, default 5);
 #   4. spectrace run --xplane of the 8B/1B pipeline (gpu_perf.sh step 4): device busy and idle per
-#      span, the longest idle gaps, on the tree with the decode-step kernels on.
-# STEPS picks steps (default "1 2"); MODELS the probe's models.
+#      span, the longest idle gaps, on the tree with the decode-step kernels on;
+#   5. scripts/check_gemv.py: the projections of a decode step as XLA's dot (default and exhaustive
+#      tiling search) and as engines.gemv's Pallas kernel, alone (LIMIT seconds, default 280); it
+#      writes the best blocks over all shapes to $OUT/gemv_blocks.txt;
+#   6. scripts/bench_variants.py: the defaults against the gemv kernel on (with step 5's blocks).
+# STEPS picks steps; the default "5 6" is the next session's first call; then, if gemv is faster, 3 with
+# SPECTRACE_DECODE_KERNELS=rope+combine+gemv (and its blocks), then 1 2 and 4. MODELS: the probe's models.
 set -euo pipefail
-STEPS=${STEPS:-1 2}
+STEPS=${STEPS:-5 6}
 EXH=xla_gpu_exhaustive_tiling_search=true
 DECODE_XLA="base:$EXH;spec:$EXH"
 CHUNK_XLA="base:xla_gpu_enable_command_buffer=;base:xla_gpu_enable_triton_gemm=false;spec:$EXH"
@@ -29,4 +34,11 @@ for step in $STEPS; do case $step in
    mv "$OUT/bench_variants.json" "$OUT/bench_variants_exh.json" ;;
 3) STEPS="2 1" RUNS=${RUNS:-5} bash scripts/gpu_perf.sh ;;
 4) STEPS=4 bash scripts/gpu_perf.sh 2>&1 | quiet | tail -80 ;;
+5) SPECTRACE_DECODE_KERNELS=rope+combine+gemv timeout "${LIMIT:-280}" python3 scripts/check_gemv.py 2>&1 | quiet \
+       | tee "$OUT/check_gemv.txt" || true ;;
+6) BLOCKS=$(cat "$OUT/gemv_blocks.txt" 2>/dev/null || echo 32/256/4/3)
+   python3 scripts/bench_variants.py "${PAIR[@]}" --gen-len 64 --n "${N:-12}" --variant default=. \
+       --variant "gemv=.,SPECTRACE_DECODE_KERNELS=rope+combine+gemv,SPECTRACE_GEMV_BLOCKS=$BLOCKS" --out "$OUT" 2>&1 \
+       | quiet | tee "$OUT/bench_variants_gemv.txt"
+   mv "$OUT/bench_variants.json" "$OUT/bench_variants_gemv.json" ;;
 esac; done

@@ -1,0 +1,102 @@
+"""A decode step's projection of one or two rows as one Pallas kernel with enough programs to fill the GPU.
+
+Why: a decode step multiplies one row (two, where ``common.gemm_rows`` doubles it to keep XLA's
+dot a GEMM) by each weight, so it is bound by reading the weight once. XLA's Triton GEMMs
+stream the large weights at 75-90% of the bandwidth, but the small ones at 50-58%: in the 1B
+draft's look-ahead step on an H100 the fused QKV (2048 x 3072) took 6.5 us against 3.8 for its
+bytes and the output projection (2048 x 2048) 5.1 against 2.5 (``scripts/probe_decode_ops.py``,
+docs/evidence/h100-session14). A GEMM tile of 64-128 columns gives such a weight only 16-48
+programs for the GPU's 132 SMs. Here each program owns ``block_n`` columns (16-64: 32-192
+programs), walks the whole K axis ``block_k`` rows at a time and does the products on the CUDA
+cores in float32 (a tensor-core tile needs 16 rows; a decode step has 1), so the weight is read
+once, by every SM.
+
+Off by default: not yet run on a GPU. ``$SPECTRACE_DECODE_KERNELS`` naming ``gemv`` turns it on
+(:data:`BACKENDS`); then ``engines.models.common.gemv_row`` sends every single-row projection of
+a single-device engine through it (a decode step's QKV, output, gate|up and down; a prefill
+chunk's last row past its last layer's keys). ``scripts/check_gemv.py`` times it against XLA's
+dot on the 1B's and 8B's shapes and sweeps the blocks; ``$SPECTRACE_GEMV_BLOCKS`` sets them.
+
+Axis letters: M rows (1, 2, 4 or 8), K the contraction (the model or MLP width), N the output width.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.experimental import pallas as pl
+
+from spectrace.engines.decode_attention import DECODE_KERNELS, triton_params
+
+#: Where the kernel runs; elsewhere the caller's XLA dot (a test adds "cpu").
+BACKENDS = ["gpu"] if "gemv" in DECODE_KERNELS else []
+
+
+def blocks(value: str) -> tuple:
+    """``$SPECTRACE_GEMV_BLOCKS`` ("columns,rows,warps,stages", or with ``/``: powers of two but the
+    stages) as ints."""
+    parts = value.replace("/", ",").split(",")
+    ints = [int(p) if p.strip().isdigit() else 0 for p in parts]
+    if len(ints) != 4 or not all(_pow2(n) for n in ints[:3]) or ints[3] < 1:
+        raise ValueError(f"SPECTRACE_GEMV_BLOCKS={value!r}: expected columns,rows,warps,stages, the first "
+                         "three powers of two (e.g. 32,256,4,3)")
+    return tuple(ints)
+
+
+def _pow2(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+#: (columns a program, rows an inner step, Triton warps, Triton stages) unless the caller says.
+DEFAULT = blocks(os.environ.get("SPECTRACE_GEMV_BLOCKS", "32,256,4,3"))
+
+
+def supported(x, w, block_n: int | None = None, block_k: int | None = None) -> bool:
+    """Whether :func:`matmul` takes x [M, K] and w [K, N] on this backend: M a power of two up to
+    8 and the blocks dividing K and N (Triton blocks are powers of two)."""
+    M, K = x.shape
+    N = w.shape[1]
+    bn, bk = block_n or DEFAULT[0], block_k or DEFAULT[1]
+    return (jax.default_backend() in BACKENDS and M in (1, 2, 4, 8) and K == w.shape[0]
+            and K % bk == 0 and N % bn == 0)
+
+
+def _kernel(x_ref, w_ref, o_ref, *, block_k: int):
+    """Columns [j * BN, (j + 1) * BN) of every row: o [M, BN] = x [M, K] @ w [K, BN]."""
+    M, K = x_ref.shape
+    BN = o_ref.shape[1]
+
+    def step(i, acc):                                                              # acc: M x [BN] float32
+        ks = pl.ds(pl.multiple_of(i * block_k, block_k), block_k)
+        w = w_ref[ks, :].astype(jnp.float32)                                       # [BK, BN]
+        x = x_ref[:, ks].astype(jnp.float32)                                       # [M, BK]
+        return tuple(a + jnp.sum(x[m][:, None] * w, axis=0) for m, a in enumerate(acc))
+
+    acc = lax.fori_loop(0, K // block_k, step, tuple(jnp.zeros((BN,), jnp.float32) for _ in range(M)))
+    for m, a in enumerate(acc):
+        o_ref[m, :] = a.astype(o_ref.dtype)
+
+
+@functools.partial(jax.jit, static_argnames=("block_n", "block_k", "warps", "stages"))
+def matmul(x, w, *, block_n: int | None = None, block_k: int | None = None, warps: int | None = None,
+           stages: int | None = None):
+    """x [M, K] @ w [K, N] -> [M, N] in x's dtype, accumulated in float32 (XLA's dot rounds the
+    same way; the summation order differs)."""
+    M, K = x.shape
+    N = w.shape[1]
+    if block_n is None:
+        block_n, block_k, warps, stages = DEFAULT
+    return pl.pallas_call(
+        functools.partial(_kernel, block_k=block_k),
+        grid=(N // block_n,),
+        in_specs=[pl.BlockSpec((M, K), lambda j: (0, 0)),
+                  pl.BlockSpec((K, block_n), lambda j: (0, j))],
+        out_specs=pl.BlockSpec((M, block_n), lambda j: (0, j)),
+        out_shape=jax.ShapeDtypeStruct((M, N), x.dtype),
+        interpret=jax.default_backend() != "gpu",
+        **triton_params(warps, stages),
+    )(x, w)
