@@ -73,8 +73,9 @@ def _kernel(x_ref, w_ref, o_ref, *, block_k: int):
     def step(i, acc):                                                              # acc: M x [BN] float32
         ks = pl.ds(pl.multiple_of(i * block_k, block_k), block_k)
         w = w_ref[ks, :].astype(jnp.float32)                                       # [BK, BN]
-        x = x_ref[:, ks].astype(jnp.float32)                                       # [M, BK]
-        return tuple(a + jnp.sum(x[m][:, None] * w, axis=0) for m, a in enumerate(acc))
+        # each row loaded on its own: Triton's lowering has no slice of a loaded value
+        rows = (x_ref[m, ks].astype(jnp.float32) for m in range(M))               # M x [BK]
+        return tuple(a + jnp.sum(x[:, None] * w, axis=0) for x, a in zip(rows, acc))
 
     acc = lax.fori_loop(0, K // block_k, step, tuple(jnp.zeros((BN,), jnp.float32) for _ in range(M)))
     for m, a in enumerate(acc):
