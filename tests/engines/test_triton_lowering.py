@@ -54,10 +54,12 @@ def _avals(*specs):
 
 
 @pytest.mark.parametrize("M,K,N", [(1, 2048, 3072), (2, 8192, 2048), (1, 14336, 4096), (8, 4096, 28672)])
-@pytest.mark.parametrize("block_n,block_k,warps", [(16, 512, 8), (32, 256, 4), (64, 256, 4)])
-def test_gemv_lowers(cuda_lowering, M, K, N, block_n, block_k, warps):
+@pytest.mark.parametrize("block_n,block_k,warps,deferred", [(16, 512, 8, False), (32, 256, 4, False),
+                                                             (64, 256, 4, True)])
+def test_gemv_lowers(cuda_lowering, M, K, N, block_n, block_k, warps, deferred):
     x, w = _avals(((M, K), jnp.bfloat16), ((K, N), jnp.bfloat16))
-    cuda_lowering(functools.partial(gemv.matmul, block_n=block_n, block_k=block_k, warps=warps, stages=3), x, w)
+    cuda_lowering(functools.partial(gemv.matmul, block_n=block_n, block_k=block_k, warps=warps, stages=3,
+                                    deferred=deferred), x, w)
 
 
 @pytest.mark.parametrize("H", [64, 128])
