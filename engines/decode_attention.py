@@ -82,6 +82,11 @@ def _kernel(q_ref, k_ref, v_ref, kp_ref, qp_ref, o_ref, m_ref, l_ref, *, per: in
     l_ref[...] = l
 
 
+def pow2(n: int) -> bool:
+    """Whether n is a positive power of two (what a Triton block's sizes must be)."""
+    return n > 0 and n & (n - 1) == 0
+
+
 def triton_params(warps: int | None, stages: int | None) -> dict:
     """Triton compiler parameters (``num_warps``, ``num_stages``) where this jax spells them as this code knows."""
     if (warps is None and stages is None) or jax.default_backend() != "gpu":

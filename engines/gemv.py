@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
-from spectrace.engines.decode_attention import DECODE_KERNELS, triton_params
+from spectrace.engines.decode_attention import DECODE_KERNELS, pow2, triton_params
 
 #: Where the kernel runs; elsewhere the caller's XLA dot (a test adds "cpu").
 BACKENDS = ["gpu"] if "gemv" in DECODE_KERNELS else []
@@ -42,15 +42,11 @@ def blocks(value: str) -> tuple:
     default 0: see :func:`_kernel`)."""
     parts = value.replace("/", ",").split(",")
     ints = [int(p) if p.strip().isdigit() else -1 for p in parts]
-    if (len(ints) not in (4, 5) or not all(_pow2(n) for n in ints[:3]) or ints[3] < 1
+    if (len(ints) not in (4, 5) or not all(pow2(n) for n in ints[:3]) or ints[3] < 1
             or (len(ints) == 5 and ints[4] not in (0, 1))):
         raise ValueError(f"SPECTRACE_GEMV_BLOCKS={value!r}: expected columns,rows,warps,stages[,deferred], "
                          "the first three powers of two, deferred 0 or 1 (e.g. 32,256,4,3)")
     return (*ints[:4], bool(ints[4]) if len(ints) == 5 else False)
-
-
-def _pow2(n: int) -> bool:
-    return n > 0 and n & (n - 1) == 0
 
 
 #: (columns a program, rows an inner step, Triton warps, Triton stages, deferred sum) unless the caller says.
@@ -60,13 +56,19 @@ DEFAULT = blocks(os.environ.get("SPECTRACE_GEMV_BLOCKS", "32,256,4,3"))
 SMEM_BYTES = 160 * 1024
 
 
+def _settings(*given) -> tuple:
+    """(block_n, block_k, warps, stages, deferred): each one given, else :data:`DEFAULT`'s."""
+    return tuple(d if v is None else v for v, d in zip(given, DEFAULT))
+
+
 def supported(x, w, block_n: int | None = None, block_k: int | None = None, stages: int | None = None) -> bool:
     """Whether :func:`matmul` takes x [M, K] and w [K, N] on this backend: M a power of two up to
     8, the blocks dividing K and N (Triton blocks are powers of two), and the weight's pipelined
     tiles within :data:`SMEM_BYTES`."""
     M, K = x.shape
     N = w.shape[1]
-    bn, bk, st = block_n or DEFAULT[0], block_k or DEFAULT[1], stages or DEFAULT[3] or 3  # Pallas: 3 stages
+    bn, bk, _, st, _ = _settings(block_n, block_k, None, stages, None)
+    st = st or 3                                                                   # Pallas's default
     return (jax.default_backend() in BACKENDS and M in (1, 2, 4, 8) and K == w.shape[0]
             and K % bk == 0 and N % bn == 0 and st * bk * bn * w.dtype.itemsize <= SMEM_BYTES)
 
@@ -101,8 +103,7 @@ def matmul(x, w, *, block_n: int | None = None, block_k: int | None = None, warp
     same way; the summation order differs). Unset settings are :data:`DEFAULT`'s."""
     M, K = x.shape
     N = w.shape[1]
-    bn, bk, warps, stages, deferred = (d if v is None else v for v, d in
-                                       zip((block_n, block_k, warps, stages, deferred), DEFAULT))
+    bn, bk, warps, stages, deferred = _settings(block_n, block_k, warps, stages, deferred)
     if K != w.shape[0] or K % bk or N % bn:
         raise ValueError(f"gemv.matmul: x {x.shape} @ w {w.shape} with block_n {bn}, block_k {bk}: "
                          "the blocks must divide N and K")

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
-from spectrace.engines.decode_attention import DECODE_KERNELS, triton_params
+from spectrace.engines.decode_attention import DECODE_KERNELS, pow2, triton_params
 from spectrace.engines.models import common
 
 #: Where the kernel runs; elsewhere the XLA form (a test adds "cpu" to run the kernel's path).
@@ -40,14 +40,10 @@ from spectrace.engines.models import common
 BACKENDS = ["gpu"] if "rope" in DECODE_KERNELS else []
 
 
-def _pow2(n: int) -> bool:
-    return n > 0 and n & (n - 1) == 0
-
-
 def supported(cfg, cache_k) -> bool:
     """Whether :func:`rope_write` takes a decode step of this config and cache (else the XLA form)."""
     N, K, H = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-    return (jax.default_backend() in BACKENDS and all(_pow2(n) for n in (N, K, H)) and H >= 32
+    return (jax.default_backend() in BACKENDS and all(pow2(n) for n in (N, K, H)) and H >= 32
             and cache_k.shape[2:] == (K, H))
 
 

@@ -48,8 +48,8 @@ def hbm_tbps() -> float:
 
 
 def xla_form(x, w):
-    """The engine's dot: x [1, K] doubled to two rows where the weight is small (``common.gemm_rows``)."""
-    rows = x if w.size >= common.GEMM_MIN_WEIGHT else jnp.concatenate([x, x])     # [1 or 2, K]
+    """The engine's dot: x [1, K], doubled to two rows where the weight is small (``common.gemm_rows``)."""
+    rows = common.gemm_rows(x[None], w)[0]                                          # [1 or 2, K]
     return jnp.dot(rows, w)[:1]                                                     # [1, N]
 
 
