@@ -165,7 +165,7 @@ def attend(q, cache_k, cache_v, q_pos, k_pos, *, scale: float, block: int | None
     return out.reshape(B, 1, N, H).astype(q.dtype)
 
 
-_KNOWN_KERNELS = ("combine", "gemv", "rope")
+_KNOWN_KERNELS = ("combine", "rope")
 
 
 def decode_kernels(names: str) -> frozenset:

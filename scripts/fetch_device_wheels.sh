@@ -13,6 +13,7 @@ PKGS=(
   opentelemetry-exporter-otlp-proto-http==1.45.2 opentelemetry-exporter-otlp-common==0.66b2
   opentelemetry-exporter-http-transport==0.66b2 googleapis-common-protos==1.76.0 perfetto==0.59.1
   opentelemetry-exporter-prometheus==0.66b2 prometheus-client==0.26.0
+  absl-py==2.5.1  # jax.experimental.pallas.ops.gpu.attention_mgpu imports jax._src.test_util, which needs it
 )
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \

@@ -11,17 +11,12 @@
 #   3. engines.bench.spec and engines.bench.base against transformers (RUNS, default 5);
 #   4. spectrace run --xplane of the 8B/1B pipeline (gpu_perf.sh step 4): device busy and idle per
 #      span, the longest idle gaps, on the tree with the decode-step kernels on;
-#   5. scripts/check_gemv.py: the projections of a decode step as XLA's dot (default and exhaustive
-#      tiling search) and as engines.gemv's Pallas kernel, alone (LIMIT seconds, default 420); it
-#      writes the best setting over all shapes to $OUT/gemv_blocks.txt;
-#   6. scripts/bench_variants.py: the defaults against the gemv kernel on, with BLOCKS (default: the
-#      file step 5 wrote, if this call has it, else 32/256/4/3/0).
-# STEPS picks steps. The next session's first calls: STEPS=5 (default), then STEPS=6 with BLOCKS
-# from step 5's gemv_blocks.txt (one call each: together they may pass 600 s); then, if gemv is
-# faster, 3 with SPECTRACE_DECODE_KERNELS=rope+combine+gemv and SPECTRACE_GEMV_BLOCKS; then 1 2 and 4.
+#   (steps 5 and 6, engines.gemv's kernel alone and in the pipeline, ran in session 15: slower than
+#   XLA's dot on every shape, 1.31x summed; the kernel was removed, docs/performance.md "Session 15").
+# STEPS picks steps (default 4).
 # MODELS: the probe's models.
 set -euo pipefail
-STEPS=${STEPS:-5}
+STEPS=${STEPS:-4}
 EXH=xla_gpu_exhaustive_tiling_search=true
 DECODE_XLA="base:$EXH;spec:$EXH"
 CHUNK_XLA="base:xla_gpu_enable_command_buffer=;base:xla_gpu_enable_triton_gemm=false;spec:$EXH"
@@ -38,12 +33,4 @@ for step in $STEPS; do case $step in
    mv "$OUT/bench_variants.json" "$OUT/bench_variants_exh.json" ;;
 3) STEPS="2 1" RUNS=${RUNS:-5} bash scripts/gpu_perf.sh ;;
 4) STEPS=4 bash scripts/gpu_perf.sh 2>&1 | quiet | tail -80 ;;
-5) SPECTRACE_DECODE_KERNELS=rope+combine+gemv timeout "${LIMIT:-420}" python3 scripts/check_gemv.py 2>&1 | quiet \
-       | tee "$OUT/check_gemv.txt" || true ;;
-6) BLOCKS=${BLOCKS:-$(cat "$OUT/gemv_blocks.txt" 2>/dev/null || echo 32/256/4/3/0)}
-   echo "gemv blocks: $BLOCKS" | tee "$OUT/bench_variants_gemv_blocks.txt"
-   python3 scripts/bench_variants.py "${PAIR[@]}" --gen-len 64 --n "${N:-12}" --variant default=. \
-       --variant "gemv=.,SPECTRACE_DECODE_KERNELS=rope+combine+gemv,SPECTRACE_GEMV_BLOCKS=$BLOCKS" --out "$OUT" 2>&1 \
-       | quiet | tee "$OUT/bench_variants_gemv.txt"
-   mv "$OUT/bench_variants.json" "$OUT/bench_variants_gemv.json" ;;
 esac; done

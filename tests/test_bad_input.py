@@ -192,8 +192,7 @@ def test_report_output_that_is_a_directory_is_one_line(tmp_path, capfd):
 
 # ---------------------------------------------------------------- numeric options
 @pytest.mark.parametrize("var,value,needles", [
-    ("SPECTRACE_DECODE_KERNELS", "rope+combin", ["unknown kernel 'combin'", "known: combine, gemv, rope"]),
-    ("SPECTRACE_GEMV_BLOCKS", "32,250,4,3", ["expected columns,rows,warps,stages", "powers of two"]),
+    ("SPECTRACE_DECODE_KERNELS", "rope+combin", ["unknown kernel 'combin'", "known: combine, rope"]),
 ])
 def test_a_bad_kernel_setting_in_the_environment_is_one_line(tmp_path, var, value, needles):
     """The kernel settings are read when the engines are imported: a bad value is one line naming

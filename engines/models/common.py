@@ -1,4 +1,4 @@
-"""Pieces every model family shares: float32-exact einsums, RoPE tables, the projections and the two-row GEMM trick.
+"""Pieces every model family shares: float32-exact einsums, RoPE tables, and the two-row GEMM trick.
 
 Axis letters (STYLE.md): B batch, T query positions, S key positions, N query heads, K KV heads,
 H head dim, D model dim, F MLP dim, V vocab.
@@ -10,8 +10,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-
-from spectrace.engines import gemv
 
 
 def precision(x):
@@ -121,47 +119,23 @@ def project_qkv(lp, x, n_heads: int, n_kv_heads: int, head_dim: int, fused: bool
     return q, k, v
 
 
-def gemv_row(x, w):
-    """x [B, 1, K] @ w [K, N] -> [B, 1, N] through ``engines.gemv`` where that kernel runs (its
-    ``BACKENDS``, a single row, blocks dividing the widths); None otherwise: the caller keeps its
-    XLA dot. Only for the single-device layout (:func:`single_device`): the kernel cannot be split
-    over a mesh."""
-    if x.shape[1] == 1 and gemv.supported(x[:, 0], w):
-        return gemv.matmul(x[:, 0], w)[:, None]                                    # [B, 1, N]
-    return None
-
-
-def single_device(lp) -> bool:
-    """Whether layer params ``lp`` are in the fused layout (``wqkv``, ``w_gate_up``), which only
-    single-device engines use (a mesh engine's are separate, ``engines.sharding.mesh_options``)."""
-    return "wqkv" in lp
-
-
 def fused_qkv(lp, x):
     """x [B, T, D] through the fused weight ``wqkv`` -> [B, T', (N+2K)*H], pre-RoPE; T' = 2 where
     :func:`gemm_rows` doubled a single row (row 0 is the one)."""
-    row = gemv_row(x, lp["wqkv"])
-    return einsum("BTD,DE->BTE", gemm_rows(x, lp["wqkv"]), lp["wqkv"]) if row is None else row
+    return einsum("BTD,DE->BTE", gemm_rows(x, lp["wqkv"]), lp["wqkv"])
 
 
 def gated_mlp(lp, x, act):
     """down(act(gate(x)) * up(x)), x [B, T, D] -> [B, T, D] (fused gate|up weight or apart)."""
     with jax.named_scope("mlp"):
-        if "w_gate_up" in lp:  # the fused layout: single-device
-            gate_up = gemv_row(x, lp["w_gate_up"])
-            if gate_up is None:
-                gate_up = einsum("BTD,DE->BTE", x, lp["w_gate_up"])                # [B, T, 2F]
-            gate, up = jnp.split(gate_up, 2, axis=-1)                              # [B, T, F] x 2
-            h = act(gate) * up                                                     # [B, T, F]
-            down = gemv_row(h, lp["w_down"])
-            return einsum("BTF,FD->BTD", h, lp["w_down"]) if down is None else down  # [B, T, D]
-        gate = einsum("BTD,DF->BTF", x, lp["w_gate"])                              # [B, T, F]
-        up = einsum("BTD,DF->BTF", x, lp["w_up"])                                  # [B, T, F]
+        if "w_gate_up" in lp:
+            gate, up = jnp.split(einsum("BTD,DE->BTE", x, lp["w_gate_up"]), 2, axis=-1)  # [B, T, F] x 2
+        else:
+            gate = einsum("BTD,DF->BTF", x, lp["w_gate"])                          # [B, T, F]
+            up = einsum("BTD,DF->BTF", x, lp["w_up"])                              # [B, T, F]
         return einsum("BTF,FD->BTD", act(gate) * up, lp["w_down"])                 # [B, T, D]
 
 
 def out_proj(lp, attn):
     """attn [B, T, N, H] -> [B, T, D] through ``wo`` [N, H, D]."""
-    B, T, N, H = attn.shape
-    row = gemv_row(attn.reshape(B, T, N * H), lp["wo"].reshape(N * H, -1)) if single_device(lp) else None
-    return einsum("BTNH,NHD->BTD", gemm_rows(attn, lp["wo"]), lp["wo"])[:, :T] if row is None else row
+    return einsum("BTNH,NHD->BTD", gemm_rows(attn, lp["wo"]), lp["wo"])[:, :attn.shape[1]]

@@ -1,8 +1,8 @@
 """Every Pallas kernel of the engines lowers to Triton IR for a CUDA GPU, on this CPU-only machine.
 
 The CPU tests run the kernels in Pallas's interpreter, which takes any jax primitive; the GPU's
-Triton lowering takes fewer (no ``slice`` of a loaded value, for one: ``engines.gemv``'s first
-version would have failed at its first GPU call). Here the CUDA lowering rule of ``pallas_call``
+Triton lowering takes fewer (no ``slice`` of a loaded value, for one: session 14's one-row GEMM
+kernel, since removed, would have failed at its first GPU call). Here the CUDA lowering rule of ``pallas_call``
 is registered by hand (a CPU jaxlib leaves it out), the backend is reported as "gpu" so the
 kernels are traced un-interpreted, and each kernel is lowered for ``cuda`` at the shapes the
 8B/1B decode step uses. Lowering stops at Triton IR (jaxpr -> TTIR, for compute capability
@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from spectrace.engines import decode_attention, fused_norm, gemv, rope_cache
+from spectrace.engines import decode_attention, fused_norm, rope_cache
 
 S, FILLED = 11008, 10741
 TRITON_CALL = "@__gpu$xla.gpu.triton("  # the custom call a Pallas Triton kernel lowers to
@@ -51,15 +51,6 @@ def cuda_lowering(monkeypatch):
 
 def _avals(*specs):
     return [jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in specs]
-
-
-@pytest.mark.parametrize("M,K,N", [(1, 2048, 3072), (2, 8192, 2048), (1, 14336, 4096), (8, 4096, 28672)])
-@pytest.mark.parametrize("block_n,block_k,warps,deferred", [(16, 512, 8, False), (32, 256, 4, False),
-                                                             (64, 256, 4, True)])
-def test_gemv_lowers(cuda_lowering, M, K, N, block_n, block_k, warps, deferred):
-    x, w = _avals(((M, K), jnp.bfloat16), ((K, N), jnp.bfloat16))
-    cuda_lowering(functools.partial(gemv.matmul, block_n=block_n, block_k=block_k, warps=warps, stages=3,
-                                    deferred=deferred), x, w)
 
 
 @pytest.mark.parametrize("H", [64, 128])

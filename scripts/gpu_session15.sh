@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Session 15's GPU runs (issue 19), results under $OUT; carry [".whl"] (with absl-py: the Mosaic
+# GPU attention module imports jax's test utilities). The draft chunk's causal attention is about a
+# third of its device time (cuDNN, ~360 TFLOP/s at head dim 64 on an H100); JAX ships a
+# FlashAttention-3-style Hopper kernel. Session 15 ran step 1 (docs/evidence/h100-session15/):
+# cuDNN was faster on both shapes, so the engines keep cuDNN.
+#   1. scripts/check_mgpu_attention.py: cuDNN against the Mosaic kernel's tilings, alone, on the
+#      1B's and the 8B's heads at 10,752 rows (ATTN_SHAPES, ATTN_REPS, ATTN_ROWS);
+#   2. engines.bench.spec and engines.bench.base against transformers (RUNS, default 5).
+set -euo pipefail
+STEPS=${STEPS:-1}
+. scripts/gpu_session_env.sh  # device_env.sh, $OUT, gpu.txt, PAIR, quiet
+for step in $STEPS; do case $step in
+1) timeout "${LIMIT:-300}" python3 scripts/check_mgpu_attention.py 2>&1 | quiet | tee "$OUT/check_mgpu_attention.txt" || true ;;
+2) STEPS="2 1" RUNS=${RUNS:-5} bash scripts/gpu_perf.sh ;;
+esac; done
