@@ -1,4 +1,4 @@
-"""Pieces every model family shares: float32-exact einsums, RoPE tables, and the two-row GEMM trick.
+"""Pieces every model family shares: float32-exact einsums, RoPE tables, the projections and the two-row GEMM trick.
 
 Axis letters (STYLE.md): B batch, T query positions, S key positions, N query heads, K KV heads,
 H head dim, D model dim, F MLP dim, V vocab.
