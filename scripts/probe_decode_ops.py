@@ -8,7 +8,12 @@ draft's look-ahead is ``llama-3.2-1b``) after a ``PROBE_LEN``-token prefill:
 2. profile two decodes (the prefills outside the profile) and print each device op's time and
    launches *per step*, the idle time before each launch on its stream (the launch gap), with the
    output shape of the XLA op it runs (``long_name`` stat), and the split: GEMM kernels (cuBLAS
-   ``nvjet``/``gemv``, Triton ``gemm_fusion``, CUTLASS) vs the rest.
+   ``nvjet``/``gemv``, Triton ``gemm_fusion``, CUTLASS) vs the rest;
+3. name where each XLA kernel came from: the decode program's optimized HLO is dumped
+   (``PROBE_HLO_DUMP``, default a temporary folder) and each fusion's ``op_name`` metadata (the
+   JAX op path, named scopes included) is printed beside its time, so a small kernel reads as
+   "mlp/mul" rather than "loop_multiply_fusion" (session 15's question: which of a step's ~10
+   small kernels a layer could go).
 
     . scripts/device_env.sh && python3 scripts/probe_decode_ops.py
     PROBE_MODEL=llama-3.2-1b PROBE_TOKENS=8 python3 scripts/probe_decode_ops.py   # the look-ahead
@@ -16,15 +21,21 @@ draft's look-ahead is ``llama-3.2-1b``) after a ``PROBE_LEN``-token prefill:
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import tempfile
 import time
 from collections import defaultdict
 
-import numpy as np
-from spectrace.engines.base import BaseEngine
-from spectrace.tracer import xplane
+# Before jax starts its backend: dump the decode program's HLO after XLA's passes, as text.
+DUMP = os.environ.get("PROBE_HLO_DUMP") or tempfile.mkdtemp(prefix="probe_hlo_")
+os.environ["XLA_FLAGS"] = (f"{os.environ.get('XLA_FLAGS', '')} --xla_dump_to={DUMP} --xla_dump_hlo_as_text "
+                           "--xla_dump_hlo_module_re=.*decode_scan.*").strip()
+
+import numpy as np  # noqa: E402
+from spectrace.engines.base import BaseEngine  # noqa: E402
+from spectrace.tracer import xplane  # noqa: E402
 
 MODEL = os.environ.get("PROBE_MODEL", "llama-3.1-8b")
 PROMPT = int(os.environ.get("PROBE_LEN", "10741"))
@@ -32,6 +43,24 @@ TOKENS = int(os.environ.get("PROBE_TOKENS", "32"))
 HBM_TBPS = float(os.environ.get("PROBE_HBM_TBPS", "4.8"))  # H200
 GEMM = re.compile(r"nvjet|gemm|gemv|cublas|cutlass|matmul", re.IGNORECASE)
 SHAPE = re.compile(r"(?:bf16|f32|s32|f16|pred)\[[0-9,]*\]")
+
+
+HLO_OP = re.compile(r'^\s*(?:ROOT )?%([\w.-]+) = .*?metadata=\{op_name="([^"]+)"')
+SCAFFOLD = re.compile(r"^jit\([^)]*\)/|\w+/while/body/closed_call(?:/|$)")
+
+
+def hlo_sources(dump_dir: str) -> dict[str, str]:
+    """Kernel name as the profile gives it (the HLO instruction's, dots as underscores) -> the JAX
+    op path of that instruction (its ``op_name`` less the jit and loop scaffolding), from the
+    optimized HLO text of the decode programs dumped into ``dump_dir``."""
+    out: dict[str, str] = {}
+    for path in sorted(glob.glob(os.path.join(dump_dir, "*decode_scan*after_optimizations.txt"))):
+        with open(path) as f:
+            for line in f:
+                m = HLO_OP.match(line)
+                if m:
+                    out.setdefault(m.group(1).replace(".", "_"), SCAFFOLD.sub("", m.group(2)))
+    return out
 
 
 GAP_NS = 50_000  # idle before a kernel counts as its launch gap when shorter (longer: between calls)
@@ -99,12 +128,14 @@ def main() -> None:
     print(f"  device ops per step: {total:.1f} us busy in {launches:.0f} launches "
           f"({launches / e.config.n_layers:.1f} per layer); GEMM kernels {gemm:.1f} us, other {total - gemm:.1f} us")
     print(f"  idle between kernels: {sum(gaps.values()) / n / 1e3:.1f} us a step")
-    print(f"\n{'us/step':>9} {'n/step':>7} {'gap/launch':>10}  op (output shapes)")
-    for name, (ns, count, shapes) in sorted(ops.items(), key=lambda kv: -kv[1][0])[:32]:
-        print(f"{ns / n / 1e3:9.2f} {count / n:7.1f} {gaps.get(name, 0) / count / 1e3:10.2f}  {name[:56]:56} {shapes}")
+    source = hlo_sources(DUMP)
+    print(f"\n{'us/step':>9} {'n/step':>7} {'gap/launch':>10}  {'op':40} from (the JAX op path; output shapes)")
+    for name, (ns, count, shapes) in sorted(ops.items(), key=lambda kv: -kv[1][0])[:40]:
+        print(f"{ns / n / 1e3:9.2f} {count / n:7.1f} {gaps.get(name, 0) / count / 1e3:10.2f}  {name[:40]:40} "
+              f"{source.get(name, '-')[-72:]} {shapes}")
     with open(os.path.join(out, f"probe_decode_ops_{MODEL}.tsv"), "w") as f:
         for name, (ns, count, shapes) in sorted(ops.items(), key=lambda kv: -kv[1][0]):
-            f.write(f"{ns / n / 1e3:.3f}\t{count / n:.2f}\t{name}\t{shapes}\n")
+            f.write(f"{ns / n / 1e3:.3f}\t{count / n:.2f}\t{name}\t{source.get(name, '')}\t{shapes}\n")
 
 
 if __name__ == "__main__":
