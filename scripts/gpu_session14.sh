@@ -11,8 +11,9 @@
 #   3. engines.bench.spec and engines.bench.base against transformers (RUNS, default 5);
 #   4. spectrace run --xplane of the 8B/1B pipeline (gpu_perf.sh step 4): device busy and idle per
 #      span, the longest idle gaps, on the tree with the decode-step kernels on;
-#   (steps 5 and 6, engines.gemv's kernel alone and in the pipeline, ran in session 15: slower than
-#   XLA's dot on every shape, 1.31x summed; the kernel was removed, docs/performance.md "Session 15").
+#   (steps 5 and 6 were engines.gemv's kernel alone and in the pipeline. Session 15 ran step 5:
+#   slower than XLA's dot on seven of eight shapes, level on the 1B's gate|up, 1.31x summed; step 6
+#   was not needed, and the kernel was removed: docs/performance.md "Session 15").
 # STEPS picks steps (default 4).
 # MODELS: the probe's models.
 set -euo pipefail

@@ -9,11 +9,13 @@ draft's look-ahead is ``llama-3.2-1b``) after a ``PROBE_LEN``-token prefill:
    launches *per step*, the idle time before each launch on its stream (the launch gap), with the
    output shape of the XLA op it runs (``long_name`` stat), and the split: GEMM kernels (cuBLAS
    ``nvjet``/``gemv``, Triton ``gemm_fusion``, CUTLASS) vs the rest;
-3. name where each XLA kernel came from: the decode program's optimized HLO is dumped
-   (``PROBE_HLO_DUMP``, default a temporary folder) and each fusion's ``op_name`` metadata (the
-   JAX op path, named scopes included) is printed beside its time, so a small kernel reads as
-   "mlp/mul" rather than "loop_multiply_fusion" (session 15's question: which of a step's ~10
-   small kernels a layer could go).
+3. name where each XLA fusion came from: the decode program's optimized HLO is dumped
+   (``PROBE_HLO_DUMP``, default a fresh temporary folder; give each run its own) and each
+   instruction's ``op_name`` metadata (the JAX op path, named scopes included) is printed beside
+   the kernel of that name, so a small kernel reads as "mlp/mul" rather than
+   "loop_multiply_fusion" (session 15's question: which of a step's ~6 small XLA fusions a layer
+   could go). Pallas (``_kernel__N``) and cuBLAS kernels have no HLO instruction of their name:
+   they print ``-``.
 
     . scripts/device_env.sh && python3 scripts/probe_decode_ops.py
     PROBE_MODEL=llama-3.2-1b PROBE_TOKENS=8 python3 scripts/probe_decode_ops.py   # the look-ahead
@@ -28,10 +30,11 @@ import tempfile
 import time
 from collections import defaultdict
 
-# Before jax starts its backend: dump the decode program's HLO after XLA's passes, as text.
-DUMP = os.environ.get("PROBE_HLO_DUMP") or tempfile.mkdtemp(prefix="probe_hlo_")
-os.environ["XLA_FLAGS"] = (f"{os.environ.get('XLA_FLAGS', '')} --xla_dump_to={DUMP} --xla_dump_hlo_as_text "
-                           "--xla_dump_hlo_module_re=.*decode_scan.*").strip()
+if __name__ == "__main__":  # not when probe_lookahead imports op_totals
+    # Before jax starts its backend: dump the decode program's HLO after XLA's passes, as text.
+    DUMP = os.environ.get("PROBE_HLO_DUMP") or tempfile.mkdtemp(prefix="probe_hlo_")
+    os.environ["XLA_FLAGS"] = (f"{os.environ.get('XLA_FLAGS', '')} --xla_dump_to={DUMP} --xla_dump_hlo_as_text "
+                               "--xla_dump_hlo_module_re=.*decode_scan.*").strip()
 
 import numpy as np  # noqa: E402
 from spectrace.engines.base import BaseEngine  # noqa: E402
@@ -46,7 +49,7 @@ SHAPE = re.compile(r"(?:bf16|f32|s32|f16|pred)\[[0-9,]*\]")
 
 
 HLO_OP = re.compile(r'^\s*(?:ROOT )?%([\w.-]+) = .*?metadata=\{op_name="([^"]+)"')
-SCAFFOLD = re.compile(r"^jit\([^)]*\)/|\w+/while/body/closed_call(?:/|$)")
+SCAFFOLD = re.compile(r"^jit\([^)]*\)/(?:jit\(main\)/)?|(?:\w+/)?while/body/(?:closed_call(?:/|$))?")
 
 
 def hlo_sources(dump_dir: str) -> dict[str, str]:
@@ -59,7 +62,8 @@ def hlo_sources(dump_dir: str) -> dict[str, str]:
             for line in f:
                 m = HLO_OP.match(line)
                 if m:
-                    out.setdefault(m.group(1).replace(".", "_"), SCAFFOLD.sub("", m.group(2)))
+                    name = m.group(1).replace(".", "_").replace("-", "_")             # as the profile names kernels
+                    out.setdefault(name, SCAFFOLD.sub("", m.group(2)) or m.group(2))
     return out
 
 
