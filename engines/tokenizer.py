@@ -3,6 +3,8 @@
 The embedded tokenizer is a byte-level BPE trained with the ``tokenizers`` library on the prose
 bundled in ``engines/data/corpus.txt``, so the default model pair (and the random-weight presets)
 work without any download. Training is deterministic: the same corpus gives the same file.
+Also here: long prompts encoded in parallel pieces where that gives the same ids (:func:`encode`),
+and the check that a speculative pair's two models share one tokenizer (:func:`check_same_tokenizer`).
 """
 
 from __future__ import annotations
@@ -162,3 +164,24 @@ def _cuttable(backend) -> list[int] | None:
     with_special, plain = backend.encode("a").ids, backend.encode("a", add_special_tokens=False).ids
     prefix = with_special[: len(with_special) - len(plain)]
     return prefix if with_special[len(prefix):] == plain else None
+
+
+# ---- a speculative pair shares one tokenizer ------------------------------------------------------
+_PAIR_PROBE = "Speculative prefill: the draft's token 17 at position 3,141 -- café, naïve, 東京."
+
+
+def check_same_tokenizer(draft_tok, base_tok) -> None:
+    """Raise unless a speculative pair's tokenizers agree (same vocabulary, same ids for a probe
+    text): the kept indices index the draft's tokens, so the base must tokenize identically."""
+    dv, bv = draft_tok.get_vocab(), base_tok.get_vocab()
+    if dv != bv:
+        only_d = sorted(set(dv) - set(bv))[:3]
+        only_b = sorted(set(bv) - set(dv))[:3]
+        moved = sorted(t for t in set(dv) & set(bv) if dv[t] != bv[t])[:3]
+        raise ValueError(f"draft and base tokenizers disagree (vocab sizes {len(dv)} vs {len(bv)}; only in draft: "
+                         f"{only_d}, only in base: {only_b}, different ids: {moved}); speculative prefill "
+                         "needs one tokenizer for both models")
+    a, b = draft_tok(_PAIR_PROBE)["input_ids"], base_tok(_PAIR_PROBE)["input_ids"]
+    if list(a) != list(b):
+        raise ValueError(f"draft and base tokenizers disagree: same vocabulary, but {_PAIR_PROBE!r} becomes "
+                         f"{list(a)[:8]}... vs {list(b)[:8]}...; speculative prefill needs one tokenizer for both")

@@ -33,6 +33,7 @@ from spectrace import tracer
 from spectrace.engines.speculative import handover
 from spectrace.engines.speculative import scoring as score
 from spectrace.engines.base import BaseEngine, prefetch, to_host
+from spectrace.engines.tokenizer import check_same_tokenizer
 from spectrace.tracer.ttft import TTFT_FIELDS
 
 SCORING_MODES: tuple[str, ...] = ("host", "device")
@@ -123,7 +124,7 @@ class SpecPrefillEngine:
         if draft.prefill_seq_len != base.prefill_seq_len:
             raise ValueError(f"prefill_seq_len differs: draft {draft.prefill_seq_len}, base {base.prefill_seq_len}; "
                              "spec and base must chunk a prompt the same way")
-        _check_tokenizers(draft.tokenizer, base.tokenizer)
+        check_same_tokenizer(draft.tokenizer, base.tokenizer)
         self.draft, self.base = draft, base
         self.keep, self.chunk_size, self.pool_kernel = float(keep), int(chunk_size), int(pool_kernel)
         self.look_ahead, self.scoring, self.layers = int(look_ahead), scoring, layers
@@ -387,25 +388,6 @@ def _validate(*, keep, chunk_size, pool_kernel, look_ahead, scoring, layers) -> 
         raise ValueError(f"look_ahead must be an int >= 1 (1 = the prompt's last token only), got {look_ahead!r}")
     if scoring not in SCORING_MODES:
         raise ValueError(f"scoring must be one of {SCORING_MODES}, got {scoring!r}")
-
-
-_PROBE = "Speculative prefill: the draft's token 17 at position 3,141 -- café, naïve, 東京."
-
-
-def _check_tokenizers(draft_tok, base_tok) -> None:
-    """The kept indices index the draft's tokens, so the base must tokenize identically."""
-    dv, bv = draft_tok.get_vocab(), base_tok.get_vocab()
-    if dv != bv:
-        only_d = sorted(set(dv) - set(bv))[:3]
-        only_b = sorted(set(bv) - set(dv))[:3]
-        moved = sorted(t for t in set(dv) & set(bv) if dv[t] != bv[t])[:3]
-        raise ValueError(f"draft and base tokenizers disagree (vocab sizes {len(dv)} vs {len(bv)}; only in draft: "
-                         f"{only_d}, only in base: {only_b}, different ids: {moved}); speculative prefill "
-                         "needs one tokenizer for both models")
-    a, b = draft_tok(_PROBE)["input_ids"], base_tok(_PROBE)["input_ids"]
-    if list(a) != list(b):
-        raise ValueError(f"draft and base tokenizers disagree: same vocabulary, but {_PROBE!r} becomes "
-                         f"{list(a)[:8]}... vs {list(b)[:8]}...; speculative prefill needs one tokenizer for both")
 
 
 def _io_of(span) -> dict:
