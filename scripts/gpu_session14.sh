@@ -22,10 +22,9 @@ EXH=xla_gpu_exhaustive_tiling_search=true
 DECODE_XLA="base:$EXH;spec:$EXH"
 CHUNK_XLA="base:xla_gpu_enable_command_buffer=;base:xla_gpu_enable_triton_gemm=false;spec:$EXH"
 . scripts/gpu_session_env.sh  # device_env.sh, $OUT, gpu.txt, PAIR, quiet
-TBPS=${PROBE_HBM_TBPS:-$(grep -q H200 "$OUT/gpu.txt" && echo 4.8 || echo 3.35)}
 for step in $STEPS; do case $step in
 1) for m in ${MODELS:-llama-3.2-1b llama-3.1-8b}; do
-     SPECTRACE_DECODE_XLA=$DECODE_XLA PROBE_HBM_TBPS=$TBPS PROBE_MODEL=$m PROBE_TOKENS=8 \
+     SPECTRACE_DECODE_XLA=$DECODE_XLA PROBE_MODEL=$m PROBE_TOKENS=8 \
        timeout 280 python3 scripts/probe_decode_ops.py 2>&1 | quiet | tee "$OUT/probe_exh_$m.txt" || true
    done ;;
 2) python3 scripts/bench_variants.py "${PAIR[@]}" --gen-len 64 --n "${N:-12}" --variant default=. \

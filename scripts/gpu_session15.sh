@@ -17,9 +17,8 @@ STEPS=${STEPS:-1}
 for step in $STEPS; do case $step in
 1) timeout "${LIMIT:-300}" python3 scripts/check_mgpu_attention.py 2>&1 | quiet | tee "$OUT/check_mgpu_attention.txt" || true ;;
 2) STEPS="2 1" RUNS=${RUNS:-5} bash scripts/gpu_perf.sh ;;
-3) TBPS=${PROBE_HBM_TBPS:-$(grep -q H200 "$OUT/gpu.txt" && echo 4.8 || echo 3.35)}
-   for m in llama-3.2-1b llama-3.1-8b; do
-     PROBE_HBM_TBPS=$TBPS PROBE_MODEL=$m PROBE_TOKENS=8 timeout 280 python3 scripts/probe_decode_ops.py 2>&1 | quiet \
+3) for m in llama-3.2-1b llama-3.1-8b; do
+     PROBE_MODEL=$m PROBE_TOKENS=8 timeout 280 python3 scripts/probe_decode_ops.py 2>&1 | quiet \
        | tee "$OUT/probe_decode_ops_$m.txt" || true
    done ;;
 esac; done

@@ -38,12 +38,12 @@ if __name__ == "__main__":  # not when probe_lookahead imports op_totals
 
 import numpy as np  # noqa: E402
 from spectrace.engines.base import BaseEngine  # noqa: E402
+from spectrace.engines.bench.base import hbm_bytes_per_s  # noqa: E402
 from spectrace.tracer import xplane  # noqa: E402
 
 MODEL = os.environ.get("PROBE_MODEL", "llama-3.1-8b")
 PROMPT = int(os.environ.get("PROBE_LEN", "10741"))
 TOKENS = int(os.environ.get("PROBE_TOKENS", "32"))
-HBM_TBPS = float(os.environ.get("PROBE_HBM_TBPS", "4.8"))  # H200
 GEMM = re.compile(r"nvjet|gemm|gemv|cublas|cutlass|matmul", re.IGNORECASE)
 SHAPE = re.compile(r"(?:bf16|f32|s32|f16|pred)\[[0-9,]*\]")
 
@@ -109,11 +109,13 @@ def main() -> None:
     decode()
     t = [decode() for _ in range(5)]
     per_token = 1e3 * np.mean(t) / steps
-    floor = e.config.weight_bytes(e.dtype.itemsize) / (HBM_TBPS * 1e12) * 1e3
-    kv = e.config.kv_cache_bytes(e.cache_slots, e.dtype.itemsize) / (HBM_TBPS * 1e12) * 1e3
+    # the GPU's datasheet bandwidth (engines.bench.base's table), unless PROBE_HBM_TBPS says otherwise
+    tbps = float(os.environ.get("PROBE_HBM_TBPS") or hbm_bytes_per_s(e.device.device_kind) / 1e12)
+    floor = e.config.weight_bytes(e.dtype.itemsize) / (tbps * 1e12) * 1e3
+    kv = e.config.kv_cache_bytes(e.cache_slots, e.dtype.itemsize) / (tbps * 1e12) * 1e3
     print(f"{MODEL} on {e.device.device_kind}: {steps} decode steps after {PROMPT} tokens, "
           f"{per_token:.3f} ms/step unprofiled (mean of 5)")
-    print(f"  floor: weights {floor:.3f} ms + KV cache ({e.cache_slots} slots) {kv:.3f} ms at {HBM_TBPS} TB/s; "
+    print(f"  floor: weights {floor:.3f} ms + KV cache ({e.cache_slots} slots) {kv:.3f} ms at {tbps} TB/s; "
           f"{per_token / floor:.2f}x the weights-only floor")
 
     rounds = 2
