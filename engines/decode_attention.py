@@ -103,11 +103,13 @@ def _shares_tiles(K: int, G: int) -> bool:
     return ROWS % G == 0 and (K * G) % ROWS == 0
 
 
-@functools.partial(jax.jit, static_argnames=("scale", "block", "per", "warps", "stages", "pad", "combine"))
+@functools.partial(jax.jit, static_argnames=("scale", "block", "per", "warps", "stages", "pad", "combine", "copies"))
 def attend(q, cache_k, cache_v, q_pos, k_pos, *, scale: float, block: int | None = None, per: int | None = None,
            warps: int | None = None, stages: int | None = None, pad: bool | None = None,
-           combine: bool | None = None):
-    """q [B, 1, N, H] over the cache k, v [B, S, K, H] by positions q_pos [B, 1], k_pos [B, S] -> [B, 1, N, H].
+           combine: bool | None = None, copies: int = 1):
+    """q [B, 1, N, H] over the cache k, v [B, S, K, H] by positions q_pos [B, 1], k_pos [B, S] -> [B, 1, N, H]
+    (or [B, ``copies``, N, H], the row repeated, where the Pallas combine writes it: for the out
+    projection's two-row GEMM, ``engines.models.common.row_copies``; row 0 is the one).
 
     ``block``: slots per inner step; ``per``: slots per program (default :func:`_per_program`);
     ``warps``, ``stages``: Triton warps and pipeline stages per program. Unset, ``block``,
@@ -156,7 +158,7 @@ def attend(q, cache_k, cache_v, q_pos, k_pos, *, scale: float, block: int | None
         **triton_params(warps, stages),
     )(qr, cache_k, cache_v, k_pos, qp)
     if fuse:
-        return _combine(o, m, l, nblk=nblk, G=G, dtype=q.dtype)                   # [B, 1, N, H]
+        return _combine(o, m, l, nblk=nblk, G=G, dtype=q.dtype, copies=copies)    # [B, copies, N, H]
     idx = jnp.asarray(rows, jnp.int32)[None, :, None, :]                           # [1, K, 1, G]: head k's rows
     m, l = (jnp.take_along_axis(a, idx, axis=3) for a in (m, l))                   # [B, K, nblk, G]
     o = jnp.take_along_axis(o, idx[..., None], axis=3)                             # [B, K, nblk, G, H]
@@ -200,9 +202,10 @@ def combine_supported(G: int) -> bool:
     return ROWS % G == 0
 
 
-def _combine_kernel(o_ref, m_ref, l_ref, out_ref, *, nblk: int, G: int):
+def _combine_kernel(o_ref, m_ref, l_ref, out_ref, *, nblk: int, G: int, copies: int):
     """Batch row b, query head n: its partials of ``nblk`` ranges merged online, C ranges a step,
-    into out [H]. One program per query head: 8 programs (one per KV head) took ~8 us on an H100."""
+    into out [H] (written ``copies`` times). One program per query head: 8 programs (one per KV
+    head) took ~8 us on an H100."""
     b, n = pl.program_id(0), pl.program_id(1)
     k = n // G
     r = (k % (ROWS // G)) * G + n % G                                              # head n's row in its KV head's tile
@@ -222,18 +225,20 @@ def _combine_kernel(o_ref, m_ref, l_ref, out_ref, *, nblk: int, G: int):
 
     init = (jnp.float32(_FILL), jnp.float32(0.0), jnp.zeros((H,), jnp.float32))
     _, den, acc = lax.fori_loop(0, -(-nblk // C), step, init)
-    out_ref[b, 0, n, :] = (acc / jnp.maximum(den, _TINY)).astype(out_ref.dtype)
+    out = (acc / jnp.maximum(den, _TINY)).astype(out_ref.dtype)                    # [H]
+    for r in range(copies):  # the row again where the out projection wants two (no XLA concatenate)
+        out_ref[b, r, n, :] = out
 
 
-def _combine(o, m, l, *, nblk: int, G: int, dtype):
+def _combine(o, m, l, *, nblk: int, G: int, dtype, copies: int = 1):
     """The kernel's partials o [B, K, nbuf, ROWS, H], m, l [B, K, nbuf, ROWS] (the first ``nblk``
-    ranges written) -> [B, 1, N, H]: one program per (batch row, query head) instead of XLA's
+    ranges written) -> [B, copies, N, H]: one program per (batch row, query head) instead of XLA's
     gathers, reductions and division (~5 small kernels a layer)."""
     B, K, _, _, H = o.shape
     return pl.pallas_call(
-        functools.partial(_combine_kernel, nblk=nblk, G=G),
+        functools.partial(_combine_kernel, nblk=nblk, G=G, copies=copies),
         grid=(B, K * G),
-        out_shape=jax.ShapeDtypeStruct((B, 1, K * G, H), dtype),
+        out_shape=jax.ShapeDtypeStruct((B, copies, K * G, H), dtype),
         interpret=jax.default_backend() != "gpu",
         **triton_params(4, 1),
     )(o, m, l)

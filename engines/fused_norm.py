@@ -46,8 +46,16 @@ class Residual(NamedTuple):
 
 
 def settle(x):
-    """The stream as one array: ``x`` itself, or a :class:`Residual`'s sum (an XLA add)."""
-    return x.x + x.delta if isinstance(x, Residual) else x
+    """The stream as one array: ``x`` itself, or a :class:`Residual`'s sum (an XLA add; a branch
+    with its one row doubled, see :func:`add_rms_norm`, adds its row 0)."""
+    if not isinstance(x, Residual):
+        return x
+    return x.x + (x.delta[..., :1, :] if _doubled(x) else x.delta)
+
+
+def _doubled(x: Residual) -> bool:
+    """Whether the branch carries the stream's one row more than once (row 0 is the one)."""
+    return x.delta.shape != x.x.shape
 
 
 def rows(x, fn):
@@ -68,19 +76,31 @@ def supported(x, weight) -> bool:
             and weight.shape == (D,) and weight.dtype == x.dtype)
 
 
-def add_rms_norm(x, weight, eps: float):
-    """``(s, h)``: the stream ``s`` [..., D] (``x``, or a :class:`Residual` summed) and
-    ``h = weight * norm(s)`` [..., D], the layer's normed input."""
-    if not supported(x.x if isinstance(x, Residual) else x, weight):
+def add_rms_norm(x, weight, eps: float, copies: int = 1):
+    """``(s, h)``: the stream ``s`` [..., T, D] (``x``, or a :class:`Residual` summed) and
+    ``h = weight * norm(s)``, the layer's normed input.
+
+    A decode step's one row (T = 1) can come and go doubled, for the two-row GEMM of
+    ``engines.models.common.gemm_rows``: a :class:`Residual`'s branch may hold ``[..., 2, D]``
+    (the out projection's product, row 0 the one), and ``copies=2`` returns h as ``[..., 2, D]``
+    (the row twice, for the QKV projection). In the kernel both are block shapes, not the
+    concatenate and slice XLA would run as two more kernels (~1.2 us each, twice a layer, in
+    the 1B draft's look-ahead step on an H100: docs/performance.md, "Session 16")."""
+    stream = x.x if isinstance(x, Residual) else x
+    if copies != 1 and (stream.ndim < 2 or stream.shape[-2] != 1):
+        raise ValueError(f"copies={copies}: only a single row (T = 1) is repeated, got shape {stream.shape}")
+    if not supported(stream, weight):
         s = settle(x)
-        return s, xla_rms_norm(s, weight, eps)
+        h = xla_rms_norm(s, weight, eps)
+        return s, h if copies == 1 else jnp.concatenate([h] * copies, axis=-2)
     if isinstance(x, Residual):
-        return _fused(x.x, x.delta, weight, eps=float(eps))
-    return x, _fused(x, None, weight, eps=float(eps))[1]
+        return _fused(x.x, x.delta, weight, eps=float(eps), copies=copies)
+    return x, _fused(x, None, weight, eps=float(eps), copies=copies)[1]
 
 
-def _kernel(*refs, eps: float, has_delta: bool):
-    """R rows ([R, D]; one row: [D]): s = x (+ d) in the stream's dtype, h = w * (s * rsqrt(mean(s²) + eps)) cast back."""
+def _kernel(*refs, eps: float, has_delta: bool, copies: int):
+    """R rows ([R, D]; one row: [D]): s = x (+ d) in the stream's dtype, h = w * (s * rsqrt(mean(s²) + eps)) cast back
+    (one row written ``copies`` times: [copies, D])."""
     if has_delta:
         x_ref, d_ref, w_ref, s_ref, h_ref = refs
         s = (x_ref[...].astype(jnp.float32) + d_ref[...].astype(jnp.float32)).astype(s_ref.dtype)  # [R, D]
@@ -91,7 +111,8 @@ def _kernel(*refs, eps: float, has_delta: bool):
     sf = s.astype(jnp.float32)
     inv = lax.rsqrt(jnp.mean(sf * sf, axis=-1, keepdims=s.ndim > 1) + eps)          # [R, 1] (one row: [])
     normed = (sf * inv).astype(h_ref.dtype)                                        # [R, D]
-    h_ref[...] = (w_ref[...].astype(jnp.float32) * normed.astype(jnp.float32)).astype(h_ref.dtype)
+    h = (w_ref[...].astype(jnp.float32) * normed.astype(jnp.float32)).astype(h_ref.dtype)
+    h_ref[...] = h if copies == 1 else jnp.broadcast_to(h[None], (copies, h.shape[-1]))
 
 
 def _block_rows(M: int, want: int | None) -> int:
@@ -106,26 +127,34 @@ def _warps(D: int, itemsize: int) -> int:
     return 8 if D * itemsize >= 8192 else 4
 
 
-@functools.partial(jax.jit, static_argnames=("eps", "warps", "rows"))
-def _fused(x, delta, weight, *, eps: float, warps: int | None = None, rows: int | None = None):
-    """The kernel over every row of x [..., D] (``delta`` None: no residual); ``warps``: Triton
-    warps per program (default :func:`_warps`), ``rows``: rows per program (default
-    :data:`BLOCK_ROWS`, halved until it divides the row count); ``scripts/check_fused_norm.py``
-    sweeps both."""
+@functools.partial(jax.jit, static_argnames=("eps", "warps", "rows", "copies"))
+def _fused(x, delta, weight, *, eps: float, warps: int | None = None, rows: int | None = None, copies: int = 1):
+    """The kernel over every row of x [..., D] (``delta`` None: no residual; [..., c, D] with
+    x [..., 1, D]: its row 0 is added); ``warps``: Triton warps per program (default
+    :func:`_warps`), ``rows``: rows per program (default :data:`BLOCK_ROWS`, halved until it
+    divides the row count; 1 with a doubled row); ``copies``: h's row repeated as
+    [..., copies, D]. ``scripts/check_fused_norm.py`` sweeps ``warps`` and ``rows``."""
     shape, D = x.shape, x.shape[-1]
     M = x.size // D
-    R = _block_rows(M, rows)
-    streams = [x.reshape(M, D)] + ([] if delta is None else [delta.reshape(M, D)])  # in: x (, d); out: (s,) h
-    row = pl.BlockSpec((pl.squeezed if R == 1 else R, D), lambda i: (i, 0))
+    one_row = copies != 1 or (delta is not None and delta.shape != shape)         # a decode step's doubled row
+    R = 1 if one_row else _block_rows(M, rows)
+    sq = pl.squeezed
+    row = pl.BlockSpec((sq if R == 1 else R, D), lambda i: (i, 0))
+    ins, in_specs = [x.reshape(M, D)], [row]                                       # in: x (, d); out: (s,) h
+    if delta is not None:
+        c = delta.size // (M * D)
+        ins.append(delta.reshape(M, c, D) if c != 1 else delta.reshape(M, D))
+        in_specs.append(pl.BlockSpec((sq, sq, D), lambda i: (i, 0, 0)) if c != 1 else row)  # its row 0
+    h_spec = pl.BlockSpec((sq, copies, D), lambda i: (i, 0, 0)) if copies != 1 else row  # [M, copies, D]
+    h_shape = jax.ShapeDtypeStruct((M, copies, D) if copies != 1 else (M, D), x.dtype)
     outs = pl.pallas_call(
-        functools.partial(_kernel, eps=eps, has_delta=delta is not None),
+        functools.partial(_kernel, eps=eps, has_delta=delta is not None, copies=copies),
         grid=(M // R,),
-        in_specs=[row] * len(streams) + [pl.BlockSpec((D,), lambda i: (0,))],
-        out_specs=[row] * len(streams),
-        out_shape=[jax.ShapeDtypeStruct((M, D), x.dtype)] * len(streams),
+        in_specs=in_specs + [pl.BlockSpec((D,), lambda i: (0,))],
+        out_specs=([row] if delta is not None else []) + [h_spec],
+        out_shape=([jax.ShapeDtypeStruct((M, D), x.dtype)] if delta is not None else []) + [h_shape],
         interpret=jax.default_backend() != "gpu",
         **triton_params(warps or _warps(D, x.dtype.itemsize), 1),
-    )(*streams, weight)
-    if delta is None:
-        return x, outs[0].reshape(shape)
-    return outs[0].reshape(shape), outs[1].reshape(shape)
+    )(*ins, weight)
+    h = outs[-1].reshape(shape if copies == 1 else shape[:-2] + (copies, D))
+    return (x if delta is None else outs[0].reshape(shape)), h

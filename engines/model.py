@@ -85,9 +85,10 @@ def _cached_forward(params, cache: KVCache, tokens, positions, query_row, *, cfg
             # attention, projection and MLP for that one row instead of T.
             x, q, q_pos = _row(x, query_row), _row(q, query_row), _row(positions, query_row)
             attn = _attend(q, None, None, ck, cv, q_pos, k_pos, start + query_row, spec, opts, fresh=False,
-                           one_row=True)                                           # [B, 1, N, H]
+                           one_row=True, copies=_out_copies(lp))                   # [B, 1 or 2, N, H]
         else:
-            attn = _attend(q, k, v, ck, cv, positions, k_pos, start, spec, opts, fresh)  # [B, T, N, H]
+            attn = _attend(q, k, v, ck, cv, positions, k_pos, start, spec, opts, fresh,
+                           copies=_out_copies(lp))                                 # [B, T (or 2 for T = 1), N, H]
         x = fam.finish(lp, x, attn, cfg)                                           # [B, T', D] (or a Residual)
     head = fused_norm.rows(x, lambda a: common.lm_head_rows(a[:, :1], cfg.vocab_size * cfg.dim))  # [B, 1 or 2, D]
     logits = fam.logits(params, head, cfg)[:, 0]                                   # [B, V]: the one row left
@@ -112,14 +113,21 @@ def _project_and_write(fam, lp, x, rope_i, cache_k, cache_v, start, T: int, cfg,
     return x, q, k, v, ck, cv
 
 
+def _out_copies(lp) -> int:
+    """How many copies of a one-row attention output the layer's out projection wants (2: its
+    two-row GEMM, ``common.row_copies``); the decode attention's combine writes them."""
+    return common.row_copies(lp["wo"]) if "wo" in lp else 1
+
+
 def _row(a, row):
     """Row ``row`` (int32 scalar) of axis 1, kept as an axis of size 1."""
     return lax.dynamic_slice_in_dim(a, row, 1, axis=1)
 
 
 def _attend(q, k, v, cache_k, cache_v, q_pos, k_pos, first_slot, spec, opts: EngineOptions, fresh: bool,
-            one_row: bool = False):
-    """The queries (at slots from ``first_slot``) over the layer's cache, which already holds them."""
+            one_row: bool = False, copies: int = 1):
+    """The queries (at slots from ``first_slot``) over the layer's cache, which already holds them.
+    A one-row query may come back as ``copies`` rows (the decode attention's combine writes them)."""
     if spec.window is not None and opts.attention == "dot_product":
         # A sliding layer reads only the band of slots its window can reach (attention.sliding).
         return attention.sliding(q, cache_k, cache_v, q_pos, k_pos, first_slot, spec)
@@ -128,7 +136,8 @@ def _attend(q, k, v, cache_k, cache_v, q_pos, k_pos, first_slot, spec, opts: Eng
     if opts.attention == "dot_product" and decode_attention.supported(q, cache_k, spec):
         # A GPU decode step (or the last layer's one row): one Pallas kernel reads each KV head's
         # slots once (engines.decode_attention says what the XLA form cost).
-        return decode_attention.attend(q, cache_k, cache_v, q_pos, k_pos, scale=spec.scale_for(q.shape[-1]))
+        return decode_attention.attend(q, cache_k, cache_v, q_pos, k_pos, scale=spec.scale_for(q.shape[-1]),
+                                       copies=copies)
     # Decode steps elsewhere (T = 1: one query reads every slot, which is the cost of decode
     # anyway) and seed 003's variants: scores over every slot, masked by position (and window).
     return attention.masked(q, cache_k, cache_v, q_pos, k_pos, per_row=opts.attention == "vmap", spec=spec)

@@ -77,10 +77,18 @@ def _two_rows(x):
     return x
 
 
+def row_copies(weight) -> int:
+    """How many times a one-row product with ``weight`` is fed its row: 2 where the one-row dot
+    would become a reduce (:data:`GEMM_MIN_WEIGHT`, on :data:`GEMM_ROWS_BACKENDS`), else 1. A
+    kernel writing the row just before such a product can write it twice instead of leaving XLA
+    a concatenate (``fused_norm.add_rms_norm(copies=)``, ``decode_attention.attend(copies=)``)."""
+    return 2 if weight.size < GEMM_MIN_WEIGHT and jax.default_backend() in GEMM_ROWS_BACKENDS else 1
+
+
 def gemm_rows(x, weight):
     """x [B, T, ...], with its one row doubled (T = 2) where a one-row dot against ``weight`` would
-    become a reduce on GPU; take ``[:, :T]`` of the product."""
-    return _two_rows(x) if weight.size < GEMM_MIN_WEIGHT else x
+    become a reduce on GPU (unless it comes doubled already); take ``[:, :T]`` of the product."""
+    return _two_rows(x) if row_copies(weight) == 2 else x
 
 
 #: The smallest LM head (vocab x model dim, elements) fed two rows: Llama-3.1-8B's 128256 x 4096
@@ -136,6 +144,13 @@ def gated_mlp(lp, x, act):
         return einsum("BTF,FD->BTD", act(gate) * up, lp["w_down"])                 # [B, T, D]
 
 
-def out_proj(lp, attn):
-    """attn [B, T, N, H] -> [B, T, D] through ``wo`` [N, H, D]."""
-    return einsum("BTNH,NHD->BTD", gemm_rows(attn, lp["wo"]), lp["wo"])[:, :attn.shape[1]]
+def out_proj_rows(lp, attn):
+    """attn [B, T, N, H] -> [B, T', D] through ``wo`` [N, H, D]: T' = 2 for a decode step's one
+    row doubled (by :func:`gemm_rows`, or already by the attention that wrote it twice); row 0
+    is the one. For a consumer that takes row 0 itself (``fused_norm.add_rms_norm``)."""
+    return einsum("BTNH,NHD->BTD", gemm_rows(attn, lp["wo"]), lp["wo"])
+
+
+def out_proj(lp, attn, T: int):
+    """attn [B, T or 2, N, H] -> [B, T, D] through ``wo`` [N, H, D] (T: the stream's rows)."""
+    return out_proj_rows(lp, attn)[:, :T]

@@ -116,7 +116,7 @@ def _gelu_tanh(x):
 
 def finish(lp, x, attn, cfg: GemmaConfig):
     """Post-attention norm and residual, then the normed GeGLU MLP and residual: [B, T, D] -> [B, T, D]."""
-    x = x + rms_norm(common.out_proj(lp, attn), lp["post_attn_norm"], cfg.rms_eps)
+    x = x + rms_norm(common.out_proj(lp, attn, x.shape[1]), lp["post_attn_norm"], cfg.rms_eps)
     m = common.gated_mlp(lp, rms_norm(x, lp["mlp_norm"], cfg.rms_eps), _gelu_tanh)
     return x + rms_norm(m, lp["post_mlp_norm"], cfg.rms_eps)
 

@@ -103,14 +103,16 @@ def qkv(lp, x, rope_i, cfg: LlamaConfig, opts: EngineOptions):
 def qkv_row(lp, x, cfg: LlamaConfig):
     """A decode step's stream [B, 1, D] and fused QKV projection [B, R, (N+2K)*H] before RoPE, for
     ``engines.rope_cache`` (RoPE and the cache write in one kernel). Needs the fused weight."""
-    x, h = fused_norm.add_rms_norm(x, lp["attn_norm"], cfg.rms_eps)               # [B, 1, D] x 2
+    x, h = fused_norm.add_rms_norm(x, lp["attn_norm"], cfg.rms_eps,
+                                   copies=common.row_copies(lp["wqkv"]))         # [B, 1, D], [B, R, D]
     return x, common.fused_qkv(lp, h)
 
 
 def finish(lp, x, attn, cfg: LlamaConfig):
     """Output projection, residual, SwiGLU MLP: x [B, T, D] -> the stream and the MLP's output not
-    yet added (a :class:`Residual`; the next norm adds it)."""
-    x, h = fused_norm.add_rms_norm(Residual(x, common.out_proj(lp, attn)), lp["mlp_norm"], cfg.rms_eps)
+    yet added (a :class:`Residual`; the next norm adds it). ``attn`` [B, T or 2, N, H]: a decode
+    step's row may come doubled, and the projection's doubled row goes to the norm as it is."""
+    x, h = fused_norm.add_rms_norm(Residual(x, common.out_proj_rows(lp, attn)), lp["mlp_norm"], cfg.rms_eps)
     return Residual(x, common.gated_mlp(lp, h, jax.nn.silu))                       # [B, T, D] x 2
 
 

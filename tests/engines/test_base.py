@@ -246,13 +246,25 @@ def test_a_queued_prefill_of_device_inputs_equals_prefill_from_ids(make):
         engine.queue_prefill(jnp.zeros((1, 65), jnp.int32), jnp.zeros((1, 65), jnp.int32), jnp.int32(0))
 
 
-def test_decode_with_two_row_projections_gives_the_same_tokens_and_queries(make, monkeypatch):
+@pytest.mark.parametrize("norm_kernel", [False, True])
+def test_decode_with_two_row_projections_gives_the_same_tokens_and_queries(make, monkeypatch, kernels_on_cpu,
+                                                                            norm_kernel):
     # On GPU a decode step feeds small projections two identical rows (models.common.gemm_rows:
     # XLA would make the one-row dot a slow reduce); here the same path is forced on the CPU.
-    from spectrace.engines import model
+    # With the fused norm's and RoPE's kernels, the norm writes the QKV's row twice and reads the
+    # out projection's doubled product (fused_norm.add_rms_norm(copies=)): neither a concatenate
+    # of the stream's row nor a slice of the product is left to XLA.
+    from spectrace.engines import fused_norm, model, rope_cache
     from spectrace.engines.models import common
 
-    engine = make(8)
+    if norm_kernel:  # the kernels take power-of-two sizes, RoPE's a head of 32 or more
+        kernels_on_cpu(fused_norm, rope_cache)
+        cfg = dataclasses.replace(CFG, dim=64, n_heads=8, head_dim=32)
+        engine = BaseEngine(cfg, init_params(cfg, 7, np.float32, jax.devices()[0]), None, prefill_seq_len=8,
+                            ctx_len=96, device=jax.devices()[0], options=EngineOptions())
+    else:
+        engine = make(8)
+    D = engine.config.dim
     monkeypatch.setattr(common, "LM_HEAD_MIN_WEIGHT", 0)  # this model's head is tiny: double it too
     out = {}
     for backends in ((), ("cpu", "gpu")):
@@ -262,7 +274,11 @@ def test_decode_with_two_row_projections_gives_the_same_tokens_and_queries(make,
         out[backends] = engine.decode(result, 6, return_queries=True)
         hlo = model.decode_step_jit.lower(engine.params, engine.cache, np.zeros(1, np.int32), np.zeros(1, np.int32),
                                           cfg=engine.config, opts=engine.options, return_queries=False).as_text()
-        assert ("tensor<1x2x48xf32>" in hlo) == bool(backends)  # the doubled [B, 2, D] row
+        assert (f"tensor<1x2x{D}xf32>" in hlo) == bool(backends)  # the doubled [B, 2, D] row
+        ops = [line for line in hlo.splitlines() if "stablehlo.concatenate" in line or "stablehlo.slice" in line]
+        doubled = [op for op in ops if f"tensor<1x2x{D}xf32>" in op]              # concatenated or sliced [B, 2, D]
+        head = 2 if backends else 0                                                # the LM head's row, doubled and taken
+        assert len(doubled) == head + (0 if norm_kernel or not backends else 2 * CFG.n_layers), doubled
     jax.clear_caches()
     np.testing.assert_array_equal(out[()].tokens, out[("cpu", "gpu")].tokens)
     np.testing.assert_allclose(np.asarray(out[()].queries), np.asarray(out[("cpu", "gpu")].queries), atol=ATOL)

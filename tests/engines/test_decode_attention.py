@@ -96,6 +96,10 @@ def test_the_pallas_combine_matches_xlas_merge(monkeypatch, per, G):
         for combine in (True, False):
             got = decode_attention.attend(q, k, v, qp, kp, scale=H ** -0.5, per=per, combine=combine)
             np.testing.assert_allclose(np.asarray(got), want, atol=2e-6, rtol=1e-5)
+        # The combine writes the row twice when asked (the out projection's two-row GEMM)
+        got = np.asarray(decode_attention.attend(q, k, v, qp, kp, scale=H ** -0.5, per=per, combine=True, copies=2))
+        assert got.shape == (1, 2) + want.shape[2:]
+        np.testing.assert_allclose(got, np.concatenate([want, want], axis=1), atol=2e-6, rtol=1e-5)
     jax.clear_caches()
 
 

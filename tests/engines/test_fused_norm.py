@@ -51,6 +51,30 @@ def test_add_and_norm_match_the_xla_form(kernel_on_cpu, dtype, atol, shape):
                                atol=atol, rtol=1e-5)
 
 
+@pytest.mark.parametrize("kernel", [True, False])
+def test_a_doubled_row_comes_in_and_goes_out_without_xla_copies(kernels_on_cpu, kernel):
+    """A decode step's one row, doubled for the two-row GEMMs (models.common.gemm_rows): the
+    branch's row 0 is added (row 1, whatever it holds, is not), and ``copies=2`` writes h twice;
+    kernel and XLA form alike."""
+    if kernel:
+        kernels_on_cpu(fused_norm)
+    rng = np.random.default_rng(7)
+    x, d = _rows(rng, (2, 1, 64), jnp.float32), _rows(rng, (2, 2, 64), jnp.float32)
+    w = jnp.asarray(1 + 0.1 * rng.standard_normal(64), jnp.float32)
+    s, h = fused_norm.add_rms_norm(Residual(x, d), w, 1e-5, copies=2)
+    np.testing.assert_array_equal(np.asarray(s), np.asarray(x + d[:, :1]))
+    want = np.asarray(fused_norm.xla_rms_norm(x + d[:, :1], w, 1e-5))           # [2, 1, 64]
+    assert s.shape == (2, 1, 64) and h.shape == (2, 2, 64)
+    np.testing.assert_allclose(np.asarray(h), np.concatenate([want, want], axis=1), atol=2e-6, rtol=1e-5)
+    s1, h1 = fused_norm.add_rms_norm(Residual(x, d), w, 1e-5)                    # one copy: [2, 1, 64]
+    np.testing.assert_allclose(np.asarray(h1), want, atol=2e-6, rtol=1e-5)
+    _, h0 = fused_norm.add_rms_norm(x, w, 1e-5, copies=2)                        # no residual pending
+    assert h0.shape == (2, 2, 64)
+    np.testing.assert_array_equal(np.asarray(h0[:, 0]), np.asarray(h0[:, 1]))
+    with pytest.raises(ValueError, match=r"copies=2: only a single row \(T = 1\) is repeated"):
+        fused_norm.add_rms_norm(jnp.zeros((1, 3, 64)), w, 1e-5, copies=2)
+
+
 def test_only_power_of_two_rows_on_the_kernels_backends_take_it(kernel_on_cpu, monkeypatch):
     x = jnp.zeros((1, 3, 64), jnp.float32)
     assert fused_norm.supported(x, jnp.ones(64, jnp.float32))

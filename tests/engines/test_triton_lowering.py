@@ -71,7 +71,17 @@ def test_rope_cache_write_lowers(cuda_lowering, rows):
                                                                       n_heads=N, n_kv_heads=K), qkv, cos, sin, ck, cv)
 
 
-@pytest.mark.parametrize("T,D", [(1, 2048), (1, 4096), (10752, 2048)])
-def test_fused_norm_lowers(cuda_lowering, T, D):
-    x, delta, w = _avals(((1, T, D), jnp.bfloat16), ((1, T, D), jnp.bfloat16), ((D,), jnp.bfloat16))
-    cuda_lowering(lambda x, delta, w: fused_norm.add_rms_norm(fused_norm.Residual(x, delta), w, 1e-5), x, delta, w)
+@pytest.mark.parametrize("T,D,R,copies", [(1, 2048, 1, 1), (1, 4096, 1, 1), (10752, 2048, 10752, 1),
+                                          (1, 2048, 2, 2), (1, 2048, 2, 1), (1, 2048, 1, 2)])
+def test_fused_norm_lowers(cuda_lowering, T, D, R, copies):
+    # R: the branch's rows (2: a decode step's doubled row, row 0 read); copies: h's row written twice
+    x, delta, w = _avals(((1, T, D), jnp.bfloat16), ((1, R, D), jnp.bfloat16), ((D,), jnp.bfloat16))
+    cuda_lowering(lambda x, delta, w: fused_norm.add_rms_norm(fused_norm.Residual(x, delta), w, 1e-5, copies=copies),
+                  x, delta, w)
+
+
+def test_the_combine_writing_two_rows_lowers(cuda_lowering):
+    q, k, v, qp, kp = _avals(((1, 1, 32, 64), jnp.bfloat16), ((1, S, 8, 64), jnp.bfloat16), ((1, S, 8, 64), jnp.bfloat16),
+                             ((1, 1), jnp.int32), ((1, S), jnp.int32))
+    cuda_lowering(functools.partial(decode_attention.attend, scale=0.125, combine=True, copies=2), q, k, v, qp, kp,
+                  kernels=2)
