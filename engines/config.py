@@ -214,7 +214,8 @@ class EngineOptions:
       the cost of one more compiled shape per distinct tail length (at most
       ``prefill_seq_len / 128``). The chunk count is the same either way; ``padded_len`` is the
       length actually computed. A 1077-token pruned prompt at ``prefill_seq_len`` 2048 computes
-      1152 rows instead of 2048.
+      1152 rows instead of 2048 (1104 when the speculative engine queues it on the device:
+      ``engines.speculative.handover.PRUNED_MULTIPLE``).
 
     Defaults are the fast variants. All variants compute the same function.
     """

@@ -29,13 +29,23 @@ import jax.numpy as jnp
 from spectrace.engines.speculative import scoring as score
 
 
+#: The queued base chunk's rows are the kept-token bound rounded up to this, not to the base's
+#: ``FIT_MULTIPLE`` (128; the cache's slots stay multiples of 128). An 8B chunk's time grows with its
+#: rows whatever the tiles: on an H100 1104 rows took 0.956x and 1096 0.959x the time of 1152, but
+#: the bound itself, 1089 rows, 1.002x: odd counts are slow (``scripts/probe_chunk_rows.py``,
+#: docs/performance.md "Session 16"). The 10741-token prompt's bound of 1089 fits 1104 rows here.
+PRUNED_MULTIPLE = 16
+
+
 def pruned_rows(base, n_real: int, *, chunk_size: int, keep: float) -> int | None:
-    """Rows of the base chunk any kept subset of an ``n_real``-token prompt fits (fitted as the
-    base fits a last chunk), or None when that is more than one chunk or the base cannot queue."""
+    """Rows of the base chunk any kept subset of an ``n_real``-token prompt fits (the bound
+    rounded up to :data:`PRUNED_MULTIPLE`; a whole chunk with the base's ``last_chunk="full"``),
+    or None when that is more than one chunk or the base cannot queue."""
     bound = score.max_kept_tokens(n_real, chunk_size, keep)
     if bound > base.prefill_seq_len:
         return None
-    rows = base._chunk_lengths(bound, 1)[0]
+    T = base.prefill_seq_len
+    rows = T if base.options.last_chunk == "full" else min(T, -(bound // -PRUNED_MULTIPLE) * PRUNED_MULTIPLE)
     return rows if base.can_queue(rows) else None
 
 

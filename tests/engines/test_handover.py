@@ -46,7 +46,8 @@ def test_the_queued_pruned_chunk_gives_the_round_trips_answer(models, monkeypatc
     t.assert_bytes("other", 0, span=bind)                                      # the inputs were gathered on the device
     assert chunk["chunk.tokens"] == got.kept_tokens
     bound = scoring_mod.max_kept_tokens(got.prompt_tokens, eng.chunk_size, eng.keep)
-    assert got.padded_len_pruned == min(T, -(bound // -128) * 128) and got.num_chunks_pruned == 1
+    assert got.padded_len_pruned == min(T, -(bound // -handover.PRUNED_MULTIPLE) * handover.PRUNED_MULTIPLE) == 32
+    assert got.num_chunks_pruned == 1
 
     monkeypatch.setattr(handover, "same_device", lambda d, b: False)           # the host round trip
     with capture_trace() as t:
@@ -102,5 +103,11 @@ def test_no_handover_where_the_kept_tokens_need_more_than_one_chunk(models):
     small = BaseEngine.from_pretrained("default-base", prefill_seq_len=16, ctx_len=CTX)
     small.prefill_from_ids(np.arange(3, 8), np.arange(5))                      # a cache exists
     assert handover.pruned_rows(small, 57, chunk_size=8, keep=0.3) is None     # up to 25 kept > 16 rows
-    assert handover.pruned_rows(base, 57, chunk_size=8, keep=0.3) == 64       # fitted to 128, capped at T
+    base.prefill_from_ids(np.arange(3, 8), np.arange(5))                       # (run alone: a cache exists)
+    assert handover.pruned_rows(base, 57, chunk_size=8, keep=0.3) == 32       # up to 25 kept: 16s, not 128s
+    assert handover.pruned_rows(base, 180, chunk_size=8, keep=0.3) == 64      # up to 57 kept: 64 = T
+    full = BaseEngine(base.config, base.params, base.tokenizer, prefill_seq_len=T, ctx_len=CTX, device=base.device,
+                      options=dataclasses.replace(base.options, last_chunk="full"))
+    full.prefill_from_ids(np.arange(3, 8), np.arange(5))
+    assert handover.pruned_rows(full, 57, chunk_size=8, keep=0.3) == T         # whole chunks, as the base's own
     assert handover.same_device(draft, base)
