@@ -59,12 +59,23 @@ for line in sys.stdin:
     with tracer.capture() as t:
         r = spec.run(prompt, gen_len=a["gen_len"], baseline=True)
     dec = [s.duration_ns for s in t.spans if s.name == "decode"]
+    # The speculative TTFT's host timeline: each span's first start and summed duration (ms) from
+    # the draft window's start to the pruned base's end, by name and engine (where the unprofiled
+    # TTFT's host time goes).
+    w0 = next(s.start_ns for s in t.spans if s.name == "ttft.spec_device")
+    w1 = next(s.end_ns for s in t.spans if s.name == "ttft.base_pruned")
+    timeline = {}
+    for s in sorted(t.spans, key=lambda s: s.start_ns):
+        if w0 <= s.start_ns <= w1:
+            key = f"{s.name}[{s.attributes.get('engine', '')}]"
+            at, ms = timeline.get(key, ((s.start_ns - w0) / 1e6, 0.0))
+            timeline[key] = (at, ms + s.duration_ns / 1e6)
     print(json.dumps({"spec_ms": r.ttft_speculative_s * 1e3, "baseline_ms": r.ttft_baseline_s * 1e3,
                       "draft_ms": r.ttft_spec_device_s * 1e3, "scoring_ms": r.ttft_host_scoring_s * 1e3,
                       "pruned_ms": r.ttft_base_pruned_only_s * 1e3,
                       "decode_ms_per_token": dec[0] / 1e6 / max(a["gen_len"] - 1, 1) if dec else 0.0,
                       "kept": int(r.kept_tokens), "top1": int(r.logits.argmax()),
-                      "tokens": [int(x) for x in r.tokens]}), flush=True)
+                      "tokens": [int(x) for x in r.tokens], "timeline": timeline}), flush=True)
 """
 
 
@@ -213,6 +224,24 @@ def main() -> None:
         same = [next((i for i, (a, b) in enumerate(zip(ref, t)) if a != b), len(ref)) for t in toks if t]
         if ref and same:
             print(f"decode tokens, {lb} vs {first}: first difference at token {min(same)} of {len(ref)} (worst run)")
+    _print_timeline(got, labels)
+
+
+def _print_timeline(got: dict, labels: list) -> None:
+    """Each variant's mean host timeline of the speculative TTFT: when each span first starts
+    (ms from the window's start) and its summed duration, in the order of the first variant."""
+    names = list(got[labels[0]][0].get("timeline", {}))
+    if not names:
+        return
+    print("\nhost timeline of the speculative TTFT (mean ms: first start +summed duration)")
+    print(f"{'span':<34}" + "".join(f"{lb:>22}" for lb in labels))
+    for name in names:
+        cells = []
+        for lb in labels:
+            marks = [r["timeline"][name] for r in got[lb] if name in r.get("timeline", {})]
+            cells.append(f"{statistics.mean(m[0] for m in marks):9.2f} +{statistics.mean(m[1] for m in marks):8.2f}"
+                         if marks else "-")
+        print(f"{name[:34]:<34}" + "".join(f"{c:>22}" for c in cells))
 
 
 if __name__ == "__main__":

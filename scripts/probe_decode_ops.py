@@ -19,6 +19,9 @@ draft's look-ahead is ``llama-3.2-1b``) after a ``PROBE_LEN``-token prefill:
 
     . scripts/device_env.sh && python3 scripts/probe_decode_ops.py
     PROBE_MODEL=llama-3.2-1b PROBE_TOKENS=8 python3 scripts/probe_decode_ops.py   # the look-ahead
+
+``PROBE_ATTN_TUNED="64:32,4,3"`` replaces ``engines.decode_attention.TUNED`` for a head size
+(block, warps, stages) before anything compiles: a sweep's winner, tried in the whole step.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ if __name__ == "__main__":  # not when probe_lookahead imports op_totals
                                "--xla_dump_hlo_module_re=.*decode_scan.*").strip()
 
 import numpy as np  # noqa: E402
+from spectrace.engines import decode_attention  # noqa: E402
 from spectrace.engines.base import BaseEngine  # noqa: E402
 from spectrace.engines.bench.base import hbm_bytes_per_s  # noqa: E402
 from spectrace.tracer import xplane  # noqa: E402
@@ -95,6 +99,9 @@ def op_totals(paths, gaps: dict | None = None) -> dict[str, list]:
 
 def main() -> None:
     out = os.environ.get("OUT", tempfile.mkdtemp())
+    for item in os.environ.get("PROBE_ATTN_TUNED", "").split():  # e.g. "64:32,4,3": head size: block, warps, stages
+        head, _, setting = item.partition(":")
+        decode_attention.TUNED[int(head)] = tuple(int(x) for x in setting.split(","))
     e = BaseEngine.from_pretrained(MODEL, prefill_seq_len=16384, ctx_len=PROMPT + TOKENS + 8)
     ids = np.random.default_rng(0).integers(3, e.config.vocab_size, PROMPT).astype(np.int32)
     pos = np.arange(PROMPT, dtype=np.int32)

@@ -76,7 +76,7 @@ def main() -> None:
     tok = load_tokenizer(resolve("llama-3.1-8b").tokenizer_path)
     prompt = exact_prompt(tok, 10741)
     timed("tokenizer(prompt) one call (10741 tokens)", lambda: tok(prompt)["input_ids"])
-    for pieces in (4, 8, 16):
+    for pieces in (4, 8, 16, 32, 64):
         timed(f"engines.tokenizer.encode, {pieces} pieces", lambda: encode(tok, prompt, pieces=pieces))
     timed("np.asarray(encode(...)) default pieces", lambda: np.asarray(encode(tok, prompt), np.int32))
 

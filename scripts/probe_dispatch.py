@@ -1,0 +1,80 @@
+"""Where the host's time goes when it dispatches the draft's prefill chunk.
+
+A call of the 1B draft's 10741-token chunk returns after ~3.9 ms on the H100 host
+(``scripts/probe_split_chunk.py``, inputs already on the device), and its device work starts
+~1.5 ms after the call: both sit inside the speculative TTFT. This profiles ``PROBE_CALLS``
+calls (host tracer level 2; each call inside a ``probe.call`` annotation, then a wait) and prints
+the host events inside the calls by summed time per call (inclusive: a parent holds its
+children's time), and for each call when its first device op started after the call began.
+
+    . scripts/device_env.sh && python3 scripts/probe_dispatch.py
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import defaultdict
+
+import jax
+import numpy as np
+from jax.profiler import TraceAnnotation
+
+from spectrace.engines.base import BaseEngine
+from spectrace.tracer import xplane
+
+MODEL = os.environ.get("PROBE_MODEL", "llama-3.2-1b")
+PROMPT = int(os.environ.get("PROBE_LEN", "10741"))
+CALLS = int(os.environ.get("PROBE_CALLS", "3"))
+
+
+def main() -> None:
+    e = BaseEngine.from_pretrained(MODEL, prefill_seq_len=16384, ctx_len=PROMPT + 64)
+    ids = np.random.default_rng(0).integers(3, e.config.vocab_size, PROMPT).astype(np.int32)
+    rows = -(PROMPT // -128) * 128
+    tok, pos = np.zeros((1, rows), np.int32), np.full((1, rows), -1, np.int32)
+    tok[0, :PROMPT], pos[0, :PROMPT] = ids, np.arange(PROMPT)
+    args = jax.device_put([tok, pos, np.asarray(PROMPT - 1, np.int32)], e.device)
+    e.prefill_from_ids(ids, np.arange(PROMPT, dtype=np.int32), return_queries=True)  # a cache, compiled
+    fn = e.chunk_fn(return_queries=True)
+    for _ in range(2):  # this argument shape compiles once
+        logits, e.cache, q = fn(e.params, e.cache, *args, fresh=True)
+        jax.block_until_ready((logits, e.cache, q))
+    with xplane.profile(tempfile.mkdtemp(), mirror=False) as prof:
+        for _ in range(CALLS):
+            with TraceAnnotation("probe.call"):
+                logits, e.cache, q = fn(e.params, e.cache, *args, fresh=True)
+            jax.block_until_ready((logits, e.cache, q))
+    host, device, calls = defaultdict(lambda: [0, 0]), [], []
+    for path in prof.paths:
+        for plane in xplane.read_xplane(path).planes:
+            for _, events in plane.lines:
+                for name, start, dur, _ in events:
+                    if plane.name.startswith("/device:"):
+                        device.append(start)
+                    elif name == "probe.call":
+                        calls.append((start, start + dur))
+    calls.sort()
+    device.sort()
+    for path in prof.paths:
+        for plane in xplane.read_xplane(path).planes:
+            if plane.name.startswith("/device:"):
+                continue
+            for _, events in plane.lines:
+                for name, start, dur, _ in events:
+                    if name != "probe.call" and any(a <= start < b for a, b in calls):
+                        host[name][0] += dur
+                        host[name][1] += 1
+    n = max(len(calls), 1)
+    print(f"{MODEL} on {e.device.device_kind}: {len(calls)} profiled chunk calls ({PROMPT} tokens, inputs on the device)")
+    for i, (a, b) in enumerate(calls):
+        first = next((s for s in device if s >= a), None)
+        print(f"  call {i}: returns after {(b - a) / 1e6:.3f} ms; first device op "
+              f"{'-' if first is None else f'{(first - a) / 1e6:.3f} ms'} after the call began")
+    print(f"\n{'ms/call':>9} {'n/call':>7}  host event inside the calls (inclusive)")
+    for name, (ns, count) in sorted(host.items(), key=lambda kv: -kv[1][0])[:30]:
+        print(f"{ns / n / 1e6:9.3f} {count / n:7.1f}  {name[:110]}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""What splitting the draft's one prefill chunk in two costs on the device.
+
+The speculative TTFT starts with ~3.2 ms of tokenization and ~0.8 ms of ``bind`` on the H100
+host before the draft's chunk can be dispatched (session 16's host timeline). A small first
+chunk, tokenized and dispatched first, would let the rest of the prompt tokenize while it runs;
+that pays only if two chunks cost the device little more than one. This times, round-robin,
+one fresh chunk of the whole prompt against a fresh first chunk of ``S1`` rows followed at once
+by the continued rest (fitted to 128 rows), both dispatched before the host waits, for each
+``S1`` in ``PROBE_SPLITS``; the inputs are on the device already (no tokenization, no copies).
+
+    . scripts/device_env.sh && python3 scripts/probe_split_chunk.py
+
+``PROBE_PROFILE=1`` then profiles two runs of the one chunk and of the first split and prints
+each form's device busy time and its ops by summed time, side by side: where the split's extra
+time goes.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+
+import jax
+import numpy as np
+
+from spectrace.engines.base import BaseEngine
+
+MODEL = os.environ.get("PROBE_MODEL", "llama-3.2-1b")
+PROMPT = int(os.environ.get("PROBE_LEN", "10741"))
+SPLITS = [int(s) for s in os.environ.get("PROBE_SPLITS", "1024 2048 3072").split()]
+REPS = int(os.environ.get("PROBE_REPS", "12"))
+
+
+def main() -> None:
+    e = BaseEngine.from_pretrained(MODEL, prefill_seq_len=16384, ctx_len=PROMPT + 64)
+    ids = np.random.default_rng(0).integers(3, e.config.vocab_size, PROMPT).astype(np.int32)
+    e.prefill_from_ids(ids, np.arange(PROMPT, dtype=np.int32), return_queries=True)  # a cache, compiled
+    fn = e.chunk_fn(return_queries=True)
+
+    def placed(a: int, b: int, rows: int):
+        """Rows [a, b) of the prompt padded to ``rows`` (position -1), and the last real row, on the device."""
+        tok = np.zeros((1, rows), np.int32)
+        pos = np.full((1, rows), -1, np.int32)
+        tok[0, :b - a], pos[0, :b - a] = ids[a:b], np.arange(a, b)
+        return jax.device_put([tok, pos, np.asarray(b - a - 1, np.int32)], e.device)
+
+    fit = lambda n: -(n // -128) * 128  # noqa: E731  the engine's fitted last chunk
+    whole = placed(0, PROMPT, fit(PROMPT))
+    parts = {s: (placed(0, s, s), placed(s, PROMPT, fit(PROMPT - s))) for s in SPLITS}
+
+    def one() -> tuple[float, float]:
+        t0 = time.perf_counter()
+        logits, e.cache, q = fn(e.params, e.cache, *whole, fresh=True)
+        t1 = time.perf_counter()
+        jax.block_until_ready((logits, e.cache, q))
+        return time.perf_counter() - t0, t1 - t0
+
+    def two(s: int) -> tuple[float, float]:
+        (a, b) = parts[s]
+        t0 = time.perf_counter()
+        _, e.cache, _ = fn(e.params, e.cache, *a, fresh=True)
+        t1 = time.perf_counter()
+        logits, e.cache, q = fn(e.params, e.cache, *b, fresh=False)
+        jax.block_until_ready((logits, e.cache, q))
+        return time.perf_counter() - t0, t1 - t0
+
+    forms = {"one chunk": one, **{f"{s} + {PROMPT - s}": (lambda s=s: two(s)) for s in SPLITS}}
+    for f in forms.values():  # compile and warm
+        f(), f()
+    times = {k: [] for k in forms}
+    for _ in range(REPS):
+        for k, f in forms.items():
+            times[k].append(f())
+    print(f"{MODEL} on {e.device.device_kind}: {PROMPT} tokens, inputs on the device, {REPS} round-robin runs")
+    print(f"{'form':>16} {'ready ms':>9} {'std':>6} {'best':>8} {'first call returns':>19} {'vs one':>7}")
+    ref = statistics.mean(t for t, _ in times["one chunk"])
+    for k, ts in times.items():
+        ready = [t * 1e3 for t, _ in ts]
+        print(f"{k:>16} {statistics.mean(ready):9.2f} {statistics.stdev(ready):6.2f} {min(ready):8.2f} "
+              f"{statistics.mean(r * 1e3 for _, r in ts):16.2f} ms {statistics.mean(ready) / ref / 1e3:7.3f}")
+    if os.environ.get("PROBE_PROFILE") == "1":
+        _profiled({k: forms[k] for k in list(forms)[:2]})
+
+
+def _profiled(forms: dict, runs: int = 2) -> None:
+    """Each form's device ops over ``runs`` profiled runs: busy ms a run, and the ops by summed time."""
+    import tempfile
+
+    from probe_decode_ops import op_totals
+    from spectrace.tracer import xplane
+
+    tables = {}
+    for k, f in forms.items():
+        with xplane.profile(tempfile.mkdtemp(), mirror=False) as prof:
+            for _ in range(runs):
+                f()
+        tables[k] = {name: ns / runs / 1e6 for name, (ns, _, _) in op_totals(prof.paths).items()}
+    a, b = list(tables)
+    print(f"\ndevice busy a run: {a} {sum(tables[a].values()):.2f} ms, {b} {sum(tables[b].values()):.2f} ms")
+    names = sorted(set(tables[a]) | set(tables[b]), key=lambda n: -abs(tables[b].get(n, 0) - tables[a].get(n, 0)))
+    print(f"{'ms ' + a:>18} {'ms ' + b:>18} {'diff':>8}  op (largest differences first)")
+    for n in names[:25]:
+        x, y = tables[a].get(n, 0.0), tables[b].get(n, 0.0)
+        print(f"{x:18.3f} {y:18.3f} {y - x:8.3f}  {n[:90]}")
+
+
+if __name__ == "__main__":
+    main()
