@@ -214,8 +214,10 @@ class EngineOptions:
       the cost of one more compiled shape per distinct tail length (at most
       ``prefill_seq_len / 128``). The chunk count is the same either way; ``padded_len`` is the
       length actually computed. A 1077-token pruned prompt at ``prefill_seq_len`` 2048 computes
-      1152 rows instead of 2048 (1104 when the speculative engine queues it on the device:
-      ``engines.speculative.handover.PRUNED_MULTIPLE``).
+      1152 rows instead of 2048. (The speculative engine's queued pruned chunk is fitted to
+      its kept-token bound rounded up to 16 rows instead, ``engines.speculative.handover.
+      PRUNED_MULTIPLE``: up to ``prefill_seq_len / 16`` shapes; 1104 rows for a 10741-token
+      prompt at keep 0.10.)
 
     Defaults are the fast variants. All variants compute the same function.
     """

@@ -33,13 +33,17 @@ from spectrace.engines.decode_attention import triton_params
 
 #: Where the kernel runs; elsewhere the XLA form (a test adds "cpu" to run the kernel's path).
 BACKENDS = ["gpu"]
-#: Rows per program where they divide the row count (a prefill chunk's rows are a multiple of 128);
+#: Rows per program where they divide the row count (a prefill chunk's rows are a multiple of 16);
 #: 1 is what was measured in the pipeline (docs/performance.md "Session 12").
 BLOCK_ROWS = 1
 
 
 class Residual(NamedTuple):
-    """The residual stream ``x`` [..., D] with a branch's output ``delta`` [..., D] not yet added."""
+    """The residual stream ``x`` [..., D] with a branch's output ``delta`` [..., D] not yet added.
+
+    In a decode step ``delta`` may be the out projection's two-row product [..., 2, D] for the
+    one-row stream ``x`` [..., 1, D] (row 0 is the one; :func:`add_rms_norm` and :func:`settle`
+    take it). :func:`rows` selects rows of both halves alike, so it must take only row 0 there."""
 
     x: jax.Array
     delta: jax.Array
@@ -83,9 +87,10 @@ def add_rms_norm(x, weight, eps: float, copies: int = 1):
     A decode step's one row (T = 1) can come and go doubled, for the two-row GEMM of
     ``engines.models.common.gemm_rows``: a :class:`Residual`'s branch may hold ``[..., 2, D]``
     (the out projection's product, row 0 the one), and ``copies=2`` returns h as ``[..., 2, D]``
-    (the row twice, for the QKV projection). In the kernel both are block shapes, not the
-    concatenate and slice XLA would run as two more kernels (~1.2 us each, twice a layer, in
-    the 1B draft's look-ahead step on an H100: docs/performance.md, "Session 16")."""
+    (the row twice, for the QKV projection). In the kernel both are block shapes: the two
+    concatenates XLA ran before the QKV and out projections (~1.1 us each a layer in the 1B
+    draft's look-ahead step on an H100) are gone, and the slice of the out projection's product
+    no longer rides on its split-K reduce (docs/performance.md, "Session 16")."""
     stream = x.x if isinstance(x, Residual) else x
     if copies != 1 and (stream.ndim < 2 or stream.shape[-2] != 1):
         raise ValueError(f"copies={copies}: only a single row (T = 1) is repeated, got shape {stream.shape}")

@@ -20,7 +20,7 @@ the Pallas combine, it left a decode step's time unchanged (0.999x, session 13);
 reworked combine both measured 0.981x the XLA forms' decode step (docs/performance.md, "Session 14").
 
 Axis letters as in ``engines.model``; E = (N + 2K) H, the fused projection's width; R its rows
-(1, or 2 where ``common.gemm_rows`` doubled the row).
+(1, or 2 where the row came doubled for the two-row GEMM: ``common.row_copies``).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from check_decode_attention import best_us
 from spectrace.engines import fused_norm
 
 DIMS = {"llama-3.1-8b": 4096, "llama-3.2-1b": 2048}
-ROWS = [1, 1152, 10752]  # a decode step; the pruned chunk and the prompt padded to 128 rows
+ROWS = [1, 1152, 10752]  # a decode step; the pruned chunk (1152 to session 15, 1104 since) and the prompt
 WARPS = [4, 8]
 BLOCK_ROWS = [1, 2, 4, 8]
 EPS = 1e-5

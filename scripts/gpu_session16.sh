@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Session 16's GPU runs (issue 19), results under $OUT; carry [".whl", ".bench_before"] where
 # .bench_before is the tree before the session (`git archive a6fee84 tracer engines | tar -x -C
-# .bench_before`). The 1B draft's look-ahead step (7 of them in the speculative TTFT) spends
-# ~56 us of its ~1430 in three tiny XLA kernels a layer around the two-row GEMMs (session 15's
-# probe on an H100): the concatenate before the QKV and out projections and the slice after the
-# out projection. Now the fused norm and the decode attention's combine write the row twice and
-# the next norm reads row 0 of the product.
+# .bench_before`). In the 1B draft's look-ahead step (7 of them in the speculative TTFT) the
+# two-row GEMMs left XLA two concatenates a layer (before the QKV and out projections, ~36 us of
+# a ~1430 us step on an H100, this session's first probe); now the fused norm and the decode
+# attention's combine write the row twice and the next norm reads row 0 of the product.
 #   1. scripts/probe_decode_ops.py on the 1B look-ahead step (8 tokens): before, after, and after
-#      with XLA's split-K off for the decode program (its two reduce kernels a layer);
-#   2. scripts/probe_chunk_rows.py: the 8B's prefill chunk at 1024..1152 rows (the pruned base
-#      chunk is 1152 rows for 1077 kept tokens: would fewer padded rows pay?);
+#      with XLA's split-K off for the decode program (no such option in this XLA, it turned out);
+#   2. scripts/probe_chunk_rows.py: the 8B's prefill chunk at 1024..1152 rows (the queued pruned
+#      base chunk was 1152 rows for 1077 kept tokens: would fewer padded rows pay? PROBE_ROWS
+#      narrows it: the output is then probe_chunk_rows_2.txt);
 #   3. scripts/bench_variants.py before/after (RUNS, default 12), with each variant's host timeline;
 #   4. engines.bench.spec against transformers (RUNS_SPEC, default 5);
 #   5. scripts/check_decode_attention.py: the 1B's decode attention (11.3 us a layer against ~6.7 for

@@ -1,8 +1,9 @@
 """How a prefill chunk's time depends on its row count: is padding the pruned base chunk worth rows?
 
-The speculative pipeline's pruned base chunk is fitted to ``max_kept_tokens`` rounded up to
-``FIT_MULTIPLE`` (128): 1089 kept tokens at most for the 10741-token prompt -> 1152 rows, 75
-more than the 1077 it keeps. Whether fewer rows save time depends on the GEMMs' tiles and waves,
+Until session 16 the speculative pipeline's queued pruned base chunk was fitted to
+``max_kept_tokens`` rounded up to ``FIT_MULTIPLE`` (128): 1089 kept tokens at most for the
+10741-token prompt -> 1152 rows, 75 more than the 1077 it keeps (since: 16, 1104 rows,
+``engines.speculative.handover.PRUNED_MULTIPLE``, from this probe's table). Whether fewer rows save time depends on the GEMMs' tiles and waves,
 so this times one fresh chunk of each row count in ``PROBE_ROWS`` (all real tokens, the module's
 ``FIT_MULTIPLE`` set to 1 so the chunk is exactly that long), unprofiled, round-robin so drift
 hits every row count alike, and prints the mean, best and ms per 100 rows.

@@ -8,6 +8,11 @@ the host events inside the calls by summed time per call (inclusive: a parent ho
 children's time), and for each call when its first device op started after the call began.
 
     . scripts/device_env.sh && python3 scripts/probe_dispatch.py
+
+``PROBE_ENGINE`` (default ``spec``) names the engine, which picks its chunk programs' XLA options
+(``engines.host.chunk_xla``): ``spec`` compiles the draft as the pipeline does (Triton GEMMs
+allowed, command buffers); ``base`` as the base's chunks (cuBLAS, no command buffers), which is
+how session 16's runs of this probe compiled it (they named no engine).
 """
 
 from __future__ import annotations
@@ -26,10 +31,11 @@ from spectrace.tracer import xplane
 MODEL = os.environ.get("PROBE_MODEL", "llama-3.2-1b")
 PROMPT = int(os.environ.get("PROBE_LEN", "10741"))
 CALLS = int(os.environ.get("PROBE_CALLS", "3"))
+ENGINE = os.environ.get("PROBE_ENGINE", "spec")
 
 
 def main() -> None:
-    e = BaseEngine.from_pretrained(MODEL, prefill_seq_len=16384, ctx_len=PROMPT + 64)
+    e = BaseEngine.from_pretrained(MODEL, prefill_seq_len=16384, ctx_len=PROMPT + 64, name=ENGINE)
     ids = np.random.default_rng(0).integers(3, e.config.vocab_size, PROMPT).astype(np.int32)
     rows = -(PROMPT // -128) * 128
     tok, pos = np.zeros((1, rows), np.int32), np.full((1, rows), -1, np.int32)

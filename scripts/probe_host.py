@@ -55,8 +55,10 @@ def main() -> None:
     # any command-buffer update) and until its results are ready (the device's work).
     from spectrace.engines.base import BaseEngine
 
-    e = BaseEngine.from_pretrained(os.environ.get("PROBE_DRAFT", "llama-3.2-1b"), prefill_seq_len=16384,
-                                   ctx_len=10741 + 16)
+    # Compiled as the pipeline compiles its draft ("spec"). Runs up to session 16 named no engine,
+    # which since session 7 meant the base's chunk options (cuBLAS, no command buffers).
+    e = BaseEngine.from_pretrained(os.environ.get("PROBE_DRAFT", "llama-3.2-1b"), name="spec",
+                                   prefill_seq_len=16384, ctx_len=10741 + 16)
     ids = np.random.default_rng(0).integers(3, e.config.vocab_size, 10741).astype(np.int32)
     e.prefill_from_ids(ids, np.arange(10741, dtype=np.int32), return_queries=True)  # compiles
     fn = e.chunk_fn(return_queries=True)

@@ -13,6 +13,11 @@ by the continued rest (fitted to 128 rows), both dispatched before the host wait
 ``PROBE_PROFILE=1`` then profiles two runs of the one chunk and of the first split and prints
 each form's device busy time and its ops by summed time, side by side: where the split's extra
 time goes.
+
+``PROBE_ENGINE`` (default ``spec``) names the engine, which picks its chunk programs' XLA options
+(``engines.host.chunk_xla``): ``spec`` compiles the draft as the pipeline does (Triton GEMMs
+allowed, command buffers); ``base`` as the base's chunks (cuBLAS, no command buffers), which is
+how session 16's runs of this probe compiled it (they named no engine).
 """
 
 from __future__ import annotations
@@ -30,10 +35,11 @@ MODEL = os.environ.get("PROBE_MODEL", "llama-3.2-1b")
 PROMPT = int(os.environ.get("PROBE_LEN", "10741"))
 SPLITS = [int(s) for s in os.environ.get("PROBE_SPLITS", "1024 2048 3072").split()]
 REPS = int(os.environ.get("PROBE_REPS", "12"))
+ENGINE = os.environ.get("PROBE_ENGINE", "spec")
 
 
 def main() -> None:
-    e = BaseEngine.from_pretrained(MODEL, prefill_seq_len=16384, ctx_len=PROMPT + 64)
+    e = BaseEngine.from_pretrained(MODEL, prefill_seq_len=16384, ctx_len=PROMPT + 64, name=ENGINE)
     ids = np.random.default_rng(0).integers(3, e.config.vocab_size, PROMPT).astype(np.int32)
     e.prefill_from_ids(ids, np.arange(PROMPT, dtype=np.int32), return_queries=True)  # a cache, compiled
     fn = e.chunk_fn(return_queries=True)

@@ -129,7 +129,8 @@ def project_qkv(lp, x, n_heads: int, n_kv_heads: int, head_dim: int, fused: bool
 
 def fused_qkv(lp, x):
     """x [B, T, D] through the fused weight ``wqkv`` -> [B, T', (N+2K)*H], pre-RoPE; T' = 2 where
-    :func:`gemm_rows` doubled a single row (row 0 is the one)."""
+    a single row came doubled (``fused_norm.add_rms_norm(copies=2)``) or :func:`gemm_rows`
+    doubled it (row 0 is the one)."""
     return einsum("BTD,DE->BTE", gemm_rows(x, lp["wqkv"]), lp["wqkv"])
 
 

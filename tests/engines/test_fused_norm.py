@@ -75,6 +75,30 @@ def test_a_doubled_row_comes_in_and_goes_out_without_xla_copies(kernels_on_cpu, 
         fused_norm.add_rms_norm(jnp.zeros((1, 3, 64)), w, 1e-5, copies=2)
 
 
+@pytest.mark.parametrize("kernel", [True, False])
+def test_a_layer_finishes_alike_from_a_doubled_attention_row(kernels_on_cpu, kernel):
+    """Llama's ``finish`` given a decode step's attention row twice ([B, 2, N, H], as the GPU's
+    decode attention writes it for the two-row out projection) returns what it returns from the
+    one row: the doubled product reaches the norm, never the stream."""
+    from spectrace.engines.models import common, llama
+
+    if kernel:
+        kernels_on_cpu(fused_norm)
+    rng = np.random.default_rng(3)
+    B, N, H, D, F = 2, 4, 16, 64, 96
+    lp = {name: jnp.asarray(rng.standard_normal(shape) * 0.1, jnp.float32) for name, shape in
+          (("wo", (N, H, D)), ("w_gate_up", (D, 2 * F)), ("w_down", (F, D)))}
+    lp["mlp_norm"] = jnp.asarray(1 + 0.1 * rng.standard_normal(D), jnp.float32)
+    cfg = type("Cfg", (), {"rms_eps": 1e-5})()
+    x, attn = _rows(rng, (B, 1, D), jnp.float32), _rows(rng, (B, 1, N, H), jnp.float32)
+    one = llama.finish(lp, x, attn, cfg)
+    two = llama.finish(lp, x, jnp.concatenate([attn, attn], axis=1), cfg)
+    assert common.out_proj_rows(lp, jnp.concatenate([attn, attn], axis=1)).shape == (B, 2, D)
+    for a, b in zip(one, two):  # the stream and the MLP's branch, both [B, 1, D]
+        assert a.shape == b.shape == (B, 1, D)
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6, rtol=1e-6)
+
+
 def test_only_power_of_two_rows_on_the_kernels_backends_take_it(kernel_on_cpu, monkeypatch):
     x = jnp.zeros((1, 3, 64), jnp.float32)
     assert fused_norm.supported(x, jnp.ones(64, jnp.float32))

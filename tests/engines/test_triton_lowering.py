@@ -80,6 +80,12 @@ def test_fused_norm_lowers(cuda_lowering, T, D, R, copies):
                   x, delta, w)
 
 
+def test_fused_norm_without_a_residual_writing_two_rows_lowers(cuda_lowering):
+    # layer 0 of a decode step: the embeddings' row, normed and written twice for the QKV GEMM
+    x, w = _avals(((1, 1, 2048), jnp.bfloat16), ((2048,), jnp.bfloat16))
+    cuda_lowering(lambda x, w: fused_norm.add_rms_norm(x, w, 1e-5, copies=2), x, w)
+
+
 def test_the_combine_writing_two_rows_lowers(cuda_lowering):
     q, k, v, qp, kp = _avals(((1, 1, 32, 64), jnp.bfloat16), ((1, S, 8, 64), jnp.bfloat16), ((1, S, 8, 64), jnp.bfloat16),
                              ((1, 1), jnp.int32), ((1, S), jnp.int32))
