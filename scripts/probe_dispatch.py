@@ -9,10 +9,8 @@ children's time), and for each call when its first device op started after the c
 
     . scripts/device_env.sh && python3 scripts/probe_dispatch.py
 
-``PROBE_ENGINE`` (default ``spec``) names the engine, which picks its chunk programs' XLA options
-(``engines.host.chunk_xla``): ``spec`` compiles the draft as the pipeline does (Triton GEMMs
-allowed, command buffers); ``base`` as the base's chunks (cuBLAS, no command buffers), which is
-how session 16's runs of this probe compiled it (they named no engine).
+``PROBE_MODEL``, ``PROBE_LEN`` and ``PROBE_ENGINE`` as in ``probe_split_chunk.py`` (session 16's
+run compiled the 1B as the base's chunks are; the default is now the draft's ``spec``).
 """
 
 from __future__ import annotations
@@ -24,25 +22,19 @@ from collections import defaultdict
 import jax
 import numpy as np
 from jax.profiler import TraceAnnotation
+from probe_split_chunk import MODEL, PROMPT, draft_and_prompt
 
-from spectrace.engines.base import BaseEngine
 from spectrace.tracer import xplane
 
-MODEL = os.environ.get("PROBE_MODEL", "llama-3.2-1b")
-PROMPT = int(os.environ.get("PROBE_LEN", "10741"))
 CALLS = int(os.environ.get("PROBE_CALLS", "3"))
-ENGINE = os.environ.get("PROBE_ENGINE", "spec")
 
 
 def main() -> None:
-    e = BaseEngine.from_pretrained(MODEL, prefill_seq_len=16384, ctx_len=PROMPT + 64, name=ENGINE)
-    ids = np.random.default_rng(0).integers(3, e.config.vocab_size, PROMPT).astype(np.int32)
+    e, ids, fn = draft_and_prompt()
     rows = -(PROMPT // -128) * 128
     tok, pos = np.zeros((1, rows), np.int32), np.full((1, rows), -1, np.int32)
     tok[0, :PROMPT], pos[0, :PROMPT] = ids, np.arange(PROMPT)
     args = jax.device_put([tok, pos, np.asarray(PROMPT - 1, np.int32)], e.device)
-    e.prefill_from_ids(ids, np.arange(PROMPT, dtype=np.int32), return_queries=True)  # a cache, compiled
-    fn = e.chunk_fn(return_queries=True)
     for _ in range(2):  # this argument shape compiles once
         logits, e.cache, q = fn(e.params, e.cache, *args, fresh=True)
         jax.block_until_ready((logits, e.cache, q))

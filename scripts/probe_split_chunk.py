@@ -38,11 +38,17 @@ REPS = int(os.environ.get("PROBE_REPS", "12"))
 ENGINE = os.environ.get("PROBE_ENGINE", "spec")
 
 
-def main() -> None:
+def draft_and_prompt():
+    """(engine, ids, chunk function with queries): ``PROBE_MODEL`` built as ``PROBE_ENGINE`` with a
+    cache, a random ``PROBE_LEN``-token prompt prefilled once (compiled); shared with ``probe_dispatch.py``."""
     e = BaseEngine.from_pretrained(MODEL, prefill_seq_len=16384, ctx_len=PROMPT + 64, name=ENGINE)
     ids = np.random.default_rng(0).integers(3, e.config.vocab_size, PROMPT).astype(np.int32)
-    e.prefill_from_ids(ids, np.arange(PROMPT, dtype=np.int32), return_queries=True)  # a cache, compiled
-    fn = e.chunk_fn(return_queries=True)
+    e.prefill_from_ids(ids, np.arange(PROMPT, dtype=np.int32), return_queries=True)
+    return e, ids, e.chunk_fn(return_queries=True)
+
+
+def main() -> None:
+    e, ids, fn = draft_and_prompt()
 
     def placed(a: int, b: int, rows: int):
         """Rows [a, b) of the prompt padded to ``rows`` (position -1), and the last real row, on the device."""
