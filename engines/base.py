@@ -367,11 +367,11 @@ class BaseEngine(LoadMixin, DecodeMixin):
             raise ValueError("positions must be non-negative and strictly increasing (a pruned prompt keeps "
                              "its tokens in order)")
 
-    def _chunk_lengths(self, last_real: int, num_chunks: int) -> list[int]:
+    def _chunk_lengths(self, last_real: int, num_chunks: int, multiple: int = FIT_MULTIPLE) -> list[int]:
         """Rows per chunk: ``prefill_seq_len`` each; the last one fitted to its real tokens
-        (rounded up to ``FIT_MULTIPLE``) unless ``last_chunk="full"``."""
+        (rounded up to ``multiple``, default ``FIT_MULTIPLE``) unless ``last_chunk="full"``."""
         T = self.prefill_seq_len
-        last = T if self.options.last_chunk == "full" else min(T, -(last_real // -FIT_MULTIPLE) * FIT_MULTIPLE)
+        last = T if self.options.last_chunk == "full" else min(T, -(last_real // -multiple) * multiple)
         return [T] * (num_chunks - 1) + [last]
 
     def _check_fits(self, n_tokens: int, *, continue_cache: bool) -> None:

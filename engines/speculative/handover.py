@@ -44,8 +44,7 @@ def pruned_rows(base, n_real: int, *, chunk_size: int, keep: float) -> int | Non
     bound = score.max_kept_tokens(n_real, chunk_size, keep)
     if bound > base.prefill_seq_len:
         return None
-    T = base.prefill_seq_len
-    rows = T if base.options.last_chunk == "full" else min(T, -(bound // -PRUNED_MULTIPLE) * PRUNED_MULTIPLE)
+    rows = base._chunk_lengths(bound, 1, multiple=PRUNED_MULTIPLE)[0]
     return rows if base.can_queue(rows) else None
 
 
