@@ -108,9 +108,10 @@ class BaseEngine(LoadMixin, DecodeMixin):
     def chunk_fn(self, *, return_queries: bool = False):
         """The compiled chunk function for this engine's config and options.
 
-        ``fn(params, cache, tokens[B, T], positions[B, T], query_row, fresh=False) -> (logits[B, V]
-        float32, cache, q_rows)``; ``q_rows`` is ``[L, B, N, H]`` float32, the post-RoPE query of
-        row ``query_row`` in every layer, or None without ``return_queries``. ``fresh=True``
+        ``fn(params, cache, inputs[2, B, T], fresh=False) -> (logits[B, V] float32, cache, q_rows)``:
+        ``inputs`` stacks the tokens and their positions (padding at position -1, at the end);
+        ``q_rows`` is ``[L, B, N, H]`` float32, the post-RoPE query of the last real row in every
+        layer, or None without ``return_queries`` (``fn(..., inputs, query_row)``: another row's). ``fresh=True``
         starts a new prompt at slot 0, dropping what the cache held. The cache is donated.
         Compiled once per chunk length T and ``fresh``.
         """
@@ -211,22 +212,22 @@ class BaseEngine(LoadMixin, DecodeMixin):
                              bind_attrs=None if window else attrs, host_logits=host_logits,
                              on_last_dispatch=on_last_dispatch, queued=queued)
 
-    def queue_prefill(self, tokens, positions, row) -> QueuedPrefill:
+    def queue_prefill(self, inputs) -> QueuedPrefill:
         """Dispatch a fresh one-chunk prefill whose inputs are already on this engine's device and
         return without waiting; :meth:`prefill_from_ids` (``queued=``) later waits for it in its spans.
 
-        ``tokens``, ``positions``: ``[1, R]`` int32 device arrays (real tokens first, then padding
-        at position -1), ``R <= prefill_seq_len``; ``row``: int32 scalar, the last real row. For
+        ``inputs``: ``[2, 1, R]`` int32 device array, the tokens and their positions (real tokens
+        first, then padding at position -1), ``R <= prefill_seq_len``. For
         inputs computed on the device (the speculative engine's kept tokens, gathered behind its
         scoring): the chunk is queued behind the program that makes them, so the device goes
         from one to the other without waiting for the host to read, place and dispatch.
         """
-        R = int(tokens.shape[1])
+        R = int(inputs.shape[2])
         if not self.can_queue(R):
             raise ValueError(f"queue_prefill: {R} rows do not fit one chunk of prefill_seq_len="
                              f"{self.prefill_seq_len} and {self.cache_slots} cache slots, or the engine has no "
                              "cache yet or prefills token by token")
-        logits, self.cache, _ = self.chunk_fn()(self.params, self.cache, tokens, positions, row, fresh=True)
+        logits, self.cache, _ = self.chunk_fn()(self.params, self.cache, inputs, fresh=True)
         prefetch(logits)
         self._serial += 1  # the cache no longer holds any earlier prefill
         self._cache_len = 0
@@ -273,14 +274,14 @@ class BaseEngine(LoadMixin, DecodeMixin):
                 raise ValueError(f"continuing the cache at slot {start} with {num_chunks} chunk(s) of "
                                  f"prefill_seq_len={T} needs {start + sum(lengths)} slots; ctx_len={self.ctx_len} "
                                  f"gives {self.cache_slots}: raise ctx_len")
-            if python:  # one (1, 1) array per real token: the loop feeds them one by one
-                host = [a.reshape(1, 1) for a in ids[real]] + [a.reshape(1, 1) for a in positions[real]]
-                rows = []
+            # One [2, 1, n] array per chunk (tokens; positions): one copy each (the last real
+            # row is counted on the device). Python: one [2, 1, 1] array per real token, fed one by one.
+            pairs = np.stack([ids, positions])                                  # [2, C*T]
+            if python:
+                host = [pairs[:, j].reshape(2, 1, 1) for j in np.flatnonzero(real)]
             else:
-                host = [ids[i * T: i * T + n].reshape(1, n) for i, n in enumerate(lengths)]
-                host += [positions[i * T: i * T + n].reshape(1, n) for i, n in enumerate(lengths)]
-                rows = [np.int32(n - 1) for n in real_per_chunk]
-            placed = None if queued else _h2d(self.device, host + [np.asarray(r) for r in rows], dst=self.where)
+                host = [pairs[:, i * T: i * T + n].reshape(2, 1, n) for i, n in enumerate(lengths)]
+            placed = None if queued else _h2d(self.device, host, dst=self.where)
         fn = self.chunk_fn(return_queries=return_queries)
         queries = logits = None
         n_tok = int(sum(real_per_chunk))
@@ -296,12 +297,11 @@ class BaseEngine(LoadMixin, DecodeMixin):
                     logits, queries = queued.logits, None
                 elif python:
                     for j in range(done, done + n_real):
-                        logits, self.cache, queries = fn(self.params, self.cache, placed[j], placed[n_tok + j],
-                                                         np.int32(0))
+                        logits, self.cache, queries = fn(self.params, self.cache, placed[j])
                     done += n_real
                 else:  # the first chunk into an empty cache has no prefix to attend to
-                    logits, self.cache, queries = fn(self.params, self.cache, placed[i], placed[num_chunks + i],
-                                                     placed[2 * num_chunks + i], fresh=not continue_cache and i == 0)
+                    logits, self.cache, queries = fn(self.params, self.cache, placed[i],
+                                                     fresh=not continue_cache and i == 0)
                 last = i == num_chunks - 1
                 if last and host_logits:
                     prefetch(logits)
@@ -323,8 +323,7 @@ class BaseEngine(LoadMixin, DecodeMixin):
             num_chunks=num_chunks, next_position=next_position, cache_len=self._cache_len,
             token_ids=ids[real].copy(), positions=positions[real].copy(), elapsed_s=time.perf_counter() - t0,
             queries=None if queries is None else queries[:, 0], last_logits=logits, serial=self._serial,
-            device_inputs=None if python or queued else (tuple(placed[:num_chunks]),
-                                                         tuple(placed[num_chunks:2 * num_chunks])))
+            device_inputs=None if python or queued else tuple(placed))
 
     # ---- decode ------------------------------------------------------------------------------
     # ---- inspection --------------------------------------------------------------------------

@@ -23,7 +23,7 @@ class DecodeMixin:
 
     def decode(self, prefill: PrefillResult, max_new_tokens: int, *, return_queries: bool = False,
                window: str | None = "decode", span_name: str = "decode", on_dispatch=None,
-               queued: tuple | None = None) -> GenerateResult:
+               queued: tuple | None = None, last_token: bool = True) -> GenerateResult:
         """Greedy decode continuing the cache of ``prefill`` (which must be this engine's latest).
 
         Generates ``max_new_tokens`` tokens (the first is the prefill logits' argmax, so
@@ -34,11 +34,15 @@ class DecodeMixin:
         while the device still runs the loop, before the host waits for its tokens, so the
         caller can queue the program that reads them (the speculative engine's scoring).
         ``queued``: what :meth:`queue_decode` returned for these steps while the prefill's last
-        chunk still ran; the span then times the wait for its tokens.
+        chunk still ran; the span then times the wait for its tokens. ``last_token=False`` (with
+        ``return_queries``): the last step only feeds its token, for its queries
+        (``model.decode_scan``); ``tokens`` then holds the ``max_new_tokens - 1`` fed tokens.
         """
         if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
             raise ValueError(f"max_new_tokens={max_new_tokens!r} must be a positive int")
         steps = int(max_new_tokens) - 1
+        if not last_token and not (return_queries and steps):
+            raise ValueError(f"last_token=False needs return_queries and max_new_tokens >= 2, got {max_new_tokens}")
         if queued is not None and queued[2] != steps:
             raise ValueError(f"max_new_tokens={max_new_tokens}: the queued loop has {queued[2]} steps")
         if queued is None and (prefill.serial != self._serial or self.cache is None):
@@ -56,24 +60,27 @@ class DecodeMixin:
                 host, queries = self._decode_python(model.greedy(prefill.last_logits), position, steps,
                                                     return_queries)
                 queries = None if queries is None else queries[:, :, 0]                # [G-1, L, N, H]
+                host = host if last_token else host[:-1]
             else:
                 tokens, queries, _ = queued or self.queue_decode(prefill.last_logits, prefill.next_position, steps,
-                                                                 return_queries=return_queries)
+                                                                 return_queries=return_queries, last_token=last_token)
                 if on_dispatch is not None and queries is not None:
                     on_dispatch(queries)
                 host = to_host(tokens, src=self.where)[:, 0]
             elapsed = time.perf_counter() - t0
-            span.set("gen_ai.usage.output_tokens", int(max_new_tokens))
-            span.set("decode.tokens_per_s", float(max_new_tokens) / elapsed if elapsed > 0 else 0.0)
+            span.set("gen_ai.usage.output_tokens", len(host))
+            span.set("decode.tokens_per_s", len(host) / elapsed if elapsed > 0 else 0.0)
         self._serial += 1
         self._cache_len += steps
         self._next_position = prefill.next_position + steps
         return GenerateResult(tokens=host.astype(np.int32), prefill=prefill, decode_s=elapsed, queries=queries)
 
-    def queue_decode(self, last_logits, next_position: int, steps: int, *, return_queries: bool = False) -> tuple:
+    def queue_decode(self, last_logits, next_position: int, steps: int, *, return_queries: bool = False,
+                     last_token: bool = True) -> tuple:
         """Dispatch the compiled greedy loop of ``steps`` steps and return without waiting:
         ``(tokens [G, B], queries [G-1, L, N, H] or None, steps)``, the tokens' copy to the host
-        queued behind it. The cache becomes the loop's output.
+        queued behind it (``last_token=False``: tokens [G-1, B], see :meth:`decode`). The cache
+        becomes the loop's output.
 
         :meth:`decode` calls it; a caller may call it earlier, from a prefill's
         ``on_last_dispatch`` while the last chunk still runs (the speculative engine's
@@ -86,7 +93,7 @@ class DecodeMixin:
         if steps:  # the first token is the prefill's argmax, taken inside the same program
             tokens, self.cache, queries = model.decode_jit(self.decode_xla)(                 # [G, B]
                 self.params, self.cache, last_logits, position, cfg=self.config,
-                opts=self.options, steps=steps, return_queries=return_queries)
+                opts=self.options, steps=steps, return_queries=return_queries, last_token=last_token)
             if queries is not None:
                 queries = queries[:, :, 0]                                           # [G-1, L, N, H]
         else:

@@ -36,14 +36,17 @@ def rope_inv_freq(cfg):
     return common.rope_inv_freq(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
 
 
-def chunk_forward(params, cache: KVCache, tokens, positions, query_row, *, cfg,
+def chunk_forward(params, cache: KVCache, inputs, query_row=None, *, cfg,
                   opts: EngineOptions, return_queries: bool, fresh: bool = False):
     """One prefill chunk (or one decode step, T = 1) through every layer, writing the KV cache.
 
     Args:
-      tokens, positions: [B, T] int32; padding has position -1 and must sit at the end.
-      query_row: int32 scalar, the row of the chunk's last real token: its logits are returned
-        and (with ``return_queries``) its post-RoPE query in every layer.
+      inputs: [2, B, T] int32, the tokens and their positions as one array, so that placing a
+        chunk's inputs is one host-to-device copy (``bind``); padding has position -1 and must
+        sit at the end.
+      query_row: int32 scalar, the row whose logits are returned and (with ``return_queries``)
+        whose post-RoPE query in every layer; None (the engines' use): the chunk's last real
+        token, counted here from the positions rather than copied from the host.
 
     The chunk's keys/values go to cache slots ``[length, length + T)``; ``length`` then advances
     by the number of real tokens, so padding slots are overwritten by whatever comes next.
@@ -53,13 +56,18 @@ def chunk_forward(params, cache: KVCache, tokens, positions, query_row, *, cfg,
 
     Returns ``(logits [B, V] float32, cache, q_rows [L, B, N, H] float32 or None)``.
     """
+    tokens, positions = inputs[0], inputs[1]                                       # [B, T] x 2
+    if query_row is None:
+        query_row = jnp.maximum(jnp.sum(positions[0] >= 0) - 1, 0).astype(jnp.int32)
     with jax.named_scope("prefill.chunk"):
         return _cached_forward(params, cache, tokens, positions, query_row, cfg=cfg, opts=opts,
                                return_queries=return_queries, fresh=fresh)
 
 
 def _cached_forward(params, cache: KVCache, tokens, positions, query_row, *, cfg,
-                    opts: EngineOptions, return_queries: bool, fresh: bool = False):
+                    opts: EngineOptions, return_queries: bool, fresh: bool = False, queries_only: bool = False):
+    """``chunk_forward`` without its scope. ``queries_only``: stop after the last layer's queries and
+    cache write (no attention, MLP or logits past them; logits come back None)."""
     fam = family(cfg)
     B, T = tokens.shape
     # Fresh: whatever the cache held is dropped here (every slot past this chunk -1), so the
@@ -80,6 +88,8 @@ def _cached_forward(params, cache: KVCache, tokens, positions, query_row, *, cfg
         values.append(cv)
         if return_queries:
             q_rows.append(_row(q, query_row)[:, 0].astype(jnp.float32))          # [B, N, H]
+        if queries_only and i == len(layers) - 1:
+            break
         if i == len(layers) - 1 and T > 1:
             # Past the last layer's keys and values only the returned row matters (its logits):
             # attention, projection and MLP for that one row instead of T.
@@ -90,11 +100,14 @@ def _cached_forward(params, cache: KVCache, tokens, positions, query_row, *, cfg
             attn = _attend(q, k, v, ck, cv, positions, k_pos, start, spec, opts, fresh,
                            copies=_out_copies(lp))                                 # [B, T (or 2 for T = 1), N, H]
         x = fam.finish(lp, x, attn, cfg)                                           # [B, T', D] (or a Residual)
-    head = fused_norm.rows(x, lambda a: common.lm_head_rows(a[:, :1], cfg.vocab_size * cfg.dim))  # [B, 1 or 2, D]
-    logits = fam.logits(params, head, cfg)[:, 0]                                   # [B, V]: the one row left
     n_real = jnp.sum(positions[0] >= 0).astype(jnp.int32)
     q_rows = jnp.stack(q_rows) if return_queries else None                         # [L, B, N, H]
-    return logits, KVCache(tuple(keys), tuple(values), k_pos, start + n_real), q_rows
+    cache = KVCache(tuple(keys), tuple(values), k_pos, start + n_real)
+    if queries_only:
+        return None, cache, q_rows
+    head = fused_norm.rows(x, lambda a: common.lm_head_rows(a[:, :1], cfg.vocab_size * cfg.dim))  # [B, 1 or 2, D]
+    logits = fam.logits(params, head, cfg)[:, 0]                                   # [B, V]: the one row left
+    return logits, cache, q_rows
 
 
 def _project_and_write(fam, lp, x, rope_i, cache_k, cache_v, start, T: int, cfg, opts: EngineOptions):
@@ -167,25 +180,36 @@ def greedy(logits):
 
 
 def decode_step(params, cache: KVCache, token, position, *, cfg, opts: EngineOptions,
-                return_queries: bool):
-    """Feed token [B] at position [B]; returns (greedy next token [B], cache, q [L, B, N, H] or None)."""
+                return_queries: bool, queries_only: bool = False):
+    """Feed token [B] at position [B]; returns (greedy next token [B], cache, q [L, B, N, H] or None).
+    ``queries_only``: the token's queries and cache entries only (the next token is None)."""
     with jax.named_scope("decode.step"):
-        logits, cache, q = _cached_forward(params, cache, token[:, None], position[:, None],
-                                           jnp.int32(0), cfg=cfg, opts=opts, return_queries=return_queries)
-    return greedy(logits), cache, q
+        logits, cache, q = _cached_forward(params, cache, token[:, None], position[:, None], jnp.int32(0),
+                                           cfg=cfg, opts=opts, return_queries=return_queries,
+                                           queries_only=queries_only)
+    return None if queries_only else greedy(logits), cache, q
 
 
 def decode_scan(params, cache: KVCache, logits, position, *, cfg, opts: EngineOptions,
-                steps: int, return_queries: bool):
+                steps: int, return_queries: bool, last_token: bool = True):
     """Greedy decoding on the device: the argmax of ``logits`` [B, V] (the prefill's last row) is
     the first token, fed at ``position`` [B]; then ``steps`` steps as one ``lax.scan``.
 
     A device loop, not straight-line code: unrolling the draft's 7 look-ahead steps measured
     1.5x slower on an H100 (28.8 vs 19.2 ms, docs/evidence/h100-session4/bench_lookahead.txt).
 
-    Returns (tokens [steps + 1, B] (the first token, then the token after each step), cache,
-    queries [steps, L, B, N, H] of the fed tokens, or None).
+    ``last_token=False`` (with ``return_queries``; the speculative look-ahead, which reads only
+    the fed tokens' queries): the last step feeds its token for its queries and cache entries
+    and stops after the last layer's QKV projection, with no LM head; ``steps - 1`` loop steps,
+    then that one.
+
+    Returns (tokens [steps + 1, B] (the first token, then the token after each step; without
+    ``last_token`` the last is missing: [steps, B], the fed tokens), cache, queries
+    [steps, L, B, N, H] of the fed tokens, or None).
     """
+    if not (last_token or (return_queries and steps > 0)):
+        raise ValueError("last_token=False needs return_queries and steps > 0: the last step is for its queries")
+
     def step(carry, _):
         cache, tok, pos = carry
         nxt, cache, q = decode_step(params, cache, tok, pos, cfg=cfg, opts=opts, return_queries=return_queries)
@@ -193,8 +217,13 @@ def decode_scan(params, cache: KVCache, logits, position, *, cfg, opts: EngineOp
 
     first = greedy(logits)                                                         # [B]
     with jax.named_scope("decode"):
-        (cache, _, _), (tokens, queries) = lax.scan(step, (cache, first, position), None, length=steps)
-    return jnp.concatenate([first[None], tokens], axis=0), cache, queries          # [steps + 1, B]
+        (cache, tok, pos), (tokens, queries) = lax.scan(step, (cache, first, position), None,
+                                                        length=steps if last_token else steps - 1)
+        if not last_token:                                                         # feed tok for its queries
+            _, cache, q = decode_step(params, cache, tok, pos, cfg=cfg, opts=opts, return_queries=True,
+                                      queries_only=True)
+            queries = jnp.concatenate([queries, q[None]], axis=0)                  # [steps, L, B, N, H]
+    return jnp.concatenate([first[None], tokens], axis=0), cache, queries          # [steps + 1 or steps, B]
 
 
 @functools.lru_cache(maxsize=None)
@@ -213,7 +242,7 @@ def chunk_jit(xla: tuple):
 def decode_jit(xla: tuple):
     """``decode_scan`` compiled with per-program XLA options ``xla`` (as :func:`chunk_jit`);
     ``decode_jit(())`` is :data:`decode_scan_jit`."""
-    return jax.jit(decode_scan, static_argnames=("cfg", "opts", "steps", "return_queries"),
+    return jax.jit(decode_scan, static_argnames=("cfg", "opts", "steps", "return_queries", "last_token"),
                    donate_argnames=("cache",), compiler_options=dict(xla) or None)
 
 

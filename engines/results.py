@@ -32,8 +32,8 @@ class PrefillResult:
     queries: object = None           # jax.Array [L, N, H] float32, or None
     last_logits: object = field(default=None, repr=False)  # jax.Array [B, V] on device (decode starts here)
     serial: int = field(default=0, repr=False)             # which cache state this belongs to
-    #: The chunks' inputs as placed on the device: (ids, positions), each a tuple of [1, T_i] int32
-    #: arrays (real tokens first, padding at position -1). None for the per-token Python prefill
+    #: The chunks' inputs as placed on the device: one [2, 1, T_i] int32 array per chunk (tokens;
+    #: positions), real tokens first, padding at position -1. None for the per-token Python prefill
     #: and for a queued prefill. What the speculative engine gathers the kept tokens from.
     device_inputs: tuple | None = field(default=None, repr=False)
 

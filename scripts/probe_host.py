@@ -62,11 +62,11 @@ def main() -> None:
     ids = np.random.default_rng(0).integers(3, e.config.vocab_size, 10741).astype(np.int32)
     e.prefill_from_ids(ids, np.arange(10741, dtype=np.int32), return_queries=True)  # compiles
     fn = e.chunk_fn(return_queries=True)
-    args = jax.device_put([ids[None], np.arange(10741, dtype=np.int32)[None], np.asarray(10740, np.int32)], dev)
+    args = jax.device_put(np.stack([ids, np.arange(10741, dtype=np.int32)])[:, None], dev)  # [2, 1, T]
     ret, ready = [], []
     for i in range(N + 1):
         t0 = time.perf_counter()
-        logits, e.cache, q = fn(e.params, e.cache, args[0], args[1], args[2], fresh=True)
+        logits, e.cache, q = fn(e.params, e.cache, args, fresh=True)
         t1 = time.perf_counter()
         jax.block_until_ready((logits, e.cache, q))
         if i:  # the first call compiles (these unpadded arguments are a shape of their own)

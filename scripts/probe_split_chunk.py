@@ -51,11 +51,11 @@ def main() -> None:
     e, ids, fn = draft_and_prompt()
 
     def placed(a: int, b: int, rows: int):
-        """Rows [a, b) of the prompt padded to ``rows`` (position -1), and the last real row, on the device."""
-        tok = np.zeros((1, rows), np.int32)
-        pos = np.full((1, rows), -1, np.int32)
-        tok[0, :b - a], pos[0, :b - a] = ids[a:b], np.arange(a, b)
-        return jax.device_put([tok, pos, np.asarray(b - a - 1, np.int32)], e.device)
+        """Rows [a, b) of the prompt padded to ``rows`` (position -1) as the chunk's [2, 1, rows] inputs, on the device."""
+        inputs = np.zeros((2, 1, rows), np.int32)
+        inputs[1] = -1
+        inputs[0, 0, :b - a], inputs[1, 0, :b - a] = ids[a:b], np.arange(a, b)
+        return jax.device_put(inputs, e.device)
 
     fit = lambda n: -(n // -128) * 128  # noqa: E731  the engine's fitted last chunk
     whole = placed(0, PROMPT, fit(PROMPT))
@@ -63,7 +63,7 @@ def main() -> None:
 
     def one() -> tuple[float, float]:
         t0 = time.perf_counter()
-        logits, e.cache, q = fn(e.params, e.cache, *whole, fresh=True)
+        logits, e.cache, q = fn(e.params, e.cache, whole, fresh=True)
         t1 = time.perf_counter()
         jax.block_until_ready((logits, e.cache, q))
         return time.perf_counter() - t0, t1 - t0
@@ -71,9 +71,9 @@ def main() -> None:
     def two(s: int) -> tuple[float, float]:
         (a, b) = parts[s]
         t0 = time.perf_counter()
-        _, e.cache, _ = fn(e.params, e.cache, *a, fresh=True)
+        _, e.cache, _ = fn(e.params, e.cache, a, fresh=True)
         t1 = time.perf_counter()
-        logits, e.cache, q = fn(e.params, e.cache, *b, fresh=False)
+        logits, e.cache, q = fn(e.params, e.cache, b, fresh=False)
         jax.block_until_ready((logits, e.cache, q))
         return time.perf_counter() - t0, t1 - t0
 

@@ -260,12 +260,17 @@ class SpecPrefillEngine:
         # The draft's logits feed only the look-ahead, on the device: host mode copies them as
         # QEfficient's session returns them; device mode leaves them where they are.
         steps = min(self.look_ahead - 1, d.ctx_len - int(real.sum()))
+        # Device mode: the look-ahead's last step feeds its token for its queries only (no LM
+        # head, no last-layer attention or MLP): nobody reads the token after it. Host mode
+        # keeps QEfficient's whole steps.
+        last_token = host
         early = {}
 
         def queue_lookahead(logits, next_position):
             # Device mode: the look-ahead loop is dispatched while the last chunk still runs, so
             # the device goes from one to the other without waiting for the host.
-            early["lookahead"] = d.queue_decode(logits, next_position, steps, return_queries=True)
+            early["lookahead"] = d.queue_decode(logits, next_position, steps, return_queries=True,
+                                                last_token=last_token)
 
         out.prefill = pre = d.prefill_from_ids(ids[real], positions[real], window=None, return_queries=True,
                                                on_chunk=on_chunk, host_logits=host,
@@ -280,13 +285,14 @@ class SpecPrefillEngine:
             # (engines.speculative.handover); both redone below if an EOS cuts the anchors.
             early["scored"] = self._score_device((pre.queries, queries), pre.prompt_tokens)
             if rows is not None:
-                early["pruned"] = handover.queue_pruned(self.base, pre.device_inputs, *early["scored"], rows)
+                early["pruned"] = handover.queue_pruned(self.base, pre.device_inputs, early["scored"][0], rows)
 
         if steps > 0:
             gen = d.decode(pre, steps + 1, return_queries=True, window=None, span_name="lookahead",
-                           on_dispatch=None if host else queue_scoring, queued=early.get("lookahead"))
+                           on_dispatch=None if host else queue_scoring, queued=early.get("lookahead"),
+                           last_token=last_token)
             # Anchors stop at the first fed EOS: a query past the end of the answer says nothing.
-            fed = gen.tokens[:-1]
+            fed = gen.tokens[:steps]
             stop = np.flatnonzero(fed == d.config.eos_token_id)
             n_la = int(stop[0]) if len(stop) else steps
             if n_la:

@@ -53,31 +53,31 @@ def same_device(draft, base) -> bool:
     return draft.mesh is None and base.mesh is None and draft.device == base.device
 
 
-def queue_pruned(base, inputs: tuple, indices, count, rows: int):
+def queue_pruned(base, inputs: tuple, indices, rows: int):
     """Queue the base's prefill of the kept tokens behind scoring; returns its ``QueuedPrefill``.
 
-    ``inputs``: the draft prefill's ``device_inputs`` (ids, positions chunk arrays); ``indices``
-    ``[M]`` int32 (sorted kept indices, then -1) and ``count`` ``[]``: device scoring's outputs.
+    ``inputs``: the draft prefill's ``device_inputs`` (a ``[2, 1, T_i]`` array per chunk); ``indices``
+    ``[M]`` int32: device scoring's sorted kept indices, then -1 (the count is not needed: the
+    padding tells the chunk where its real rows end).
     """
-    tokens, positions, row = _kept_chunk(*inputs, indices, count, rows=rows, pad_id=base._pad_id)
-    return base.queue_prefill(tokens, positions, row)
+    return base.queue_prefill(_kept_chunk(inputs, indices, rows=rows, pad_id=base._pad_id))
 
 
 @functools.partial(jax.jit, static_argnames=("rows", "pad_id"))
-def _kept_chunk(ids: tuple, positions: tuple, indices, count, *, rows: int, pad_id: int):
-    """The base chunk's inputs from the draft's: ids, positions ``[1, R]`` (kept tokens at their
-    original positions, then ``pad_id`` at position -1) and the last real row ``count - 1``.
+def _kept_chunk(inputs: tuple, indices, *, rows: int, pad_id: int):
+    """The base chunk's inputs ``[2, 1, R]`` from the draft's: the kept tokens and their original
+    positions, then ``pad_id`` at position -1 (the chunk counts its real rows itself).
 
     The draft's chunks hold the prompt's real tokens first, in order, so token ``i`` of the
     prompt is entry ``i`` of their concatenation (what the kept indices index).
     """
     with jax.named_scope("spec_handover"):
-        all_ids = jnp.concatenate([a[0] for a in ids])                             # [P_pad]
-        all_pos = jnp.concatenate([a[0] for a in positions])                       # [P_pad]
+        all_ids = jnp.concatenate([a[0, 0] for a in inputs])                       # [P_pad]
+        all_pos = jnp.concatenate([a[1, 0] for a in inputs])                       # [P_pad]
         M = indices.shape[0]
         sel = indices[:rows] if M >= rows else jnp.pad(indices, (0, rows - M), constant_values=-1)  # [R]
         real = sel >= 0
         at = jnp.maximum(sel, 0)
         tok = jnp.where(real, all_ids[at], pad_id).astype(jnp.int32)               # [R]
         pos = jnp.where(real, all_pos[at], -1).astype(jnp.int32)                   # [R]
-        return tok[None], pos[None], (count - 1).astype(jnp.int32)
+        return jnp.stack([tok, pos])[:, None]                                      # [2, 1, R]

@@ -5,13 +5,14 @@ the same position ids, cached decode = teacher forcing, every implementation swi
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from spectrace.engines import BaseEngine, EngineOptions, LlamaConfig, RopeScaling
+from spectrace.engines import BaseEngine, EngineOptions, LlamaConfig, RopeScaling, model
 from spectrace.engines.params import init_params
 from spectrace.tracer.testing import capture_trace
 
@@ -186,6 +187,32 @@ def test_decode_returns_lookahead_queries(make):
     assert engine.cache_keys().shape[1] == 9 + 7
     assert engine.cache_keys(9).shape == (CFG.n_layers, 9, CFG.n_kv_heads, CFG.head_dim)
 
+@pytest.mark.parametrize("n", [2, 8])
+def test_a_lookahead_without_its_last_token_feeds_the_same_tokens_queries_and_cache(make, n):
+    # last_token=False (the speculative look-ahead): the last step feeds its token for its queries
+    # and cache entries only, with no LM head; the fed tokens, their queries and the cache are
+    # those of the whole loop, and the token after the last step is simply not made.
+    engine = make(8)
+    ids = ids_of(9)
+    want = engine.decode(engine.prefill_from_ids(ids, np.arange(9), return_queries=True), n, return_queries=True)
+    want_keys = np.asarray(engine.cache_keys())
+    got = engine.decode(engine.prefill_from_ids(ids, np.arange(9), return_queries=True), n, return_queries=True,
+                        last_token=False)
+    np.testing.assert_array_equal(got.tokens, want.tokens[:-1])
+    np.testing.assert_allclose(np.asarray(got.queries), np.asarray(want.queries), atol=ATOL)
+    np.testing.assert_allclose(np.asarray(engine.cache_keys()), want_keys, atol=ATOL)
+    assert engine._cache_len == 9 + n - 1
+    # The queries-only step has no LM head: no value of shape [.., V] (tensor<1xVxf32>: a step's logits).
+    def step_hlo(queries_only):
+        fn = functools.partial(model.decode_step, cfg=CFG, opts=engine.options, return_queries=True,
+                               queries_only=queries_only)
+        return jax.jit(fn).lower(engine.params, engine.cache, jnp.zeros((1,), jnp.int32),
+                                 jnp.zeros((1,), jnp.int32)).as_text()
+    assert f"x{CFG.vocab_size}x" in step_hlo(False) and f"x{CFG.vocab_size}x" not in step_hlo(True)
+    with pytest.raises(ValueError, match="last_token=False needs return_queries"):
+        engine.decode(got.prefill, 3, last_token=False)
+
+
 
 def test_a_decode_queued_behind_the_last_chunk_equals_a_decode_after_it(make):
     # queue_decode from on_last_dispatch (the speculative engine's look-ahead) runs the same loop
@@ -223,10 +250,9 @@ def test_a_queued_prefill_of_device_inputs_equals_prefill_from_ids(make):
     want_dec = engine.decode(want, 4)
     want_keys = np.asarray(engine.cache_keys(len(kept)))
     R = 48                                                                     # > the fitted 9 -> 9 rows here
-    tok = np.full((1, R), 1, np.int32)
-    pos = np.full((1, R), -1, np.int32)
-    tok[0, :len(kept)], pos[0, :len(kept)] = ids, kept
-    queued = engine.queue_prefill(jnp.asarray(tok), jnp.asarray(pos), jnp.int32(len(kept) - 1))
+    inputs = np.stack([np.full((1, R), 1, np.int32), np.full((1, R), -1, np.int32)])  # [2, 1, R]
+    inputs[0, 0, :len(kept)], inputs[1, 0, :len(kept)] = ids, kept
+    queued = engine.queue_prefill(jnp.asarray(inputs))
     with capture_trace() as t:
         got = engine.prefill_from_ids(ids, kept, queued=queued)
     np.testing.assert_allclose(got.logits, want.logits, atol=ATOL)
@@ -239,11 +265,11 @@ def test_a_queued_prefill_of_device_inputs_equals_prefill_from_ids(make):
     # A queued prefill is consumed once, right after it was dispatched, for the tokens it holds.
     with pytest.raises(RuntimeError, match="queued prefill is stale"):
         engine.prefill_from_ids(ids, kept, queued=queued)
-    queued = engine.queue_prefill(jnp.asarray(tok), jnp.asarray(pos), jnp.int32(len(kept) - 1))
+    queued = engine.queue_prefill(jnp.asarray(inputs))
     with pytest.raises(ValueError, match="do not match the queued chunk of 48 rows"):
         engine.prefill_from_ids(ids_of(49), np.arange(49), queued=queued)
     with pytest.raises(ValueError, match="65 rows do not fit one chunk of prefill_seq_len=64"):
-        engine.queue_prefill(jnp.zeros((1, 65), jnp.int32), jnp.zeros((1, 65), jnp.int32), jnp.int32(0))
+        engine.queue_prefill(jnp.zeros((2, 1, 65), jnp.int32))
 
 
 @pytest.mark.parametrize("norm_kernel", [False, True])
@@ -321,7 +347,7 @@ def test_chunk_fn_contract(make, params):
     cache = allocate_cache(CFG, batch=1, slots=16, dtype=np.float32, device=jax.devices()[0])
     tokens = ids_of(8)[None]
     positions = np.array([[0, 1, 2, 3, 4, -1, -1, -1]], np.int32)
-    logits, cache, q = fn(engine.params, cache, tokens, positions, np.int32(4))
+    logits, cache, q = fn(engine.params, cache, np.stack([tokens, positions]))  # its last real row: 4
     assert logits.shape == (1, CFG.vocab_size) and q.shape == (CFG.n_layers, 1, CFG.n_heads, CFG.head_dim)
     assert int(cache.length) == 5
     np.testing.assert_allclose(np.asarray(logits[0]), engine.forward_logits(tokens[0, :5])[-1], atol=ATOL)

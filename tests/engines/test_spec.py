@@ -211,7 +211,7 @@ def test_anchor_is_the_last_real_token_not_the_pad_slot(models):
 
     def query_at(row):
         cache = allocate_cache(draft.config, batch=1, slots=one, dtype=draft.dtype, device=draft.device)
-        return np.asarray(fn(draft.params, cache, jnp.asarray(tokens), jnp.asarray(positions), np.int32(row))[2][:, 0])
+        return np.asarray(fn(draft.params, cache, jnp.asarray(np.stack([tokens, positions])), np.int32(row))[2][:, 0])
 
     np.testing.assert_allclose(r.anchor_queries[0], query_at(n - 1), rtol=1e-4, atol=1e-5)
     assert not np.allclose(r.anchor_queries[0], query_at(one - 1), atol=1e-2)  # QEfficient's pad slot

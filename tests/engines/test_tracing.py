@@ -38,8 +38,9 @@ def test_prefill_spans_transfers_and_attributes(engine):
     assert chunks[-1]["chunk.tokens"] == n - 32 * (C - 1)
     trace.assert_no_overlap(*chunks)
     bind.assert_before(chunks[0])
-    # inputs go over once, in bind: ids + positions (int32, C*T each) + one query row per chunk
-    bind.assert_bytes("other", 4 * (2 * C * 32 + C))
+    # inputs go over once, in bind: ids and positions (int32, C*T each) as one array per chunk
+    bind.assert_bytes("other", 4 * 2 * C * 32)
+    assert len(bind.transfers) == 1 and bind.transfers[0].nbytes == 4 * 2 * C * 32
     # the last token's logits come back once, float32 [1, V], inside the last chunk
     chunks[-1].assert_bytes("logits", 4 * V)
     for c in chunks[:-1]:

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Session 17's GPU runs (issue 19), results under $OUT; carry [".whl", ".bench_before"] where
+# .bench_before is the tree before the session (`git archive 5956bde tracer engines | tar -x -C
+# .bench_before`). Two host-and-device trims of the speculative TTFT: a prefill chunk's inputs
+# placed as one [2, 1, T] copy (tokens; positions) with the last real row counted on the device
+# (three copies before), and the draft look-ahead's last step fed for its queries only (no LM
+# head, no last-layer attention or MLP: nobody reads the token after it).
+#   1. the final tree: scripts/check_handover.py (the queued pruned chunk against the reference
+#      forward), engines.bench.spec and engines.bench.base against transformers (RUNS_SPEC,
+#      default 5), and scripts/bench_variants.py before/after with 64 decoded tokens (RUNS,
+#      default 12) with each variant's host timeline;
+#   2. scripts/probe_host.py: host costs on the GPU machine (copies, syncs, a chunk's dispatch,
+#      tokenization).
+set -euo pipefail
+STEPS=${STEPS:-"1"}
+. scripts/gpu_session_env.sh  # device_env.sh, $OUT, gpu.txt, PAIR, quiet
+for step in $STEPS; do case $step in
+1) timeout 200 python3 scripts/check_handover.py 2>&1 | quiet | tee "$OUT/check_handover.txt" || true
+   STEPS="2 1" RUNS=${RUNS_SPEC:-5} bash scripts/gpu_perf.sh
+   timeout 300 python3 scripts/bench_variants.py "${PAIR[@]}" --n "${RUNS:-12}" --gen-len 64 \
+     --variant before=.bench_before --variant after=. 2>&1 | quiet | tee "$OUT/bench_variants_session.txt" || true ;;
+2) timeout 200 python3 scripts/probe_host.py 2>&1 | quiet | tee "$OUT/probe_host.txt" || true ;;
+esac; done
