@@ -10,7 +10,12 @@
 #      default 5), and scripts/bench_variants.py before/after with 64 decoded tokens (RUNS,
 #      default 12) with each variant's host timeline;
 #   2. scripts/probe_host.py: host costs on the GPU machine (copies, syncs, a chunk's dispatch,
-#      tokenization).
+#      tokenization);
+#   3. scripts/probe_split_chunk.py with the draft's XLA options (PROBE_ENGINE=spec, the default
+#      since session 16's runs, which compiled the 1B as the base's chunks): one chunk against
+#      2048 rows first and the continued rest, timed and profiled side by side;
+#   4. scripts/probe_dispatch.py with the draft's options: the host events inside the chunk's call;
+#   h. step 1 when the machine is an H200 (the issue's GPU), else steps 3 and 4.
 set -euo pipefail
 STEPS=${STEPS:-"1"}
 . scripts/gpu_session_env.sh  # device_env.sh, $OUT, gpu.txt, PAIR, quiet
@@ -20,4 +25,8 @@ for step in $STEPS; do case $step in
    timeout 300 python3 scripts/bench_variants.py "${PAIR[@]}" --n "${RUNS:-12}" --gen-len 64 \
      --variant before=.bench_before --variant after=. 2>&1 | quiet | tee "$OUT/bench_variants_session.txt" || true ;;
 2) timeout 200 python3 scripts/probe_host.py 2>&1 | quiet | tee "$OUT/probe_host.txt" || true ;;
+3) PROBE_SPLITS=2048 PROBE_PROFILE=1 timeout 300 python3 scripts/probe_split_chunk.py 2>&1 | quiet \
+     | tee "$OUT/probe_split_chunk_spec.txt" || true ;;
+4) timeout 200 python3 scripts/probe_dispatch.py 2>&1 | quiet | tee "$OUT/probe_dispatch_spec.txt" || true ;;
+h) if grep -q H200 "$OUT/gpu.txt"; then STEPS=1 bash "$0"; else STEPS="3 4" bash "$0"; fi ;;
 esac; done
