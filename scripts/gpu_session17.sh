@@ -15,6 +15,9 @@
 #      since session 16's runs, which compiled the 1B as the base's chunks): one chunk against
 #      2048 rows first and the continued rest, timed and profiled side by side;
 #   4. scripts/probe_dispatch.py with the draft's options: the host events inside the chunk's call;
+#   5. bench_variants: the draft's chunk without command buffers (CUDA graphs) against the
+#      default (step 4: with them its first kernel starts ~1.75 ms after the call, ~0.9 ms later
+#      than without; session 15's n=10 comparison could not resolve 1%);
 #   h. step 1 when the machine is an H200 (the issue's GPU), else steps 3 and 4.
 set -euo pipefail
 STEPS=${STEPS:-"1"}
@@ -28,5 +31,9 @@ for step in $STEPS; do case $step in
 3) PROBE_SPLITS=2048 PROBE_PROFILE=1 timeout 300 python3 scripts/probe_split_chunk.py 2>&1 | quiet \
      | tee "$OUT/probe_split_chunk_spec.txt" || true ;;
 4) timeout 200 python3 scripts/probe_dispatch.py 2>&1 | quiet | tee "$OUT/probe_dispatch_spec.txt" || true ;;
+5) BASE_XLA="base:xla_gpu_enable_command_buffer=;base:xla_gpu_enable_triton_gemm=false"  # the base's default
+   timeout 300 python3 scripts/bench_variants.py "${PAIR[@]}" --n "${RUNS:-16}" --variant default=. \
+     --variant draft_nocb=.,SPECTRACE_CHUNK_XLA="$BASE_XLA;spec:xla_gpu_enable_command_buffer=" 2>&1 | quiet \
+     | tee "$OUT/bench_variants_draft_nocb.txt" || true ;;
 h) if grep -q H200 "$OUT/gpu.txt"; then STEPS=1 bash "$0"; else STEPS="3 4" bash "$0"; fi ;;
 esac; done
