@@ -111,8 +111,8 @@ class BaseEngine(LoadMixin, DecodeMixin):
         ``fn(params, cache, inputs[2, B, T], fresh=False) -> (logits[B, V] float32, cache, q_rows)``:
         ``inputs`` stacks the tokens and their positions (padding at position -1, at the end);
         ``q_rows`` is ``[L, B, N, H]`` float32, the post-RoPE query of the last real row in every
-        layer, or None without ``return_queries`` (``fn(..., inputs, query_row)``: another row's). ``fresh=True``
-        starts a new prompt at slot 0, dropping what the cache held. The cache is donated.
+        layer, or None without ``return_queries`` (``fn(..., inputs, query_row)``: another row's).
+        ``fresh=True`` starts a new prompt at slot 0, dropping what the cache held. The cache is donated.
         Compiled once per chunk length T and ``fresh``.
         """
         return partial(model.chunk_jit(self.chunk_xla), cfg=self.config, opts=self.options,

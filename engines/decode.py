@@ -36,15 +36,17 @@ class DecodeMixin:
         ``queued``: what :meth:`queue_decode` returned for these steps while the prefill's last
         chunk still ran; the span then times the wait for its tokens. ``last_token=False`` (with
         ``return_queries``): the last step only feeds its token, for its queries
-        (``model.decode_scan``); ``tokens`` then holds the ``max_new_tokens - 1`` fed tokens.
+        (``model.decode_scan``: no LM head; seed 003's Python loop computes the whole step and
+        drops the token); ``tokens`` then holds the ``max_new_tokens - 1`` fed tokens.
         """
         if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
             raise ValueError(f"max_new_tokens={max_new_tokens!r} must be a positive int")
         steps = int(max_new_tokens) - 1
         if not last_token and not (return_queries and steps):
             raise ValueError(f"last_token=False needs return_queries and max_new_tokens >= 2, got {max_new_tokens}")
-        if queued is not None and queued[2] != steps:
-            raise ValueError(f"max_new_tokens={max_new_tokens}: the queued loop has {queued[2]} steps")
+        if queued is not None and queued[2:] != (steps, last_token):
+            raise ValueError(f"max_new_tokens={max_new_tokens}, last_token={last_token}: the queued loop has "
+                             f"{queued[2]} steps, last_token={queued[3]}")
         if queued is None and (prefill.serial != self._serial or self.cache is None):
             raise RuntimeError("the KV cache no longer holds this prefill (another prefill or decode ran "
                                "since); decode right after the prefill it continues")
@@ -62,7 +64,7 @@ class DecodeMixin:
                 queries = None if queries is None else queries[:, :, 0]                # [G-1, L, N, H]
                 host = host if last_token else host[:-1]
             else:
-                tokens, queries, _ = queued or self.queue_decode(prefill.last_logits, prefill.next_position, steps,
+                tokens, queries, *_ = queued or self.queue_decode(prefill.last_logits, prefill.next_position, steps,
                                                                  return_queries=return_queries, last_token=last_token)
                 if on_dispatch is not None and queries is not None:
                     on_dispatch(queries)
@@ -73,14 +75,15 @@ class DecodeMixin:
         self._serial += 1
         self._cache_len += steps
         self._next_position = prefill.next_position + steps
-        return GenerateResult(tokens=host.astype(np.int32), prefill=prefill, decode_s=elapsed, queries=queries)
+        return GenerateResult(tokens=host.astype(np.int32), prefill=prefill, decode_s=elapsed, queries=queries,
+                              last_token=last_token)
 
     def queue_decode(self, last_logits, next_position: int, steps: int, *, return_queries: bool = False,
                      last_token: bool = True) -> tuple:
         """Dispatch the compiled greedy loop of ``steps`` steps and return without waiting:
-        ``(tokens [G, B], queries [G-1, L, N, H] or None, steps)``, the tokens' copy to the host
-        queued behind it (``last_token=False``: tokens [G-1, B], see :meth:`decode`). The cache
-        becomes the loop's output.
+        ``(tokens [G, B], queries [G-1, L, N, H] or None, steps, last_token)``, the tokens' copy to
+        the host queued behind it (``last_token=False``: tokens [G-1, B], see :meth:`decode`). The
+        cache becomes the loop's output.
 
         :meth:`decode` calls it; a caller may call it earlier, from a prefill's
         ``on_last_dispatch`` while the last chunk still runs (the speculative engine's
@@ -88,6 +91,8 @@ class DecodeMixin:
         pass the result to :meth:`decode` as ``queued``.
         """
         self._check_steps(steps)
+        if not last_token and not (return_queries and steps):
+            raise ValueError(f"last_token=False needs return_queries and steps >= 1, got steps={steps}")
         (position,) = _h2d(self.device, [np.full((1,), next_position, np.int32)], wait=False, dst=self.where)
         queries = None
         if steps:  # the first token is the prefill's argmax, taken inside the same program
@@ -99,7 +104,7 @@ class DecodeMixin:
         else:
             tokens = model.greedy(last_logits)[None]                                 # [1, B]
         prefetch(tokens)
-        return tokens, queries, steps
+        return tokens, queries, steps, last_token
 
     def _check_steps(self, steps: int) -> None:
         if self._cache_len + steps > self.ctx_len:

@@ -249,7 +249,7 @@ def decode_jit(xla: tuple):
 # Compiled forms: config/options static (hashable dataclasses), the cache donated so XLA updates it
 # in place. One compilation per (config, options, chunk length).
 chunk_forward_jit = chunk_jit(())
-decode_step_jit = jax.jit(decode_step, static_argnames=("cfg", "opts", "return_queries"),
+decode_step_jit = jax.jit(decode_step, static_argnames=("cfg", "opts", "return_queries", "queries_only"),
                           donate_argnames=("cache",))
 decode_scan_jit = decode_jit(())
 forward_jit = jax.jit(forward, static_argnames=("cfg", "opts"))

@@ -57,6 +57,8 @@ class GenerateResult:
 
     ``queries`` (only when asked): post-RoPE queries of the fed tokens ``tokens[:-1]`` in every
     layer, ``[G-1, L, N, H]`` float32 on the device (the look-ahead anchors of speculative prefill).
+    ``last_token=False`` (``DecodeMixin.decode``): every token was fed, none made after the last,
+    so ``queries`` is ``[G, L, N, H]`` and there were ``G`` forward passes.
     """
 
     tokens: np.ndarray               # [G] int32
@@ -64,11 +66,13 @@ class GenerateResult:
     decode_s: float                  # wall time of the decode (incl. tokens back to host)
     text: str | None = None
     queries: object = None
+    last_token: bool = True          # False: the last step fed its token for its queries only
 
     @property
     def steps(self) -> int:
-        """Forward passes the decode ran (one fewer than tokens: the first comes from prefill)."""
-        return max(len(self.tokens) - 1, 0)
+        """Forward passes the decode ran (one fewer than tokens, the first coming from prefill;
+        as many as tokens without ``last_token``)."""
+        return len(self.tokens) if not self.last_token else max(len(self.tokens) - 1, 0)
 
     @property
     def ms_per_token(self) -> float:

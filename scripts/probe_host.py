@@ -36,12 +36,14 @@ def main() -> None:
     dev = jax.devices()[0]
     print(f"host costs on {dev.device_kind}, {os.cpu_count()} CPUs (mean, min of {N}):")
     host = [np.arange(10752, dtype=np.int32).reshape(1, -1), np.arange(10752, dtype=np.int32).reshape(1, -1),
-            np.asarray(10740, np.int32)]
+            np.asarray(10740, np.int32)]                                          # bind up to session 16
+    one = np.zeros((2, 1, 10752), np.int32)                                        # a chunk's inputs since session 17
     small = jax.device_put(np.ones(4, np.int32), dev)
     logits = jax.device_put(np.random.default_rng(0).standard_normal((1, 128256), np.float32), dev)
     argmax = jax.jit(lambda x: jnp.argmax(x, -1).astype(jnp.int32))
     timed("device_put 3 arrays (86 KB) + block_until_ready", lambda: jax.block_until_ready(jax.device_put(host, dev)))
     timed("device_put 3 arrays, no block", lambda: jax.device_put(host, dev))
+    timed("device_put one [2, 1, 10752] int32 (86 KB) + block", lambda: jax.block_until_ready(jax.device_put(one, dev)))
     timed("device_put one int32[1] + block", lambda: jax.block_until_ready(jax.device_put(np.ones(1, np.int32), dev)))
     timed("jit argmax of [1, 128256] + block", lambda: jax.block_until_ready(argmax(logits)))
     add = jax.jit(lambda a, b: a + b)

@@ -11,6 +11,9 @@ the look-ahead measured ~2.3 ms per step on both. This script (one GPU call, res
 3. writes the compiled HLO of the 7-step program (``$OUT/decode_scan.hlo.txt``) so copies or
    transposes inside the loop body can be read off it.
 
+It times whole steps (``decode_scan`` with ``last_token=True``, as host-scoring mode runs it);
+since session 17 the device-scoring look-ahead stops its last step at the queries.
+
     python scripts/probe_lookahead.py
 
 On an H100 (docs/evidence/h100-session5/) its op table showed the QKV and output projections

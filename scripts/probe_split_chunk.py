@@ -51,7 +51,8 @@ def main() -> None:
     e, ids, fn = draft_and_prompt()
 
     def placed(a: int, b: int, rows: int):
-        """Rows [a, b) of the prompt padded to ``rows`` (position -1) as the chunk's [2, 1, rows] inputs, on the device."""
+        """Rows [a, b) of the prompt padded to ``rows`` (position -1): the chunk's [2, 1, rows]
+        inputs, on the device."""
         inputs = np.zeros((2, 1, rows), np.int32)
         inputs[1] = -1
         inputs[0, 0, :b - a], inputs[1, 0, :b - a] = ids[a:b], np.arange(a, b)

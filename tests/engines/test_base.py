@@ -187,21 +187,25 @@ def test_decode_returns_lookahead_queries(make):
     assert engine.cache_keys().shape[1] == 9 + 7
     assert engine.cache_keys(9).shape == (CFG.n_layers, 9, CFG.n_kv_heads, CFG.head_dim)
 
+
 @pytest.mark.parametrize("n", [2, 8])
-def test_a_lookahead_without_its_last_token_feeds_the_same_tokens_queries_and_cache(make, n):
+@pytest.mark.parametrize("decode", ["scan", "python"])
+def test_a_lookahead_without_its_last_token_feeds_the_same_tokens_queries_and_cache(make, n, decode):
     # last_token=False (the speculative look-ahead): the last step feeds its token for its queries
     # and cache entries only, with no LM head; the fed tokens, their queries and the cache are
-    # those of the whole loop, and the token after the last step is simply not made.
-    engine = make(8)
+    # those of the whole loop, and the token after the last step is simply not made. Two
+    # engines, so that the cache compared was written by its own decode alone.
     ids = ids_of(9)
-    want = engine.decode(engine.prefill_from_ids(ids, np.arange(9), return_queries=True), n, return_queries=True)
-    want_keys = np.asarray(engine.cache_keys())
-    got = engine.decode(engine.prefill_from_ids(ids, np.arange(9), return_queries=True), n, return_queries=True,
-                        last_token=False)
+    full, lean = make(8, decode=decode), make(8, decode=decode)
+    want = full.decode(full.prefill_from_ids(ids, np.arange(9), return_queries=True), n, return_queries=True)
+    got = lean.decode(lean.prefill_from_ids(ids, np.arange(9), return_queries=True), n, return_queries=True,
+                      last_token=False)
     np.testing.assert_array_equal(got.tokens, want.tokens[:-1])
+    assert len(got.tokens) == n - 1 == got.steps and want.steps == n - 1
     np.testing.assert_allclose(np.asarray(got.queries), np.asarray(want.queries), atol=ATOL)
-    np.testing.assert_allclose(np.asarray(engine.cache_keys()), want_keys, atol=ATOL)
-    assert engine._cache_len == 9 + n - 1
+    np.testing.assert_allclose(np.asarray(lean.cache_keys()), np.asarray(full.cache_keys()), atol=ATOL)
+    assert lean._cache_len == full._cache_len == 9 + n - 1
+    engine = lean
     # The queries-only step has no LM head: no value of shape [.., V] (tensor<1xVxf32>: a step's logits).
     def step_hlo(queries_only):
         fn = functools.partial(model.decode_step, cfg=CFG, opts=engine.options, return_queries=True,
@@ -211,7 +215,6 @@ def test_a_lookahead_without_its_last_token_feeds_the_same_tokens_queries_and_ca
     assert f"x{CFG.vocab_size}x" in step_hlo(False) and f"x{CFG.vocab_size}x" not in step_hlo(True)
     with pytest.raises(ValueError, match="last_token=False needs return_queries"):
         engine.decode(got.prefill, 3, last_token=False)
-
 
 
 def test_a_decode_queued_behind_the_last_chunk_equals_a_decode_after_it(make):
@@ -233,8 +236,12 @@ def test_a_decode_queued_behind_the_last_chunk_equals_a_decode_after_it(make):
     np.testing.assert_array_equal(got.tokens, want.tokens)
     np.testing.assert_allclose(np.asarray(got.queries), np.asarray(want.queries), atol=ATOL)
     assert engine._cache_len == want_len == 19 + 4
-    with pytest.raises(ValueError, match="max_new_tokens=3: the queued loop has 4 steps"):
+    with pytest.raises(ValueError, match="max_new_tokens=3, last_token=True: the queued loop has 4 steps"):
         engine.decode(ahead, 3, queued=queued["loop"])
+    with pytest.raises(ValueError, match="the queued loop has 4 steps, last_token=True"):
+        engine.decode(ahead, 5, return_queries=True, queued=queued["loop"], last_token=False)
+    with pytest.raises(ValueError, match="last_token=False needs return_queries and steps >= 1"):
+        engine.queue_decode(ahead.last_logits, 19, 0, return_queries=True, last_token=False)
 
 
 def test_a_queued_prefill_of_device_inputs_equals_prefill_from_ids(make):
