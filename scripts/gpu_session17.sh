@@ -13,7 +13,8 @@
 #      tokenization);
 #   3. scripts/probe_split_chunk.py with the draft's XLA options (PROBE_ENGINE=spec, the default
 #      since session 16's runs, which compiled the 1B as the base's chunks): one chunk against
-#      2048 rows first and the continued rest, timed and profiled side by side;
+#      2048 rows first and the continued rest, timed and profiled side by side, with each
+#      form's longest device idle stretches (PROBE_REPS=6 in this session's two runs);
 #   4. scripts/probe_dispatch.py with the draft's options: the host events inside the chunk's call;
 #   5. bench_variants: the draft's chunk without command buffers (CUDA graphs) against the
 #      default (step 4: with them its first kernel starts ~1.75 ms after the call, ~0.9 ms later

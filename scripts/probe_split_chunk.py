@@ -97,18 +97,25 @@ def main() -> None:
 
 
 def _profiled(forms: dict, runs: int = 2) -> None:
-    """Each form's device ops over ``runs`` profiled runs: busy ms a run, and the ops by summed time."""
+    """Each form's device ops over ``runs`` profiled runs: busy ms a run, and the ops by summed
+    time; then each form's longest idle stretches in its last run, with the ops around them and
+    what the host was doing (``tracer.device_time``): where the split's extra idle time sits."""
     import tempfile
 
+    from jax.profiler import TraceAnnotation
     from probe_decode_ops import op_totals
-    from spectrace.tracer import xplane
+    from spectrace.tracer import device_time, xplane
 
-    tables = {}
+    tables, idle = {}, {}
     for k, f in forms.items():
         with xplane.profile(tempfile.mkdtemp(), mirror=False) as prof:
             for _ in range(runs):
-                f()
+                with TraceAnnotation("probe.run"):
+                    f()
         tables[k] = {name: ns / runs / 1e6 for name, (ns, _, _) in op_totals(prof.paths).items()}
+        ops = device_time.device_ops([xplane.read_xplane(p) for p in prof.paths])
+        last = max((e for e in ops.host.events if e[2] == "probe.run"), default=None)
+        idle[k] = ops.gaps(last[0], last[1], top=6) if last else []
     a, b = list(tables)
     print(f"\ndevice busy a run: {a} {sum(tables[a].values()):.2f} ms, {b} {sum(tables[b].values()):.2f} ms")
     names = sorted(set(tables[a]) | set(tables[b]), key=lambda n: -abs(tables[b].get(n, 0) - tables[a].get(n, 0)))
@@ -116,6 +123,10 @@ def _profiled(forms: dict, runs: int = 2) -> None:
     for n in names[:25]:
         x, y = tables[a].get(n, 0.0), tables[b].get(n, 0.0)
         print(f"{x:18.3f} {y:18.3f} {y - x:8.3f}  {n[:90]}")
+    for k, gaps in idle.items():
+        print(f"\nlongest device idle in the last profiled run of {k} (ms: at, length; between; host doing)")
+        for at, length, before, after, host in gaps:
+            print(f"  {at / 1e6:8.3f} {length / 1e6:7.3f}  {str(before)[:40]} -> {str(after)[:40]}; host in {host}")
 
 
 if __name__ == "__main__":
