@@ -47,16 +47,20 @@ def draft_and_prompt():
     return e, ids, e.chunk_fn(return_queries=True)
 
 
+def chunk_inputs(ids, a: int, b: int, rows: int) -> np.ndarray:
+    """Rows [a, b) of the prompt ``ids`` padded to ``rows`` (position -1): a chunk's [2, 1, rows]
+    inputs (tokens; positions); shared with ``probe_dispatch.py``."""
+    inputs = np.zeros((2, 1, rows), np.int32)
+    inputs[1] = -1
+    inputs[0, 0, :b - a], inputs[1, 0, :b - a] = ids[a:b], np.arange(a, b)
+    return inputs
+
+
 def main() -> None:
     e, ids, fn = draft_and_prompt()
 
     def placed(a: int, b: int, rows: int):
-        """Rows [a, b) of the prompt padded to ``rows`` (position -1): the chunk's [2, 1, rows]
-        inputs, on the device."""
-        inputs = np.zeros((2, 1, rows), np.int32)
-        inputs[1] = -1
-        inputs[0, 0, :b - a], inputs[1, 0, :b - a] = ids[a:b], np.arange(a, b)
-        return jax.device_put(inputs, e.device)
+        return jax.device_put(chunk_inputs(ids, a, b, rows), e.device)
 
     fit = lambda n: -(n // -128) * 128  # noqa: E731  the engine's fitted last chunk
     whole = placed(0, PROMPT, fit(PROMPT))

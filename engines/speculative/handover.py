@@ -72,12 +72,9 @@ def _kept_chunk(inputs: tuple, indices, *, rows: int, pad_id: int):
     prompt is entry ``i`` of their concatenation (what the kept indices index).
     """
     with jax.named_scope("spec_handover"):
-        all_ids = jnp.concatenate([a[0, 0] for a in inputs])                       # [P_pad]
-        all_pos = jnp.concatenate([a[1, 0] for a in inputs])                       # [P_pad]
+        both = jnp.concatenate([a[:, 0] for a in inputs], axis=1)                  # [2, P_pad]: ids; positions
         M = indices.shape[0]
         sel = indices[:rows] if M >= rows else jnp.pad(indices, (0, rows - M), constant_values=-1)  # [R]
-        real = sel >= 0
-        at = jnp.maximum(sel, 0)
-        tok = jnp.where(real, all_ids[at], pad_id).astype(jnp.int32)               # [R]
-        pos = jnp.where(real, all_pos[at], -1).astype(jnp.int32)                   # [R]
-        return jnp.stack([tok, pos])[:, None]                                      # [2, 1, R]
+        fill = jnp.array([[pad_id], [-1]], jnp.int32)                              # [2, 1]: padding's id, position
+        kept = jnp.where(sel >= 0, both[:, jnp.maximum(sel, 0)], fill)             # [2, R]
+        return kept.astype(jnp.int32)[:, None]                                     # [2, 1, R]

@@ -205,16 +205,15 @@ def test_a_lookahead_without_its_last_token_feeds_the_same_tokens_queries_and_ca
     np.testing.assert_allclose(np.asarray(got.queries), np.asarray(want.queries), atol=ATOL)
     np.testing.assert_allclose(np.asarray(lean.cache_keys()), np.asarray(full.cache_keys()), atol=ATOL)
     assert lean._cache_len == full._cache_len == 9 + n - 1
-    engine = lean
     # The queries-only step has no LM head: no value of shape [.., V] (tensor<1xVxf32>: a step's logits).
     def step_hlo(queries_only):
-        fn = functools.partial(model.decode_step, cfg=CFG, opts=engine.options, return_queries=True,
+        fn = functools.partial(model.decode_step, cfg=CFG, opts=lean.options, return_queries=True,
                                queries_only=queries_only)
-        return jax.jit(fn).lower(engine.params, engine.cache, jnp.zeros((1,), jnp.int32),
+        return jax.jit(fn).lower(lean.params, lean.cache, jnp.zeros((1,), jnp.int32),
                                  jnp.zeros((1,), jnp.int32)).as_text()
     assert f"x{CFG.vocab_size}x" in step_hlo(False) and f"x{CFG.vocab_size}x" not in step_hlo(True)
     with pytest.raises(ValueError, match="last_token=False needs return_queries"):
-        engine.decode(got.prefill, 3, last_token=False)
+        lean.decode(got.prefill, 3, last_token=False)
 
 
 def test_a_decode_queued_behind_the_last_chunk_equals_a_decode_after_it(make):
