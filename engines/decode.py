@@ -43,7 +43,8 @@ class DecodeMixin:
             raise ValueError(f"max_new_tokens={max_new_tokens!r} must be a positive int")
         steps = int(max_new_tokens) - 1
         if not last_token and not (return_queries and steps):
-            raise ValueError(f"last_token=False needs return_queries and max_new_tokens >= 2, got {max_new_tokens}")
+            raise ValueError(f"last_token=False needs return_queries=True and max_new_tokens >= 2, got "
+                             f"return_queries={return_queries}, max_new_tokens={max_new_tokens}")
         if queued is not None and queued[2:] != (steps, last_token):
             raise ValueError(f"max_new_tokens={max_new_tokens}, last_token={last_token}: the queued loop has "
                              f"{queued[2]} steps, last_token={queued[3]}")
@@ -92,7 +93,8 @@ class DecodeMixin:
         """
         self._check_steps(steps)
         if not last_token and not (return_queries and steps):
-            raise ValueError(f"last_token=False needs return_queries and steps >= 1, got steps={steps}")
+            raise ValueError(f"last_token=False needs return_queries=True and steps >= 1, got "
+                             f"return_queries={return_queries}, steps={steps}")
         (position,) = _h2d(self.device, [np.full((1,), next_position, np.int32)], wait=False, dst=self.where)
         queries = None
         if steps:  # the first token is the prefill's argmax, taken inside the same program

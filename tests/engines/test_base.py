@@ -212,7 +212,8 @@ def test_a_lookahead_without_its_last_token_feeds_the_same_tokens_queries_and_ca
         return jax.jit(fn).lower(lean.params, lean.cache, jnp.zeros((1,), jnp.int32),
                                  jnp.zeros((1,), jnp.int32)).as_text()
     assert f"x{CFG.vocab_size}x" in step_hlo(False) and f"x{CFG.vocab_size}x" not in step_hlo(True)
-    with pytest.raises(ValueError, match="last_token=False needs return_queries"):
+    with pytest.raises(ValueError, match="last_token=False needs return_queries=True and max_new_tokens >= 2, "
+                                         "got return_queries=False, max_new_tokens=3"):
         lean.decode(got.prefill, 3, last_token=False)
 
 
@@ -239,7 +240,8 @@ def test_a_decode_queued_behind_the_last_chunk_equals_a_decode_after_it(make):
         engine.decode(ahead, 3, queued=queued["loop"])
     with pytest.raises(ValueError, match="the queued loop has 4 steps, last_token=True"):
         engine.decode(ahead, 5, return_queries=True, queued=queued["loop"], last_token=False)
-    with pytest.raises(ValueError, match="last_token=False needs return_queries and steps >= 1"):
+    with pytest.raises(ValueError, match="last_token=False needs return_queries=True and steps >= 1, got "
+                                         "return_queries=True, steps=0"):
         engine.queue_decode(ahead.last_logits, 19, 0, return_queries=True, last_token=False)
 
 
