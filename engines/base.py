@@ -136,7 +136,7 @@ class BaseEngine(LoadMixin, DecodeMixin):
             raise ValueError("prompt='' is empty; give at least one character")
         T = self.prefill_seq_len
         with tracer.span("tokenize", stage="bootstrap", engine=self.name):
-            first = np.asarray(encode(self.tokenizer, prompt), np.int32)
+            first = encode(self.tokenizer, prompt)                              # [P] int32
         padded_len = len(first)
         if padded_len == 0:
             raise ValueError("prompt tokenizes to no tokens")

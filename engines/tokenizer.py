@@ -9,10 +9,13 @@ and the check that a speculative pair's two models share one tokenizer (:func:`c
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from importlib import resources
 from pathlib import Path
+
+import numpy as np
 
 BOS = "<|begin_of_text|>"
 EOS = "<|end_of_text|>"
@@ -101,8 +104,9 @@ def load_tokenizer(path: str | Path):
 PARALLEL_MIN_CHARS = 16_384  # below this one call is as fast; above it pieces run on all cores
 
 
-def encode(tokenizer, text: str, *, min_chars: int = PARALLEL_MIN_CHARS, pieces: int | None = None) -> list[int]:
-    """``tokenizer(text)["input_ids"]``, computed in parallel pieces when that is provably the same.
+def encode(tokenizer, text: str, *, min_chars: int = PARALLEL_MIN_CHARS, pieces: int | None = None):
+    """``tokenizer(text)["input_ids"]`` as an int32 array ``[P]``, computed in parallel pieces when
+    that is provably the same.
 
     One ``tokenizers`` call on one string runs on one core: 25–40 ms for a 10k-token prompt on
     the H100 host, a fifth of a speculative TTFT. A byte-level BPE never merges across its
@@ -111,15 +115,19 @@ def encode(tokenizer, text: str, *, min_chars: int = PARALLEL_MIN_CHARS, pieces:
     Cutting the text only there and encoding the pieces as one batch (Rust threads) gives the
     same ids. Anything else (a normalizer, ``add_prefix_space``, another pre-tokenizer or model,
     a post-processor that appends tokens, a slow tokenizer) takes the single call.
+
+    The pieces' ids go straight into one array (``np.fromiter``), not through a joined list and
+    ``np.asarray``: 0.42 -> 0.30 ms for the 10741-token benchmark prompt on the 2-core dev host.
     """
     cuts = _cut_points(text, pieces or os.cpu_count() or 1) if len(text) >= min_chars else []
     found = _parallel_backend(tokenizer) if cuts else None
     if found is None:
-        return list(tokenizer(text)["input_ids"])
+        return np.asarray(tokenizer(text)["input_ids"], np.int32)
     backend, prefix = found
     parts = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)])]
     batch = getattr(backend, "encode_batch_fast", backend.encode_batch)(parts, add_special_tokens=False)
-    return prefix + [i for enc in batch for i in enc.ids]
+    n = len(prefix) + sum(len(enc) for enc in batch)
+    return np.fromiter(itertools.chain(prefix, *(enc.ids for enc in batch)), np.int32, n)   # [P]
 
 
 def _cut_points(text: str, pieces: int) -> list[int]:

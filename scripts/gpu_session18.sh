@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Session 18's GPU runs (issue 19), results under $OUT; carry [".whl", ".bench_before"] where
+# .bench_before is the tree before the session (`git archive fbc5f2b tracer engines | tar -x -C
+# .bench_before`).
+#   1. the final tree: scripts/check_handover.py, engines.bench.spec (RUNS_SPEC, default 10, after
+#      two warm-ups) and engines.bench.base against transformers, and scripts/bench_variants.py
+#      before/after with 64 decoded tokens (RUNS, default 12) with each variant's host timeline;
+#   2, 3. XLA's other GEMM back ends, each side by side with the defaults (no code change, per
+#      program through $SPECTRACE_CHUNK_XLA / $SPECTRACE_DECODE_XLA; two workers at a time, as
+#      three 8B + 1B processes may not fit 80 GB): 2, cuBLASLt for every program (XLA then
+#      autotunes among cuBLASLt's algorithms, e.g. for the pruned chunk's 1104 rows); 3, cuDNN
+#      GEMM fusions as autotuning candidates for the draft's programs (the only ones on Triton);
+#   h. on an H200 (the issue's GPU) steps 1 then 2, else 2 then 1.
+set -euo pipefail
+STEPS=${STEPS:-"1"}
+. scripts/gpu_session_env.sh  # device_env.sh, $OUT, gpu.txt, PAIR, quiet
+BASE_XLA="base:xla_gpu_enable_command_buffer=;base:xla_gpu_enable_triton_gemm=false"  # the base's default
+variants() {  # bench_variants of the two given variants, 64 tokens decoded, named after the second
+  local name=${2%%=*}
+  timeout 330 python3 scripts/bench_variants.py "${PAIR[@]}" --n "${RUNS:-10}" --gen-len 64 --variant "$1" \
+    --variant "$2" 2>&1 | quiet | tee "$OUT/bench_variants_$name.txt" || true
+  mv -f "$OUT/bench_variants.json" "$OUT/bench_variants_$name.json" 2>/dev/null || true
+}
+for step in $STEPS; do case $step in
+1) timeout 200 python3 scripts/check_handover.py 2>&1 | quiet | tee "$OUT/check_handover.txt" || true
+   STEPS="2 1" RUNS=${RUNS_SPEC:-10} bash scripts/gpu_perf.sh
+   timeout 300 python3 scripts/bench_variants.py "${PAIR[@]}" --n "${RUNS:-12}" --gen-len 64 \
+     --variant before=.bench_before --variant after=. 2>&1 | quiet | tee "$OUT/bench_variants_session.txt" || true
+   mv -f "$OUT/bench_variants.json" "$OUT/bench_variants_session.json" 2>/dev/null || true ;;
+2) LT="xla_gpu_enable_cublaslt=true"
+   variants default=. cublaslt=.,SPECTRACE_CHUNK_XLA="$BASE_XLA;base:$LT;spec:$LT",SPECTRACE_DECODE_XLA="base:$LT;spec:$LT" ;;
+3) FUS="xla_gpu_cudnn_gemm_fusion_level=3"
+   variants default=. cudnn_fusion=.,SPECTRACE_CHUNK_XLA="$BASE_XLA;spec:$FUS",SPECTRACE_DECODE_XLA="spec:$FUS" ;;
+h) if grep -q H200 "$OUT/gpu.txt"; then STEPS="1 2" bash "$0"; else STEPS="2 1" bash "$0"; fi ;;
+esac; done
