@@ -10,7 +10,12 @@
 #      three 8B + 1B processes may not fit 80 GB): 2, cuBLASLt for every program (XLA then
 #      autotunes among cuBLASLt's algorithms, e.g. for the pruned chunk's 1104 rows); 3, cuDNN
 #      GEMM fusions as autotuning candidates for the draft's programs (the only ones on Triton);
-#   h. on an H200 (the issue's GPU) steps 1 then 2, else 2 then 1.
+#   4. the draft's chunk as 17 CUDA graphs, not one: cuDNN's attention calls left out of its
+#      command buffers (XLA's default types less CUDNN), so the first graph (the embedding and
+#      layer 0 up to its attention) launches at once and the rest launch while the device runs.
+#      As one graph its first kernel starts ~1.75 ms after the call (update 0.67 + cuGraphLaunch
+#      1.13 ms, session 17's probe_dispatch_spec.txt); without graphs the chunk runs 1.017x;
+#   h. on an H200 (the issue's GPU) steps 1, 4, 2, else 4, 2, 1.
 set -euo pipefail
 STEPS=${STEPS:-"1"}
 . scripts/gpu_session_env.sh  # device_env.sh, $OUT, gpu.txt, PAIR, quiet
@@ -31,5 +36,7 @@ for step in $STEPS; do case $step in
    variants default=. cublaslt=.,SPECTRACE_CHUNK_XLA="$BASE_XLA;base:$LT;spec:$LT",SPECTRACE_DECODE_XLA="base:$LT;spec:$LT" ;;
 3) FUS="xla_gpu_cudnn_gemm_fusion_level=3"
    variants default=. cudnn_fusion=.,SPECTRACE_CHUNK_XLA="$BASE_XLA;spec:$FUS",SPECTRACE_DECODE_XLA="spec:$FUS" ;;
-h) if grep -q H200 "$OUT/gpu.txt"; then STEPS="1 2" bash "$0"; else STEPS="2 1" bash "$0"; fi ;;
+4) CB="xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,DYNAMIC_SLICE_FUSION"
+   variants default=. cb_no_cudnn=.,SPECTRACE_CHUNK_XLA="$BASE_XLA;spec:$CB" ;;
+h) if grep -q H200 "$OUT/gpu.txt"; then STEPS="1 4 2" bash "$0"; else STEPS="4 2 1" bash "$0"; fi ;;
 esac; done
