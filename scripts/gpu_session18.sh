@@ -15,7 +15,12 @@
 #      layer 0 up to its attention) launches at once and the rest launch while the device runs.
 #      As one graph its first kernel starts ~1.75 ms after the call (update 0.67 + cuGraphLaunch
 #      1.13 ms, session 17's probe_dispatch_spec.txt); without graphs the chunk runs 1.017x;
-#   h. on an H200 (the issue's GPU) steps 1, 4, 2, else 4, 2, 1.
+#   5. the base's chunks with CUDA graphs (cuBLAS still): the pruned chunk is queued behind
+#      scoring now, so the graph's update and launch are off the critical path and only its
+#      fewer gaps between kernels would show (session 7 measured graphs before the queueing);
+#   6. the op table of a pruned-sized 8B chunk (1089 tokens, fitted to 1152 rows) as the base
+#      compiles it: where the pruned chunk's ~25 ms go beyond its ~18 ms of GEMMs at 840 TFLOP/s;
+#   h. on an H200 (the issue's GPU) steps 1, 4, 2, else 4, 2, 1; h2: 5 and 6 (1 first on an H200).
 set -euo pipefail
 STEPS=${STEPS:-"1"}
 . scripts/gpu_session_env.sh  # device_env.sh, $OUT, gpu.txt, PAIR, quiet
@@ -38,5 +43,9 @@ for step in $STEPS; do case $step in
    variants default=. cudnn_fusion=.,SPECTRACE_CHUNK_XLA="$BASE_XLA;spec:$FUS",SPECTRACE_DECODE_XLA="spec:$FUS" ;;
 4) CB="xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,DYNAMIC_SLICE_FUSION"
    variants default=. cb_no_cudnn=.,SPECTRACE_CHUNK_XLA="$BASE_XLA;spec:$CB" ;;
+5) variants default=. base_cb=.,SPECTRACE_CHUNK_XLA="base:xla_gpu_enable_triton_gemm=false" ;;
+6) PROBE_MODEL=llama-3.1-8b PROBE_LEN=1089 PROBE_ENGINE=base PROBE_SPLITS="" PROBE_PROFILE=1 PROBE_REPS=6 \
+     timeout 200 python3 scripts/probe_split_chunk.py 2>&1 | quiet | tee "$OUT/probe_pruned_chunk_ops.txt" || true ;;
+h2) if grep -q H200 "$OUT/gpu.txt"; then STEPS="1 5 6" bash "$0"; else STEPS="5 6" bash "$0"; fi ;;
 h) if grep -q H200 "$OUT/gpu.txt"; then STEPS="1 4 2" bash "$0"; else STEPS="4 2 1" bash "$0"; fi ;;
 esac; done

@@ -12,7 +12,8 @@ by the continued rest (fitted to 128 rows), both dispatched before the host wait
 
 ``PROBE_PROFILE=1`` then profiles two runs of the one chunk and of the first split and prints
 each form's device busy time and its ops by summed time, side by side: where the split's extra
-time goes.
+time goes. ``PROBE_SPLITS=""`` times and profiles the one chunk alone (its 40 heaviest ops), e.g.
+the pruned base chunk: ``PROBE_MODEL=llama-3.1-8b PROBE_LEN=1089 PROBE_ENGINE=base``.
 
 ``PROBE_ENGINE`` (default ``spec``) names the engine, which picks its chunk programs' XLA options
 (``engines.host.chunk_xla``): ``spec`` compiles the draft as the pipeline does (Triton GEMMs
@@ -120,11 +121,12 @@ def _profiled(forms: dict, runs: int = 2) -> None:
         ops = device_time.device_ops([xplane.read_xplane(p) for p in prof.paths])
         last = max((e for e in ops.host.events if e[2] == "probe.run"), default=None)
         idle[k] = ops.gaps(last[0], last[1], top=6) if last else []
-    a, b = list(tables)
+    a, b = (list(tables) * 2)[:2]  # one form (PROBE_SPLITS=""): its ops by time, no differences
     print(f"\ndevice busy a run: {a} {sum(tables[a].values()):.2f} ms, {b} {sum(tables[b].values()):.2f} ms")
-    names = sorted(set(tables[a]) | set(tables[b]), key=lambda n: -abs(tables[b].get(n, 0) - tables[a].get(n, 0)))
-    print(f"{'ms ' + a:>18} {'ms ' + b:>18} {'diff':>8}  op (largest differences first)")
-    for n in names[:25]:
+    names = sorted(set(tables[a]) | set(tables[b]), key=lambda n: (-abs(tables[b].get(n, 0) - tables[a].get(n, 0)),
+                                                                    -tables[a].get(n, 0)))
+    print(f"{'ms ' + a:>18} {'ms ' + b:>18} {'diff':>8}  op (largest differences first, then by time)")
+    for n in names[:40 if a == b else 25]:
         x, y = tables[a].get(n, 0.0), tables[b].get(n, 0.0)
         print(f"{x:18.3f} {y:18.3f} {y - x:8.3f}  {n[:90]}")
     for k, gaps in idle.items():
