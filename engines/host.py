@@ -101,7 +101,7 @@ def _group_label(devices) -> str:
 #: pruned base 0.927x, full prefill 0.987x, speculative TTFT 0.980x (95% 0.963..0.996), same kept
 #: tokens and top-1. Process-wide, either flag costs more elsewhere (Triton off: decode 1.74x and
 #: the draft window 1.18x; command buffers off: the draft window 1.06x), hence per program.
-GPU_BASE_CHUNK_XLA = (("xla_gpu_enable_command_buffer", ""), ("xla_gpu_enable_triton_gemm", False))
+GPU_BASE_CHUNK_XLA = (("xla_gpu_enable_triton_gemm", False),)
 
 
 def chunk_xla(name: str, platform: str) -> tuple:
