@@ -95,12 +95,15 @@ def _group_label(devices) -> str:
     return f"{devices[0].platform}:" + ",".join(str(d.id) for d in devices)
 
 
-#: The base engine's prefill chunks on a GPU: no command buffers (CUDA graphs), cuBLAS rather than
-#: Triton GEMMs. Measured on an H200 (8B base / 1B draft, 10741 tokens, one 16384 chunk, n=12,
-#: round-robin with the defaults, docs/evidence/h200-session7/bench_variants_chunk_xla.json):
-#: pruned base 0.927x, full prefill 0.987x, speculative TTFT 0.980x (95% 0.963..0.996), same kept
-#: tokens and top-1. Process-wide, either flag costs more elsewhere (Triton off: decode 1.74x and
-#: the draft window 1.18x; command buffers off: the draft window 1.06x), hence per program.
+#: The base engine's prefill chunks on a GPU: cuBLAS rather than Triton GEMMs. Process-wide, Triton
+#: off costs more elsewhere (decode 1.74x, the draft window 1.18x), hence per program. Session 7 also
+#: turned command buffers (CUDA graphs) off here (H200, n=12 round-robin: pruned base 0.927x, full
+#: prefill 0.987x, speculative TTFT 0.980x, docs/evidence/h200-session7/bench_variants_chunk_xla.json),
+#: when the host dispatched the pruned chunk after reading scoring's indices, so the graph's update
+#: and launch were on the critical path. Since session 11 the pruned chunk is queued behind scoring
+#: while the device still runs the draft, and on an H100 with the graphs back (session 18, n=12,
+#: docs/evidence/h100-session18/bench_variants_base_cb.txt): speculative TTFT 0.991x (0.984..0.998),
+#: pruned base 0.976x, full prefill 0.988x, the same kept tokens, top-1 and 64 greedy tokens.
 GPU_BASE_CHUNK_XLA = (("xla_gpu_enable_triton_gemm", False),)
 
 

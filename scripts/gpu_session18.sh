@@ -20,6 +20,9 @@
 #      fewer gaps between kernels would show (session 7 measured graphs before the queueing);
 #   6. the op table of a pruned-sized 8B chunk (1089 tokens, fitted to 1152 rows) as the base
 #      compiles it: where the pruned chunk's ~25 ms go beyond its ~18 ms of GEMMs at 840 TFLOP/s;
+#   7. engines.bench.spec with device scoring measured first (--modes device,host; n=8): the
+#      default order measures host scoring first, and its device-scoring TTFT has read ~2 ms
+#      above bench_variants' (each variant its own process, device scoring only) in every call;
 #   h. on an H200 (the issue's GPU) steps 1, 4, 2, else 4, 2, 1; h2: 5 and 6 (1 first on an H200).
 set -euo pipefail
 STEPS=${STEPS:-"1"}
@@ -46,6 +49,8 @@ for step in $STEPS; do case $step in
 5) variants default=. base_cb=.,SPECTRACE_CHUNK_XLA="base:xla_gpu_enable_triton_gemm=false" ;;
 6) PROBE_MODEL=llama-3.1-8b PROBE_LEN=1089 PROBE_ENGINE=base PROBE_SPLITS="" PROBE_PROFILE=1 PROBE_REPS=6 \
      timeout 200 python3 scripts/probe_split_chunk.py 2>&1 | quiet | tee "$OUT/probe_pruned_chunk_ops.txt" || true ;;
+7) timeout 300 python3 -m spectrace.engines.bench.spec "${PAIR[@]}" --keep 0.10 --modes device,host -n "${RUNS_SPEC:-8}" \
+     --out "$OUT/bench_spec_device_first.json" 2>&1 | quiet | tee "$OUT/bench_spec_device_first.txt" || true ;;
 h2) if grep -q H200 "$OUT/gpu.txt"; then STEPS="1 5 6" bash "$0"; else STEPS="5 6" bash "$0"; fi ;;
 h) if grep -q H200 "$OUT/gpu.txt"; then STEPS="1 4 2" bash "$0"; else STEPS="4 2 1" bash "$0"; fi ;;
 esac; done

@@ -17,8 +17,8 @@ the pruned base chunk: ``PROBE_MODEL=llama-3.1-8b PROBE_LEN=1089 PROBE_ENGINE=ba
 
 ``PROBE_ENGINE`` (default ``spec``) names the engine, which picks its chunk programs' XLA options
 (``engines.host.chunk_xla``): ``spec`` compiles the draft as the pipeline does (Triton GEMMs
-allowed, command buffers); ``base`` as the base's chunks (cuBLAS, no command buffers), which is
-how session 16's runs of this probe compiled it (they named no engine).
+allowed, command buffers); ``base`` as the base's chunks (cuBLAS; no command buffers until session 18),
+which is how session 16's runs of this probe compiled it (they named no engine).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Per-program XLA options for the prefill chunks (engines.host.chunk_xla, model.chunk_jit).
 
-On a GPU the base engine's chunks compile without command buffers and with cuBLAS GEMMs (measured
-in engines.host.GPU_BASE_CHUNK_XLA's comment); here: who gets which options, the experiment
+On a GPU the base engine's chunks compile with cuBLAS GEMMs, not Triton's (measured in
+engines.host.GPU_BASE_CHUNK_XLA's comment); here: who gets which options, the experiment
 switch's parsing, and that a chunk compiled with options computes the same logits.
 """
 
