@@ -104,7 +104,7 @@ def load_tokenizer(path: str | Path):
 PARALLEL_MIN_CHARS = 16_384  # below this one call is as fast; above it pieces run on all cores
 
 
-def encode(tokenizer, text: str, *, min_chars: int = PARALLEL_MIN_CHARS, pieces: int | None = None):
+def encode(tokenizer, text: str, *, min_chars: int = PARALLEL_MIN_CHARS, pieces: int | None = None) -> np.ndarray:
     """``tokenizer(text)["input_ids"]`` as an int32 array ``[P]``, computed in parallel pieces when
     that is provably the same.
 
@@ -117,7 +117,8 @@ def encode(tokenizer, text: str, *, min_chars: int = PARALLEL_MIN_CHARS, pieces:
     a post-processor that appends tokens, a slow tokenizer) takes the single call.
 
     The pieces' ids go straight into one array (``np.fromiter``), not through a joined list and
-    ``np.asarray``: 0.42 -> 0.30 ms for the 10741-token benchmark prompt on the 2-core dev host.
+    ``np.asarray``: 0.42 -> 0.30 ms for the 10741-token benchmark prompt on the 2-core dev host
+    (docs/evidence/h100-session18/dev_host.txt).
     """
     cuts = _cut_points(text, pieces or os.cpu_count() or 1) if len(text) >= min_chars else []
     found = _parallel_backend(tokenizer) if cuts else None
