@@ -274,14 +274,16 @@ class BaseEngine(LoadMixin, DecodeMixin):
                 raise ValueError(f"continuing the cache at slot {start} with {num_chunks} chunk(s) of "
                                  f"prefill_seq_len={T} needs {start + sum(lengths)} slots; ctx_len={self.ctx_len} "
                                  f"gives {self.cache_slots}: raise ctx_len")
-            # One [2, 1, n] array per chunk (tokens; positions): one copy each (the last real
-            # row is counted on the device). Python: one [2, 1, 1] array per real token, fed one by one.
-            pairs = np.stack([ids, positions])                                  # [2, C*T]
-            if python:
-                host = [pairs[:, j].reshape(2, 1, 1) for j in np.flatnonzero(real)]
-            else:
-                host = [pairs[:, i * T: i * T + n].reshape(2, 1, n) for i, n in enumerate(lengths)]
-            placed = None if queued else _h2d(self.device, host, dst=self.where)
+            placed = None
+            if queued is None:
+                # One [2, 1, n] array per chunk (tokens; positions): one copy each (the last real
+                # row is counted on the device). Python: one [2, 1, 1] array per real token, fed one by one.
+                pairs = np.stack([ids, positions])                              # [2, C*T]
+                if python:
+                    host = [pairs[:, j].reshape(2, 1, 1) for j in np.flatnonzero(real)]
+                else:
+                    host = [pairs[:, i * T: i * T + n].reshape(2, 1, n) for i, n in enumerate(lengths)]
+                placed = _h2d(self.device, host, dst=self.where)
         fn = self.chunk_fn(return_queries=return_queries)
         queries = logits = None
         n_tok = int(sum(real_per_chunk))

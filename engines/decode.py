@@ -42,9 +42,7 @@ class DecodeMixin:
         if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
             raise ValueError(f"max_new_tokens={max_new_tokens!r} must be a positive int")
         steps = int(max_new_tokens) - 1
-        if not last_token and not (return_queries and steps):
-            raise ValueError(f"last_token=False needs return_queries=True and max_new_tokens >= 2, got "
-                             f"return_queries={return_queries}, max_new_tokens={max_new_tokens}")
+        _check_last_token(last_token, return_queries, "max_new_tokens", max_new_tokens, 2)
         if queued is not None and queued[2:] != (steps, last_token):
             raise ValueError(f"max_new_tokens={max_new_tokens}, last_token={last_token}: the queued loop has "
                              f"{queued[2]} steps, last_token={queued[3]}")
@@ -92,9 +90,7 @@ class DecodeMixin:
         pass the result to :meth:`decode` as ``queued``.
         """
         self._check_steps(steps)
-        if not last_token and not (return_queries and steps):
-            raise ValueError(f"last_token=False needs return_queries=True and steps >= 1, got "
-                             f"return_queries={return_queries}, steps={steps}")
+        _check_last_token(last_token, return_queries, "steps", steps, 1)
         (position,) = _h2d(self.device, [np.full((1,), next_position, np.int32)], wait=False, dst=self.where)
         queries = None
         if steps:  # the first token is the prefill's argmax, taken inside the same program
@@ -133,3 +129,10 @@ class DecodeMixin:
         result = self.decode(self.prefill(prompt), max_new_tokens)
         result.text = self.tokenizer.decode(result.tokens.tolist(), skip_special_tokens=True)
         return result
+
+
+def _check_last_token(last_token: bool, return_queries: bool, name: str, count: int, minimum: int) -> None:
+    """``last_token=False`` feeds the last token for its queries only: it needs them, and a step."""
+    if not last_token and not (return_queries and count >= minimum):
+        raise ValueError(f"last_token=False needs return_queries=True and {name} >= {minimum}, got "
+                         f"return_queries={return_queries}, {name}={count}")

@@ -56,20 +56,21 @@ def chunk_forward(params, cache: KVCache, inputs, query_row=None, *, cfg,
 
     Returns ``(logits [B, V] float32, cache, q_rows [L, B, N, H] float32 or None)``.
     """
-    tokens, positions = inputs[0], inputs[1]                                       # [B, T] x 2
-    if query_row is None:
-        query_row = jnp.maximum(jnp.sum(positions[0] >= 0) - 1, 0).astype(jnp.int32)
     with jax.named_scope("prefill.chunk"):
-        return _cached_forward(params, cache, tokens, positions, query_row, cfg=cfg, opts=opts,
+        return _cached_forward(params, cache, inputs[0], inputs[1], query_row, cfg=cfg, opts=opts,
                                return_queries=return_queries, fresh=fresh)
 
 
 def _cached_forward(params, cache: KVCache, tokens, positions, query_row, *, cfg,
                     opts: EngineOptions, return_queries: bool, fresh: bool = False, queries_only: bool = False):
-    """``chunk_forward`` without its scope. ``queries_only``: stop after the last layer's queries and
-    cache write (no attention, MLP or logits past them; logits come back None)."""
+    """``chunk_forward`` without its scope, tokens and positions apart (``query_row`` None: the
+    last real row). ``queries_only``: stop after the last layer's queries and cache write (no
+    attention, MLP or logits past them; logits come back None)."""
     fam = family(cfg)
     B, T = tokens.shape
+    n_real = jnp.sum(positions[0] >= 0).astype(jnp.int32)                          # padding sits at the end
+    if query_row is None:
+        query_row = jnp.maximum(n_real - 1, 0)
     # Fresh: whatever the cache held is dropped here (every slot past this chunk -1), so the
     # engine needs no separate reset program before a new prompt.
     start = jnp.int32(0) if fresh else cache.length
@@ -100,7 +101,6 @@ def _cached_forward(params, cache: KVCache, tokens, positions, query_row, *, cfg
             attn = _attend(q, k, v, ck, cv, positions, k_pos, start, spec, opts, fresh,
                            copies=_out_copies(lp))                                 # [B, T (or 2 for T = 1), N, H]
         x = fam.finish(lp, x, attn, cfg)                                           # [B, T', D] (or a Residual)
-    n_real = jnp.sum(positions[0] >= 0).astype(jnp.int32)
     q_rows = jnp.stack(q_rows) if return_queries else None                         # [L, B, N, H]
     cache = KVCache(tuple(keys), tuple(values), k_pos, start + n_real)
     if queries_only:

@@ -25,25 +25,23 @@
 #   6. the op table of a pruned-sized 8B chunk (1089 tokens, fitted to 1152 rows) as the base
 #      compiles it: where the pruned chunk's ~25 ms go beyond its ~18 ms of GEMMs at 840 TFLOP/s;
 #   7. engines.bench.spec with device scoring measured first (--modes device,host; n=8): the
-#      default order measures host scoring first, and its device-scoring TTFT has read ~2 ms
+#      default order measures host scoring first, and its device-scoring TTFT has read 0.4-2.2 ms
 #      above bench_variants' (each variant its own process, device scoring only) in every call;
 #   h. on an H200 (the issue's GPU) steps 1, 4, 2, else 4, 2, 1; h2: 5 and 6 (1 first on an H200).
 set -euo pipefail
 STEPS=${STEPS:-"1"}
 . scripts/gpu_session_env.sh  # device_env.sh, $OUT, gpu.txt, PAIR, quiet
 BASE_XLA="base:xla_gpu_enable_triton_gemm=false"  # the base's default (engines.host.GPU_BASE_CHUNK_XLA)
-variants() {  # bench_variants of the two given variants, 64 tokens decoded, named after the second
-  local name=${2%%=*}
-  timeout 330 python3 scripts/bench_variants.py "${PAIR[@]}" --n "${RUNS:-10}" --gen-len 64 --out "$OUT" --variant "$1" \
-    --variant "$2" 2>&1 | quiet | tee "$OUT/bench_variants_$name.txt" || true
+variants() {  # bench_variants of two variants, 64 tokens decoded: A B [NAME, default B's label] [N default]
+  local name=${3:-${2%%=*}}
+  timeout 330 python3 scripts/bench_variants.py "${PAIR[@]}" --n "${RUNS:-${4:-10}}" --gen-len 64 --out "$OUT" \
+    --variant "$1" --variant "$2" 2>&1 | quiet | tee "$OUT/bench_variants_$name.txt" || true
   mv -f "$OUT/bench_variants.json" "$OUT/bench_variants_$name.json" 2>/dev/null || true
 }
 for step in $STEPS; do case $step in
 1) timeout 200 python3 scripts/check_handover.py 2>&1 | quiet | tee "$OUT/check_handover.txt" || true
    STEPS="2 1" RUNS=${RUNS_SPEC:-10} bash scripts/gpu_perf.sh || true
-   timeout 300 python3 scripts/bench_variants.py "${PAIR[@]}" --n "${RUNS:-12}" --gen-len 64 --out "$OUT" \
-     --variant before=.bench_before --variant after=. 2>&1 | quiet | tee "$OUT/bench_variants_session.txt" || true
-   mv -f "$OUT/bench_variants.json" "$OUT/bench_variants_session.json" 2>/dev/null || true ;;
+   variants before=.bench_before after=. session 12 ;;
 2) LT="xla_gpu_enable_cublaslt=true"
    variants default=. cublaslt=.,SPECTRACE_CHUNK_XLA="$BASE_XLA;base:$LT;spec:$LT",SPECTRACE_DECODE_XLA="base:$LT;spec:$LT" ;;
 3) FUS="xla_gpu_cudnn_gemm_fusion_level=3"
