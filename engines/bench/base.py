@@ -27,6 +27,7 @@ import sys
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 from spectrace.tracer import benchstats  # noqa: E402
+from spectrace.tracer.cli import _nonnegative_int, _positive_int  # noqa: E402
 
 HBM_BYTES_PER_S = {"H100": 3.35e12, "H200": 4.8e12}  # by device_kind substring (datasheet figures)
 DEFAULT_HBM_BYTES_PER_S = 3.35e12
@@ -112,12 +113,12 @@ def _ratio(hf: list[float] | None, ours: list[float]) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Base engine vs Hugging Face transformers: prefill TTFT and decode.")
     parser.add_argument("--preset", default="default-base", help="preset name or checkpoint directory")
-    parser.add_argument("--prompt-len", type=int, default=300)
-    parser.add_argument("--prefill-seq-len", type=int, default=128)
-    parser.add_argument("--gen", type=int, default=16, help="tokens to generate (gen - 1 decode steps)")
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--ctx-len", type=int, default=None, help="default: prompt-len + gen")
+    parser.add_argument("--prompt-len", type=_positive_int("--prompt-len"), default=300)
+    parser.add_argument("--prefill-seq-len", type=_positive_int("--prefill-seq-len"), default=128)
+    parser.add_argument("--gen", type=_positive_int("--gen"), default=16, help="tokens to generate (gen - 1 decode steps)")
+    parser.add_argument("--runs", type=_positive_int("--runs"), default=5)
+    parser.add_argument("--warmup", type=_nonnegative_int("--warmup"), default=1)
+    parser.add_argument("--ctx-len", type=_positive_int("--ctx-len"), default=None, help="default: prompt-len + gen")
     parser.add_argument("--dtype", default=None, help="default: float32 on CPU, bfloat16 on GPU")
     parser.add_argument("--no-hf", action="store_true", help="skip the transformers baseline")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",

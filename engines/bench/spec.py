@@ -33,6 +33,7 @@ from spectrace.engines.bench.hf_baseline import hf_model, prefill_s, prefill_tex
 from spectrace.engines.speculative.engine import SpecPrefillEngine  # noqa: E402
 from spectrace.engines.tokenizer import exact_prompt  # noqa: E402
 from spectrace.tracer import benchstats  # noqa: E402
+from spectrace.tracer.cli import _keep, _nonnegative_int, _positive_int  # noqa: E402
 
 PHASES = ("ttft_spec_device_s", "t_assemble_s", "t_score_s", "t_select_s", "ttft_host_scoring_s",
           "ttft_base_pruned_only_s", "ttft_speculative_s", "ttft_baseline_s")
@@ -79,6 +80,14 @@ def run_mode(engine: SpecPrefillEngine, prompt: str, *, n: int, warmup: int, gen
     return runs
 
 
+def _modes(text: str) -> list[str]:
+    """``--modes``: scoring modes, comma-separated, each ``host`` or ``device``, at least one."""
+    modes = [m.strip() for m in text.split(",") if m.strip()]
+    if not modes or any(m not in ("host", "device") for m in modes):
+        raise argparse.ArgumentTypeError(f"--modes must list host and/or device, comma-separated, got {text!r}")
+    return modes
+
+
 def io_table(results: dict[str, list[dict]]) -> str:
     """Markdown: per pass and category, bytes and mean ms for each scoring mode."""
     modes = list(results)
@@ -103,25 +112,25 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--base", default="llama-3.1-8b")
     ap.add_argument("--draft", default="llama-3.2-1b")
-    ap.add_argument("--prompt-len", type=int, default=10741)
-    ap.add_argument("--keep", type=float, default=0.10)
-    ap.add_argument("--look-ahead", type=int, default=8)
-    ap.add_argument("--chunk-size", type=int, default=32)
+    ap.add_argument("--prompt-len", type=_positive_int("--prompt-len"), default=10741)
+    ap.add_argument("--keep", type=_keep, default=0.10)
+    ap.add_argument("--look-ahead", type=_positive_int("--look-ahead"), default=8)
+    ap.add_argument("--chunk-size", type=_positive_int("--chunk-size"), default=32)
     ap.add_argument("--layers", default="all", choices=("all", "last4", "last1", "full", "sliding"))
-    ap.add_argument("--prefill-seq-len", type=int, default=1024)
-    ap.add_argument("--gen-len", type=int, default=1)
-    ap.add_argument("--modes", default="host,device")
-    ap.add_argument("-n", "--n", type=int, default=5)
+    ap.add_argument("--prefill-seq-len", type=_positive_int("--prefill-seq-len"), default=1024)
+    ap.add_argument("--gen-len", type=_nonnegative_int("--gen-len"), default=1)
+    ap.add_argument("--modes", type=_modes, default="host,device")
+    ap.add_argument("-n", "--n", type=_positive_int("-n"), default=5)
     # Two warm-ups, as scripts/bench_variants.py: after one, the first measured device-scoring run
     # was 1.2-2.7 ms slower than the mean of the next four in 4 of sessions 14-17's 5 H100 runs
     # (docs/evidence/h100-session1[4-7]/bench_spec*.txt): a one-time cost not yet paid, not traced
     # to a program.
-    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--warmup", type=_nonnegative_int("--warmup"), default=2)
     ap.add_argument("--dtype", default=None, help="default: float32 on CPU, bfloat16 on accelerators")
     ap.add_argument("--no-hf", action="store_true", help="skip the transformers reference")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     args = ap.parse_args(argv)
-    modes = [m for m in args.modes.split(",") if m]
+    modes = args.modes
 
     ctx_len = args.prompt_len + args.look_ahead + args.gen_len
     devices = jax.devices()

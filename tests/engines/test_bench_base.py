@@ -49,3 +49,21 @@ def test_bench_spec_runs_on_cpu(spectrace_cache, monkeypatch, tmp_path, capsys):
     assert "spec_host" in text and "spec_device" in text
     doc = json.loads(out.read_text())
     assert doc["prompt_tokens"] == 100
+
+
+@pytest.mark.parametrize("bench, argv, needle", [
+    (bench_spec, ["-n", "0"], "-n must be a positive integer, got '0'"),
+    (bench_spec, ["--warmup", "-1"], "--warmup must be a non-negative integer (0 for none), got '-1'"),
+    (bench_spec, ["--keep", "2"], "--keep must be in (0, 1], got '2'"),
+    (bench_spec, ["--prompt-len", "0"], "--prompt-len must be a positive integer, got '0'"),
+    (bench_spec, ["--modes", "host,gpu"], "--modes must list host and/or device, comma-separated, got 'host,gpu'"),
+    (bench_base, ["--runs", "0"], "--runs must be a positive integer, got '0'"),
+    (bench_base, ["--gen", "x"], "--gen must be a positive integer, got 'x'"),
+], ids=["spec-n", "spec-warmup", "spec-keep", "spec-prompt-len", "spec-modes", "base-runs", "base-gen"])
+def test_a_benchmark_refuses_a_bad_number_naming_it_before_loading_anything(bench, argv, needle, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(argv + ["--out", str(out)] if bench is bench_spec else argv)
+    assert exit_.value.code == 2
+    assert needle in capsys.readouterr().err
+    assert not out.exists()
