@@ -233,9 +233,15 @@ def chunk_jit(xla: tuple):
 
     Per program, not per process (``XLA_FLAGS``): on the H200 the base's prefill chunks and the
     draft's look-ahead want different settings (``engines.host.GPU_BASE_CHUNK_XLA``).
+
+    ``keep_unused``: a fresh chunk overwrites the cache's slot positions and length without
+    reading them, and JAX would drop those unused (donated) arguments, so their outputs came back
+    in new buffers at every call. Kept, they alias: the whole cache stays at its addresses, one
+    reason less for a chunk's CUDA graph to be updated before its launch (session 19,
+    ``scripts/probe_graph_updates.py``).
     """
     return jax.jit(chunk_forward, static_argnames=("cfg", "opts", "return_queries", "fresh"),
-                   donate_argnames=("cache",), compiler_options=dict(xla) or None)
+                   donate_argnames=("cache",), keep_unused=True, compiler_options=dict(xla) or None)
 
 
 @functools.lru_cache(maxsize=None)

@@ -2,11 +2,14 @@
 
 On a GPU the base engine's chunks compile with cuBLAS GEMMs, not Triton's (measured in
 engines.host.GPU_BASE_CHUNK_XLA's comment); here: who gets which options, the experiment
-switch's parsing, and that a chunk compiled with options computes the same logits.
+switch's parsing, that a chunk compiled with options computes the same logits, and that the
+chunk programs keep the donated cache in place.
 """
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -78,3 +81,24 @@ def test_a_decode_compiled_with_options_gives_the_same_tokens(monkeypatch):
     a = plain.decode(plain.prefill_from_ids(ids, pos), 6, window=None)
     b = tuned.decode(tuned.prefill_from_ids(ids, pos), 6, window=None)
     np.testing.assert_array_equal(a.tokens, b.tokens)
+
+
+def test_a_fresh_prefill_writes_the_cache_in_place():
+    # The chunk programs donate the cache, and every one of its buffers comes back at its
+    # address: also the slot positions and the length, which a fresh chunk overwrites without
+    # reading (kept as arguments so that they alias). On a GPU a program's CUDA graph is recorded
+    # with its buffers' addresses, and a moved one makes the host update the graph before its
+    # launch (scripts/probe_graph_updates.py).
+    engine = BaseEngine.from_config(DEFAULT_BASE, prefill_seq_len=64, ctx_len=96, dtype=np.float32)
+    ids = np.random.default_rng(2).integers(2, 2000, size=48).astype(np.int32)
+
+    def addresses():
+        return [x.unsafe_buffer_pointer() for x in jax.tree_util.tree_leaves(engine.cache)]
+    engine.prefill_from_ids(ids[:30], np.arange(30))
+    first = addresses()
+    for n in (30, 41):
+        engine.prefill_from_ids(ids[:n], np.arange(n))
+        assert addresses() == first
+    inputs = np.stack([ids[None], np.arange(48, dtype=np.int32)[None]])           # [2, 1, 48]
+    engine.queue_prefill(jnp.asarray(inputs))
+    assert addresses() == first
