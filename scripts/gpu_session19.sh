@@ -5,7 +5,7 @@
 #   u. scripts/probe_graph_updates.py: which programs of a request update their CUDA graph
 #      before launching it, and how long after the draft chunk's span its first kernel starts
 #      (TAG names the output; PROBE_POINTERS=1 and PROBE_ALONE=1 as the probe says, e.g.
-#      `STEPS=u PROBE_ALONE=1 TAG=_alone`);
+#      `STEPS=u PROBE_ALONE=1 PROBE_POINTERS=1 TAG=_alone`);
 #   m. the same with XLA's command-buffer update mode $MODE (default SKIP_TEMP: the program's
 #      temporary buffer at a fixed virtual address, through the VMM allocator, so a run whose
 #      temporaries landed elsewhere does not re-record the graph's commands that use them), then

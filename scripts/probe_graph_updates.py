@@ -2,8 +2,8 @@
 
 XLA runs a program's kernels as CUDA graphs (command buffers) recorded with the addresses of the
 program's buffers: its arguments, its outputs and its temporary buffer. When one of them has
-moved since the last run, the host updates the graph before launching it (``command_buffer::update``;
-the launch after an update, ``cuGraphLaunch``, also takes longer). The draft's 10741-token chunk
+moved since the last run, the host updates the graph before launching it (``command_buffer::update``,
+then ``cuGraphLaunch``). The draft's 10741-token chunk
 is the first device work of a request, so its call is on the speculative TTFT's critical path:
 session 17's ``probe_dispatch.py`` (the chunk alone, called in a loop) saw its first kernel
 start ~1.75 ms after the call, 0.67 ms of it the update and 1.13 ms ``cuGraphLaunch``.
@@ -16,8 +16,9 @@ how long after the draft chunk's span began its first kernel started. ``PROBE_PO
 prints the device addresses of every chunk call's inputs and outputs.
 
 ``PROBE_ALONE=1`` instead calls the draft's chunk program alone ``PROBE_RUNS`` times with the same
-input array, each call's outputs dropped and waited for before the next: its parameters and
-outputs then keep their addresses, so an update there means the program's temporary buffer moved.
+input array, each call's outputs dropped and waited for before the next, so that its parameters
+and outputs can keep their addresses (``PROBE_POINTERS=1`` shows whether they do): an update
+there then means the program's temporary buffer moved.
 
     . scripts/device_env.sh && python3 scripts/probe_graph_updates.py
 """
@@ -94,13 +95,17 @@ def _requests(log: list):
     return prof, f"{DRAFT} + {BASE} on {spec.draft.devices[0].device_kind}"
 
 
-def _alone():
+def _alone(log: list):
     """Profile ``RUNS`` calls of the draft's chunk program alone, every buffer held still."""
     import jax
     from probe_split_chunk import MODEL, chunk_inputs, draft_and_prompt
 
+    from spectrace.engines.config import FIT_MULTIPLE
+
+    if POINTERS:  # before the engine makes its chunk function
+        _log_pointers(log)
     e, ids, fn = draft_and_prompt()
-    rows = -(len(ids) // -128) * 128
+    rows = -(len(ids) // -FIT_MULTIPLE) * FIT_MULTIPLE
     args = jax.device_put(chunk_inputs(ids, 0, len(ids), rows), e.device)
 
     def call():
@@ -118,7 +123,7 @@ def _alone():
 
 def main() -> None:
     log = []
-    prof, where = _alone() if ALONE else _requests(log)
+    prof, where = _alone(log) if ALONE else _requests(log)
     if POINTERS:
         print("chunk calls: rows, then the addresses of inputs, logits, cache k[0], cache pos (, queries) mod 2**32")
         for rows, ptr in log:
