@@ -244,6 +244,23 @@ def chunk_jit(xla: tuple):
                    donate_argnames=("cache",), keep_unused=True, compiler_options=dict(xla) or None)
 
 
+def chunk_forward_into(params, cache: KVCache, inputs, into, query_row=None, **kw):
+    """``chunk_forward`` with ``into``: the previous call's (logits, q_rows) or (logits,),
+    donated and never read, so that this call's outputs take their buffers
+    (``engines.fixed_buffers``)."""
+    del into
+    return chunk_forward(params, cache, inputs, query_row, **kw)
+
+
+@functools.lru_cache(maxsize=None)
+def chunk_into_jit(xla: tuple):
+    """:func:`chunk_forward_into` compiled as :func:`chunk_jit`, ``into`` donated too: JAX aliases
+    each donated array to the first output of its shape and dtype, in order, so the cache's go to
+    the cache and ``into``'s to the logits and query rows."""
+    return jax.jit(chunk_forward_into, static_argnames=("cfg", "opts", "return_queries", "fresh"),
+                   donate_argnames=("cache", "into"), keep_unused=True, compiler_options=dict(xla) or None)
+
+
 @functools.lru_cache(maxsize=None)
 def decode_jit(xla: tuple):
     """``decode_scan`` compiled with per-program XLA options ``xla`` (as :func:`chunk_jit`);

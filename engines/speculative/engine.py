@@ -272,9 +272,9 @@ class SpecPrefillEngine:
             early["lookahead"] = d.queue_decode(logits, next_position, steps, return_queries=True,
                                                 last_token=last_token)
 
-        out.prefill = pre = d.prefill_from_ids(ids[real], positions[real], window=None, return_queries=True,
-                                               on_chunk=on_chunk, host_logits=host,
-                                               on_last_dispatch=queue_lookahead if self._queue_ahead(steps) else None)
+        out.prefill = pre = d.prefill_tokenized(ids, positions, num_chunks, return_queries=True, on_chunk=on_chunk,
+                                                host_logits=host,
+                                                on_last_dispatch=queue_lookahead if self._queue_ahead(steps) else None)
         lookahead = None                                                           # [A-1, L, N, H]
 
         rows = self._handover_rows(pre)

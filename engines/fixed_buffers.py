@@ -1,0 +1,79 @@
+"""Prefill chunks whose inputs and outputs stay at fixed device addresses, so that their CUDA
+graph is launched as recorded instead of being updated first.
+
+XLA runs a program's kernels as CUDA graphs recorded with the addresses of its arguments,
+outputs and temporary buffer. When one has moved since the last run, the host updates the graph
+before launching it: 0.8-1.0 ms of host time on the H100 host for the draft's 10741-token chunk,
+the first device work of a speculative request, and a slower launch (session 19,
+``scripts/probe_graph_updates.py``). The KV cache already stays in place (donated, aliased:
+``model.chunk_jit``); the chunk's inputs (a new host-to-device copy per request) and its logits
+and query rows (new outputs) did not.
+
+:class:`FixedBuffers` keeps, per chunk (index, rows, queries or not), the previous call's input
+array, logits and query rows, and gives them back to the next call as donated buffers:
+
+* the inputs: the new copy goes into the kept array with a one-copy program
+  (:data:`_fill`, the kept array donated and aliased to its output);
+* the logits and query rows: the chunk program of :func:`spectrace.engines.model.chunk_into_jit`
+  takes them as a donated argument it does not read, so XLA writes its new outputs there.
+
+The price is the lifetime of those arrays: a chunk's inputs, logits and query rows are deleted
+when the engine runs the same chunk again (JAX raises on reading them then). So this is for an
+engine whose results are read within the request, the speculative engine's draft
+(``$SPECTRACE_FIXED_BUFFERS=spec``, :func:`enabled`).
+
+Off by default: on an H200 (session 20, ``docs/performance.md``) the probe saw no updates with
+it, but the request was not faster (speculative TTFT 1.024x, 1.005..1.043, n=8, noisy); it is
+kept for a second measurement.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+
+#: The kept array's buffer takes the new inputs: ``dst`` donated, the output aliased to it, so
+#: XLA copies ``src`` into it (``keep_unused``: ``dst`` is never read, and JAX would drop it).
+_fill = jax.jit(lambda dst, src: src, donate_argnums=0, keep_unused=True)
+
+#: Engines (by ``BaseEngine.name``) whose chunks use fixed buffers when the variable is unset.
+DEFAULT_ENGINES = ""
+
+
+def enabled(name: str) -> bool:
+    """Whether engine ``name``'s chunks use fixed buffers: ``$SPECTRACE_FIXED_BUFFERS``, a comma
+    list of engine names (``spec``, ``base``; ``""``: none), else :data:`DEFAULT_ENGINES`."""
+    names = os.environ.get("SPECTRACE_FIXED_BUFFERS", DEFAULT_ENGINES)
+    return name in {n.strip() for n in names.split(",")}
+
+
+class FixedBuffers:
+    """Per-chunk kept arrays of one engine (see the module docstring)."""
+
+    def __init__(self):
+        self._kept: dict[tuple, tuple] = {}   # (index, rows, queries) -> (inputs, logits, q_rows or None)
+
+    def call(self, fn, fn_into, params, cache, inputs, *, index: int, fresh: bool, queries: bool):
+        """``fn(params, cache, inputs, fresh=fresh)`` with ``inputs`` [2, B, T] copied into the
+        chunk's kept input array and the outputs written over its kept logits and query rows.
+
+        ``fn``: the chunk function (the first call of a chunk, nothing kept yet); ``fn_into``: the
+        same with a donated ``into`` argument (``model.chunk_into_jit``). Returns ``(inputs used,
+        (logits, cache, q_rows))``.
+        """
+        key = (index, int(inputs.shape[-1]), queries)
+        kept = self._kept.pop(key, None)
+        if kept is None:
+            out = fn(params, cache, inputs, fresh=fresh)
+        else:
+            old_inputs, logits, q_rows = kept
+            inputs = _fill(old_inputs, inputs)
+            into = (logits,) if q_rows is None else (logits, q_rows)
+            out = fn_into(params, cache, inputs, into, fresh=fresh)
+        self._kept[key] = (inputs, out[0], out[2])
+        return inputs, out
+
+    def clear(self) -> None:
+        """Drop the kept arrays (their device memory goes when no result holds them)."""
+        self._kept.clear()
