@@ -88,7 +88,7 @@ class BaseEngine(LoadMixin, DecodeMixin):
         self.ctx_len = int(ctx_len)
         self.cache_slots = self._slots_for(self.ctx_len)
         self.cache: KVCache | None = None
-        if self.fixed is not None:  # kept chunk buffers of the old cache size
+        if self.fixed is not None:  # a new cache: start the kept chunk arrays afresh too
             self.fixed.clear()
         self._cache_len = 0
         self._next_position = 0  # one past the largest position in the cache
@@ -185,6 +185,9 @@ class BaseEngine(LoadMixin, DecodeMixin):
         2-core dev host, before the draft's first chunk). ``bind_attrs``: the ``bind`` span's
         attributes (default: the GenAI ones, as :meth:`prefill_from_ids` without a window).
         """
+        if len(ids) != num_chunks * self.prefill_seq_len or len(positions) != len(ids):
+            raise ValueError(f"prefill_tokenized: {len(ids)} ids and {len(positions)} positions are not "
+                             f"num_chunks={num_chunks} chunks of {self.prefill_seq_len}: pass tokenize()'s output")
         n_real = int((positions >= 0).sum())
         self._check_fits(n_real, continue_cache=False)
         if bind_attrs is None:

@@ -4,13 +4,13 @@ graph is launched as recorded instead of being updated first.
 XLA runs a program's kernels as CUDA graphs recorded with the addresses of its arguments,
 outputs and temporary buffer. When one has moved since the last run, the host updates the graph
 before launching it: 0.8-1.0 ms of host time on the H100 host for the draft's 10741-token chunk,
-the first device work of a speculative request, and a slower launch (session 19,
-``scripts/probe_graph_updates.py``). The KV cache already stays in place (donated, aliased:
+the first device work of a speculative request (session 19, ``scripts/probe_graph_updates.py``). The KV cache already stays in place (donated, aliased:
 ``model.chunk_jit``); the chunk's inputs (a new host-to-device copy per request) and its logits
 and query rows (new outputs) did not.
 
-:class:`FixedBuffers` keeps, per chunk (index, rows, queries or not), the previous call's input
-array, logits and query rows, and gives them back to the next call as donated buffers:
+:class:`FixedBuffers` keeps the previous call's input array per chunk index and row count, and
+its logits and query rows per chunk index (and queries or not; their shapes do not depend on the
+rows), and gives them back to the next call as donated buffers:
 
 * the inputs: the new copy goes into the kept array with a one-copy program
   (:data:`_fill`, the kept array donated and aliased to its output);
@@ -52,28 +52,30 @@ class FixedBuffers:
     """Per-chunk kept arrays of one engine (see the module docstring)."""
 
     def __init__(self):
-        self._kept: dict[tuple, tuple] = {}   # (index, rows, queries) -> (inputs, logits, q_rows or None)
+        self._inputs: dict[tuple, object] = {}    # (index, rows) -> [2, B, rows] int32
+        self._outputs: dict[tuple, tuple] = {}    # (index, queries) -> (logits,) or (logits, q_rows)
 
     def call(self, fn, fn_into, params, cache, inputs, *, index: int, fresh: bool, queries: bool):
         """``fn(params, cache, inputs, fresh=fresh)`` with ``inputs`` [2, B, T] copied into the
         chunk's kept input array and the outputs written over its kept logits and query rows.
 
-        ``fn``: the chunk function (the first call of a chunk, nothing kept yet); ``fn_into``: the
-        same with a donated ``into`` argument (``model.chunk_into_jit``). Returns ``(inputs used,
-        (logits, cache, q_rows))``.
+        ``fn``: the chunk function (nothing kept yet for this chunk); ``fn_into``: the same with a
+        donated ``into`` argument (``model.chunk_into_jit``). Returns ``(inputs used, (logits,
+        cache, q_rows))``. A new row count starts a kept input array of its own (one per
+        compiled shape, as the programs are).
         """
-        key = (index, int(inputs.shape[-1]), queries)
-        kept = self._kept.pop(key, None)
-        if kept is None:
-            out = fn(params, cache, inputs, fresh=fresh)
-        else:
-            old_inputs, logits, q_rows = kept
-            inputs = _fill(old_inputs, inputs)
-            into = (logits,) if q_rows is None else (logits, q_rows)
-            out = fn_into(params, cache, inputs, into, fresh=fresh)
-        self._kept[key] = (inputs, out[0], out[2])
+        in_key, out_key = (index, int(inputs.shape[-1])), (index, queries)
+        old = self._inputs.pop(in_key, None)
+        if old is not None:
+            inputs = _fill(old, inputs)
+        into = self._outputs.pop(out_key, None)
+        out = fn(params, cache, inputs, fresh=fresh) if into is None else fn_into(params, cache, inputs, into,
+                                                                                  fresh=fresh)
+        self._inputs[in_key] = inputs
+        self._outputs[out_key] = (out[0],) if out[2] is None else (out[0], out[2])
         return inputs, out
 
     def clear(self) -> None:
         """Drop the kept arrays (their device memory goes when no result holds them)."""
-        self._kept.clear()
+        self._inputs.clear()
+        self._outputs.clear()

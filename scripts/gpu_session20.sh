@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Session 20's GPU runs (issue 19), results under $OUT; carry [".whl", ".bench_before"] where
-# .bench_before is a tree to compare against (`git archive <rev> tracer engines | tar -x -C .bench_before`).
+# Session 20's GPU runs (issue 19), results under $OUT; carry [".whl"], and for step s also
+# ".bench_before", a tree to compare against (`git archive <rev> tracer engines | tar -x -C .bench_before`).
+# TAG names step f's output files (bench_variants_fixed$TAG.*).
 #   t. scripts/probe_tokenize.py: the draft window's tokenization against its piece count;
 #   p. probe_graph_updates with the draft's chunk at fixed addresses (SPECTRACE_FIXED_BUFFERS=spec,
 #      engines.fixed_buffers) and the chunk calls' addresses;

@@ -50,20 +50,21 @@ def _log_pointers(log: list) -> None:
     what moved is the program's temporary buffer, which Python cannot see."""
     from spectrace.engines import model
 
-    jit = model.chunk_jit
+    def logged(jit):
+        def wrapped(xla):
+            fn = jit(xla)
 
-    def chunk_jit(xla):
-        fn = jit(xla)
-
-        def call(params, cache, inputs, *a, **k):
-            out = fn(params, cache, inputs, *a, **k)
-            ptr = [x.unsafe_buffer_pointer() for x in (inputs, out[0], out[1].k[0], out[1].pos)]
-            if out[2] is not None:
-                ptr.append(out[2].unsafe_buffer_pointer())
-            log.append((inputs.shape[2], ptr))
-            return out
-        return call
-    model.chunk_jit = chunk_jit
+            def call(params, cache, inputs, *a, **k):
+                out = fn(params, cache, inputs, *a, **k)
+                ptr = [x.unsafe_buffer_pointer() for x in (inputs, out[0], out[1].k[0], out[1].pos)]
+                if out[2] is not None:
+                    ptr.append(out[2].unsafe_buffer_pointer())
+                log.append((inputs.shape[2], ptr))
+                return out
+            return call
+        return wrapped
+    # Both chunk programs: the plain one and the fixed-address one (engines.fixed_buffers).
+    model.chunk_jit, model.chunk_into_jit = logged(model.chunk_jit), logged(model.chunk_into_jit)
 
 
 def _events(prof):
@@ -87,13 +88,11 @@ def _requests(log: list):
     tracer.configure(enabled=True, exporter="none")
     if POINTERS:
         _log_pointers(log)
-    held = None  # each request's result lives while the next runs, as in the benchmarks' loops
     for _ in range(2):
-        held = spec.run(prompt, gen_len=8, baseline=False)
+        spec.run(prompt, gen_len=8, baseline=False)
     with xplane.profile(tempfile.mkdtemp()) as prof:
         for _ in range(RUNS):
-            held = spec.run(prompt, gen_len=8, baseline=False)
-    del held
+            spec.run(prompt, gen_len=8, baseline=False)
     return prof, f"{DRAFT} + {BASE} on {spec.draft.devices[0].device_kind}"
 
 

@@ -42,18 +42,45 @@ def test_fixed_buffers_compute_the_same_logits_queries_and_tokens(monkeypatch):
 
 def test_a_chunks_inputs_and_outputs_keep_their_addresses(monkeypatch):
     engine = _engine(monkeypatch, True)
-    seen = []
 
     def addresses(result):
         return [x.unsafe_buffer_pointer() for x in (*result.device_inputs, result.last_logits)]
-    for ids in _prompts()[:2] * 2:
-        seen.append(addresses(engine.prefill_from_ids(ids, np.arange(len(ids)), return_queries=True)))
-    assert seen[1] == seen[2] == seen[3]  # the first call has nothing kept yet
+    one, two = _prompts()[0], _prompts()[2]                                         # one chunk, two chunks
+    held = [engine.prefill_from_ids(ids, np.arange(len(ids)), return_queries=True) for ids in (one, two)]
+    seen = {}
+    for ids in (one, two, one, two):  # the first call of each shape had nothing kept
+        before = held.pop(0)
+        r = engine.prefill_from_ids(ids, np.arange(len(ids)), return_queries=True)
+        seen.setdefault(len(ids), []).append(addresses(r))
+        held.append(r)
+        del before
+    for runs in seen.values():
+        assert runs[0] == runs[1]
     # Without it a request's copies and outputs are new arrays, in new buffers while the earlier
-    # results hold theirs.
+    # results hold theirs, as they were held above.
     plain = _engine(monkeypatch, False)
-    held = [plain.prefill_from_ids(ids, np.arange(len(ids))) for ids in _prompts()[:2] * 2]
+    held = [plain.prefill_from_ids(ids, np.arange(len(ids))) for ids in (one, one, one)]
     assert len({tuple(addresses(r)) for r in held}) == len(held)
+
+
+def test_the_speculative_draft_runs_request_after_request_at_fixed_addresses(monkeypatch):
+    # The switch's intended use: the draft's device arrays are read only within a request
+    # (look-ahead, scoring, the queued pruned chunk), so deleting them at the next one is safe.
+    from spectrace.engines.speculative import SpecPrefillEngine
+    from spectrace.engines.tokenizer import exact_prompt
+
+    results = {}
+    for flag in ("", "spec"):
+        monkeypatch.setenv("SPECTRACE_FIXED_BUFFERS", flag)
+        spec = SpecPrefillEngine.from_pretrained("default-draft", base="default-base", prefill_seq_len=256,
+                                                 ctx_len=700, keep=0.1, scoring="device")
+        assert (spec.draft.fixed is not None) == bool(flag) and spec.base.fixed is None
+        prompt = exact_prompt(spec.base.tokenizer, 600)
+        results[flag] = [spec.run(prompt, gen_len=3, baseline=False) for _ in range(3)]
+    for a, b in zip(results[""], results["spec"]):
+        np.testing.assert_array_equal(a.kept_indices, b.kept_indices)
+        np.testing.assert_array_equal(a.tokens, b.tokens)
+        np.testing.assert_array_equal(a.logits, b.logits)
 
 
 def test_a_kept_array_is_deleted_when_its_chunk_runs_again(monkeypatch):
