@@ -41,11 +41,20 @@ _fill = jax.jit(lambda dst, src: src, donate_argnums=0, keep_unused=True)
 DEFAULT_ENGINES = ""
 
 
+#: The engine names the switch takes: the speculative engine's draft and base (``BaseEngine.name``).
+ENGINES = ("spec", "base")
+
+
 def enabled(name: str) -> bool:
     """Whether engine ``name``'s chunks use fixed buffers: ``$SPECTRACE_FIXED_BUFFERS``, a comma
-    list of engine names (``spec``, ``base``; ``""``: none), else :data:`DEFAULT_ENGINES`."""
-    names = os.environ.get("SPECTRACE_FIXED_BUFFERS", DEFAULT_ENGINES)
-    return name in {n.strip() for n in names.split(",")}
+    list of :data:`ENGINES` (``""``: none), else :data:`DEFAULT_ENGINES`. Another name raises
+    (a misspelt switch would otherwise measure the default)."""
+    value = os.environ.get("SPECTRACE_FIXED_BUFFERS", DEFAULT_ENGINES)
+    names = {n.strip() for n in value.split(",")} - {""}
+    unknown = sorted(names - set(ENGINES))
+    if unknown:
+        raise ValueError(f"SPECTRACE_FIXED_BUFFERS={value!r}: unknown engine {unknown[0]!r} (known: {', '.join(ENGINES)})")
+    return name in names
 
 
 class FixedBuffers:

@@ -27,6 +27,9 @@ def test_the_switch_names_engines(monkeypatch):
     assert enabled("spec") and enabled("base")
     monkeypatch.setenv("SPECTRACE_FIXED_BUFFERS", "")
     assert not enabled("spec")
+    monkeypatch.setenv("SPECTRACE_FIXED_BUFFERS", "sepc")
+    with pytest.raises(ValueError, match="SPECTRACE_FIXED_BUFFERS='sepc': unknown engine 'sepc'"):
+        enabled("spec")
 
 
 def test_fixed_buffers_compute_the_same_logits_queries_and_tokens(monkeypatch):
