@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from spectrace import tracer
-from spectrace.engines import model
+from spectrace.engines import model, swiglu_gemm
 from spectrace.engines.cache import KVCache, allocate_cache, reset_cache
 from spectrace.engines.config import FIT_MULTIPLE, EngineOptions
 from spectrace.engines.decode import DecodeMixin
@@ -51,7 +51,7 @@ class BaseEngine(LoadMixin, DecodeMixin):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{pname}={value!r} must be a positive int")
         self.config = cfg
-        self.options = options or EngineOptions()
+        self.options = swiglu_gemm.options_for(options or EngineOptions(), name)
         self.mesh = None  # a jax.sharding.Mesh when ``device`` is a group of several (engines.sharding)
         self.devices = list(device) if isinstance(device, (list, tuple)) else [device]
         if len(self.devices) > 1:  # device becomes the group's replicated sharding: where inputs go
@@ -357,7 +357,6 @@ class BaseEngine(LoadMixin, DecodeMixin):
             queries=None if queries is None else queries[:, 0], last_logits=logits, serial=self._serial,
             device_inputs=None if python or queued else tuple(placed))
 
-    # ---- decode ------------------------------------------------------------------------------
     # ---- inspection --------------------------------------------------------------------------
     def cache_keys(self, n: int | None = None):
         """Post-RoPE keys of the first ``n`` cache slots (default: every filled slot), ``[L, n, K, H]``.

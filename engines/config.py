@@ -187,6 +187,7 @@ _CHOICES = {
     "qkv": ("fused", "separate"),
     "attention": ("dot_product", "batched", "vmap"),
     "last_chunk": ("fit", "full"),
+    "mlp": ("xla", "epilogue"),
 }
 
 FIT_MULTIPLE = 128  # ``last_chunk="fit"`` pads the final chunk to a multiple of this many tokens
@@ -219,6 +220,11 @@ class EngineOptions:
       PRUNED_MULTIPLE``: up to ``prefill_seq_len / 16`` shapes; 1104 rows for a 10741-token
       prompt at keep 0.10.)
 
+    * ``mlp``: ``"xla"`` leaves a prefill chunk's SwiGLU to XLA (the gate|up GEMM, then a kernel
+      for ``silu(gate) * up``); ``"epilogue"`` interleaves the gate|up weight so that a Hopper
+      GEMM applies SwiGLU before its store (``engines.swiglu_gemm``; XLA's GEMM on the same
+      weight elsewhere). Needs ``qkv="fused"`` (separate weights take XLA's path either way).
+
     Defaults are the fast variants. All variants compute the same function.
     """
 
@@ -227,6 +233,7 @@ class EngineOptions:
     qkv: str = "fused"
     attention: str = "dot_product"
     last_chunk: str = "fit"
+    mlp: str = "xla"
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):

@@ -17,7 +17,9 @@ weights had XLA copy each layer's slice out first, doubling decode's weight traf
 ``EngineOptions(qkv="fused")`` the projections that read the same input become one matmul each:
 ``wqkv [D, (N+2K)*H]`` and ``w_gate_up [D, 2F]`` (XLA otherwise merges gate and up itself for
 small models by concatenating the two weights on every call), made from the same values so both
-forms compute the same function.
+forms compute the same function. With ``mlp="epilogue"`` too, gate and up are interleaved in
+blocks instead (``w_gate_up_il [D, 2F]``, ``engines.swiglu_gemm``), for the GEMM that applies
+SwiGLU before its store.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from spectrace.engines import swiglu_gemm
 from spectrace.engines.config import EngineOptions
 from spectrace.engines.models import family
 
@@ -135,21 +138,33 @@ def for_options(params: dict, cfg, opts: EngineOptions) -> dict:
 
 
 def _projections(lp: dict, cfg, opts: EngineOptions) -> dict:
-    """One layer's weights with Q|K|V and gate|up concatenated (``fused``) or apart (``separate``)."""
+    """One layer's weights with Q|K|V and gate|up fused (``qkv="fused"``; gate|up interleaved with
+    ``mlp="epilogue"``) or apart (``separate``)."""
     lp = dict(lp)
     N, K, H = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-    if opts.qkv == "fused" and "wqkv" not in lp:
-        wq, wk, wv = lp.pop("wq"), lp.pop("wk"), lp.pop("wv")                      # [D, N|K, H]
-        D = wq.shape[0]
-        lp["wqkv"] = jnp.concatenate([wq.reshape(D, N * H), wk.reshape(D, K * H), wv.reshape(D, K * H)], -1)
-        lp["w_gate_up"] = jnp.concatenate([lp.pop("w_gate"), lp.pop("w_up")], -1)  # [D, 2F]
-    elif opts.qkv == "separate" and "wqkv" in lp:
-        wqkv, w_gate_up = lp.pop("wqkv"), lp.pop("w_gate_up")                      # [D, (N+2K)*H], [D, 2F]
-        D, F = wqkv.shape[0], w_gate_up.shape[1] // 2
+    interleaved = opts.mlp == "epilogue" and cfg.ffn_dim % swiglu_gemm.BLOCK == 0  # else no kernel tiles it
+    fused_mlp = "w_gate_up_il" if interleaved else "w_gate_up"
+    if opts.qkv == "fused" and "wqkv" in lp and fused_mlp in lp:
+        return lp
+    if "wqkv" in lp:  # back to separate weights first (then fused again, the other way, if asked)
+        wqkv = lp.pop("wqkv")                                                      # [D, (N+2K)*H]
+        D = wqkv.shape[0]
         lp["wq"] = wqkv[:, : N * H].reshape(D, N, H)
         lp["wk"] = wqkv[:, N * H: (N + K) * H].reshape(D, K, H)
         lp["wv"] = wqkv[:, (N + K) * H:].reshape(D, K, H)
-        lp["w_gate"], lp["w_up"] = w_gate_up[:, :F], w_gate_up[:, F:]
+        if "w_gate_up" in lp:
+            w_gate_up = lp.pop("w_gate_up")                                        # [D, 2F]
+            F = w_gate_up.shape[1] // 2
+            lp["w_gate"], lp["w_up"] = w_gate_up[:, :F], w_gate_up[:, F:]
+        else:
+            lp["w_gate"], lp["w_up"] = swiglu_gemm.split_gate_up(lp.pop("w_gate_up_il"))  # [D, F] x 2
+    if opts.qkv == "fused":
+        wq, wk, wv = lp.pop("wq"), lp.pop("wk"), lp.pop("wv")                      # [D, N|K, H]
+        D = wq.shape[0]
+        lp["wqkv"] = jnp.concatenate([wq.reshape(D, N * H), wk.reshape(D, K * H), wv.reshape(D, K * H)], -1)
+        gate, up = lp.pop("w_gate"), lp.pop("w_up")                                # [D, F] x 2
+        lp[fused_mlp] = (swiglu_gemm.interleave(gate, up) if interleaved
+                         else jnp.concatenate([gate, up], -1))                     # [D, 2F]
     return lp
 
 

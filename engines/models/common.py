@@ -135,8 +135,11 @@ def fused_qkv(lp, x):
 
 
 def gated_mlp(lp, x, act):
-    """down(act(gate(x)) * up(x)), x [B, T, D] -> [B, T, D] (fused gate|up weight or apart)."""
+    """down(act(gate(x)) * up(x)), x [B, T, D] -> [B, T, D] (gate|up fused, interleaved or apart)."""
     with jax.named_scope("mlp"):
+        if "w_gate_up_il" in lp:  # interleaved (EngineOptions(mlp="epilogue")): SwiGLU in the GEMM where it can
+            from spectrace.engines import swiglu_gemm
+            return einsum("BTF,FD->BTD", swiglu_gemm.gated(x, lp["w_gate_up_il"], act), lp["w_down"])  # [B, T, D]
         if "w_gate_up" in lp:
             gate, up = jnp.split(einsum("BTD,DE->BTE", x, lp["w_gate_up"]), 2, axis=-1)  # [B, T, F] x 2
         else:

@@ -113,7 +113,7 @@ def test_scan_decode_equals_python_decode_equals_teacher_forcing(make, pruned):
 
 
 VARIANTS = [dict(decode="python"), dict(prefill="python"), dict(qkv="separate"), dict(attention="vmap"),
-            dict(attention="batched"), dict(last_chunk="full"),
+            dict(attention="batched"), dict(mlp="epilogue"), dict(last_chunk="full"),
             dict(decode="python", prefill="python", qkv="separate", attention="vmap")]
 
 

@@ -1,0 +1,109 @@
+"""``EngineOptions(mlp="epilogue")``: the interleaved gate|up weight computes the same model.
+
+The Hopper kernel itself runs only on the GPU (``scripts/probe_swiglu_gemm.py`` checks it against
+XLA there); here: the layout, its conversions, where the kernel applies, and that an engine on
+the interleaved weight (XLA's path on CPU) gives the default engine's logits, queries and tokens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from spectrace.engines import BaseEngine, EngineOptions, LlamaConfig, RopeScaling, swiglu_gemm
+from spectrace.engines.params import for_options, init_params
+
+# ffn_dim a multiple of swiglu_gemm.BLOCK (64): the interleaved layout is used.
+CFG = LlamaConfig(vocab_size=211, dim=48, n_layers=2, n_heads=6, n_kv_heads=2, head_dim=16, ffn_dim=128,
+                  rope_theta=10000.0, rope_scaling=RopeScaling("llama3", original_max_position=16),
+                  tie_embeddings=False)
+ATOL = 2e-5
+
+
+@pytest.fixture(scope="module")
+def params():
+    return init_params(CFG, 11, np.float32, jax.devices()[0])
+
+
+def engine(params, cfg=CFG, **switches):
+    return BaseEngine(cfg, params, None, prefill_seq_len=8, ctx_len=64, device=jax.devices()[0],
+                      options=EngineOptions(**switches))
+
+
+def test_interleave_and_split_are_inverse_and_blockwise():
+    gate = jnp.arange(2 * 3 * 256, dtype=jnp.float32).reshape(2, 3, 256)           # [L, D, F]
+    up = -gate - 1
+    w = swiglu_gemm.interleave(gate, up)                                            # [L, D, 2F]
+    assert w.shape == (2, 3, 512)
+    b = swiglu_gemm.BLOCK
+    np.testing.assert_array_equal(w[..., :b], gate[..., :b])          # gate block 0, then up block 0
+    np.testing.assert_array_equal(w[..., b:2 * b], up[..., :b])
+    np.testing.assert_array_equal(w[..., 2 * b:3 * b], gate[..., b:2 * b])
+    g, u = swiglu_gemm.split_gate_up(w)
+    np.testing.assert_array_equal(g, gate)
+    np.testing.assert_array_equal(u, up)
+    with pytest.raises(ValueError, match="F=96 is not a multiple"):
+        swiglu_gemm.interleave(gate[..., :96], up[..., :96])
+
+
+def test_the_epilogue_option_interleaves_and_converts_both_ways(params):
+    interleaved = engine(params, mlp="epilogue").params
+    layer = interleaved["layers"][0]
+    assert "w_gate_up_il" in layer and "w_gate_up" not in layer
+    g, u = swiglu_gemm.split_gate_up(layer["w_gate_up_il"])
+    np.testing.assert_array_equal(g, params["layers"]["w_gate"][0])
+    np.testing.assert_array_equal(u, params["layers"]["w_up"][0])
+    for opts, key in ((EngineOptions(), "w_gate_up"), (EngineOptions(qkv="separate"), "w_gate")):
+        back = for_options(interleaved, CFG, opts)["layers"][1]
+        assert key in back and "w_gate_up_il" not in back
+    separate = for_options(interleaved, CFG, EngineOptions(qkv="separate"))["layers"][1]
+    np.testing.assert_array_equal(separate["w_up"], params["layers"]["w_up"][1])
+    again = for_options(for_options(interleaved, CFG, EngineOptions()), CFG, EngineOptions(mlp="epilogue"))
+    np.testing.assert_array_equal(again["layers"][1]["w_gate_up_il"], interleaved["layers"][1]["w_gate_up_il"])
+
+
+def test_an_mlp_width_the_blocks_do_not_tile_keeps_the_concatenated_weight(params):
+    cfg = dataclasses.replace(CFG, ffn_dim=96)
+    small = init_params(cfg, 3, np.float32, jax.devices()[0])
+    layer = engine(small, cfg, mlp="epilogue").params["layers"][0]
+    assert "w_gate_up" in layer and "w_gate_up_il" not in layer
+
+
+def test_the_epilogue_engine_gives_the_same_logits_queries_and_tokens(params):
+    ids = np.random.default_rng(5).integers(3, CFG.vocab_size, 21).astype(np.int32)
+    default, variant = engine(params), engine(params, mlp="epilogue")
+    ref = default.prefill_from_ids(ids, np.arange(21), return_queries=True)
+    got = variant.prefill_from_ids(ids, np.arange(21), return_queries=True)
+    np.testing.assert_allclose(got.logits, ref.logits, atol=ATOL, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(got.queries), np.asarray(ref.queries), atol=ATOL)
+    a, b = default.decode(ref, 7, return_queries=True), variant.decode(got, 7, return_queries=True)
+    np.testing.assert_array_equal(a.tokens, b.tokens)
+    np.testing.assert_allclose(np.asarray(a.queries), np.asarray(b.queries), atol=ATOL)
+
+
+def test_the_kernel_applies_only_to_bf16_silu_chunks_on_hopper():
+    x = jnp.zeros((1, 256, 128), jnp.bfloat16)                                     # [B, T, D]
+    w = jnp.zeros((128, 256), jnp.bfloat16)                                         # [D, 2F]
+    on_hopper = jax.devices()[0].platform == "gpu" and jax.devices()[0].compute_capability == "9.0"
+    assert swiglu_gemm.applies(x, w, jax.nn.silu) == on_hopper
+    assert not swiglu_gemm.applies(x[:, :2], w, jax.nn.silu)          # a decode step's rows
+    assert not swiglu_gemm.applies(x[:, :200], w, jax.nn.silu)        # rows that do not tile
+    assert not swiglu_gemm.applies(x.astype(jnp.float32), w.astype(jnp.float32), jax.nn.silu)
+    assert not swiglu_gemm.applies(x, w, jax.nn.gelu)                 # Gemma's GELU
+
+
+def test_the_switch_picks_engines_by_name_and_refuses_a_misspelt_one(monkeypatch, params):
+    monkeypatch.setenv("SPECTRACE_MLP_EPILOGUE", "spec")
+    assert swiglu_gemm.options_for(EngineOptions(), "spec").mlp == "epilogue"
+    assert swiglu_gemm.options_for(EngineOptions(), "base").mlp == "xla"
+    draft = BaseEngine(CFG, params, None, prefill_seq_len=8, ctx_len=64, device=jax.devices()[0], name="spec")
+    assert "w_gate_up_il" in draft.params["layers"][0]
+    monkeypatch.setenv("SPECTRACE_MLP_EPILOGUE", "sepc")
+    with pytest.raises(ValueError, match="SPECTRACE_MLP_EPILOGUE='sepc': unknown engine 'sepc'"):
+        swiglu_gemm.options_for(EngineOptions(), "spec")
+    monkeypatch.delenv("SPECTRACE_MLP_EPILOGUE")
+    assert swiglu_gemm.options_for(EngineOptions(), "spec").mlp == "xla"
