@@ -105,14 +105,22 @@ def applies(x, w, act, tiles: Tiles = TILES) -> bool:
     return _hopper()
 
 
+def _sms() -> int:
+    """The persistent grid's size: one CTA per SM (the CPU's interpret mode: 132, an H100's)."""
+    return getattr(jax.devices()[0], "core_count", 132)
+
+
 @functools.cache
 def _hopper() -> bool:
     dev = jax.devices()[0]
     return dev.platform == "gpu" and getattr(dev, "compute_capability", "") == "9.0"
 
 
-def swiglu_gemm(x, w, tiles: Tiles = TILES):
-    """silu(x @ gate) * (x @ up) for x [M, D] bfloat16 and :func:`interleave`'s w [D, 2F] -> [M, F]."""
+def swiglu_gemm(x, w, tiles: Tiles = TILES, *, interpret=None):
+    """silu(x @ gate) * (x @ up) for x [M, D] bfloat16 and :func:`interleave`'s w [D, 2F] -> [M, F].
+
+    ``interpret``: Pallas's GPU interpret mode (``plgpu.InterpretGPUParams()``), to run the kernel on
+    the CPU (the tests)."""
     import jax.experimental.pallas as pl
     import jax.experimental.pallas.mosaic_gpu as plgpu
 
@@ -185,9 +193,9 @@ def swiglu_gemm(x, w, tiles: Tiles = TILES):
 
         plgpu.wait_smem_to_gmem(0, wait_read_only=True)
 
-    f = plgpu.kernel(kernel, out_type=jax.ShapeDtypeStruct((M, w.shape[1] // 2), dtype), grid=(getattr(jax.devices()[0], "core_count", 132),),
+    f = plgpu.kernel(kernel, out_type=jax.ShapeDtypeStruct((M, w.shape[1] // 2), dtype), grid=(min(_sms(), m_iters * n_iters),),
                      grid_names=("cluster_grid",), cluster=(1,), cluster_names=("cluster",), num_threads=3,
-                     thread_name="wg",
+                     thread_name="wg", interpret=interpret,
                      compiler_params=plgpu.CompilerParams(lowering_semantics=plgpu.LoweringSemantics.Warpgroup))
     return f(x, w)
 
