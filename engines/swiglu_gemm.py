@@ -67,7 +67,8 @@ ENGINES = ("spec", "base")
 def options_for(options, name: str):
     """``options`` with ``mlp="epilogue"`` when engine ``name`` is listed in
     ``$SPECTRACE_MLP_EPILOGUE`` (a comma list of :data:`ENGINES`; ``""``: none), else as given
-    (``mlp`` set by the caller stays). Another name raises: a misspelt switch would measure the default."""
+    (an ``mlp="xla"`` set by the caller cannot be told from the default: a listed engine gets the
+    epilogue). Another name raises: a misspelt switch would measure the default."""
     value = os.environ.get("SPECTRACE_MLP_EPILOGUE", DEFAULT_ENGINES)
     names = {n.strip() for n in value.split(",")} - {""}
     unknown = sorted(names - set(ENGINES))
@@ -93,16 +94,24 @@ def split_gate_up(gu, block: int = BLOCK):
     return blocks[..., 0, :].reshape(*lead, F2 // 2), blocks[..., 1, :].reshape(*lead, F2 // 2)
 
 
-def applies(x, w, act, tiles: Tiles = TILES) -> bool:
-    """Whether :func:`swiglu_gemm` takes ``act(x @ gate) * (x @ up)`` for x [B, T, D] and the
-    interleaved w [D, 2F]: SiLU, bfloat16, a Hopper GPU, and shapes that tile (rows by
-    ``2 * tile_m``: a prefill chunk's, never a decode step's)."""
-    if act is not jax.nn.silu or x.dtype != jnp.bfloat16 or w.dtype != jnp.bfloat16 or tiles.tile_n != 2 * BLOCK:
-        return False
+#: For rows that are a multiple of 128 but not of :data:`TILES`' 256 (a chunk fitted to
+#: ``FIT_MULTIPLE``): CTAs of 128 rows, the same interleaved blocks.
+TILES_128 = Tiles(tile_m=64)
+
+
+def tiles_for(x, w, act) -> Tiles | None:
+    """The configuration :func:`swiglu_gemm` takes ``act(x @ gate) * (x @ up)`` with, for x
+    [B, T, D] and the interleaved w [D, 2F], or None (XLA's path): SiLU, bfloat16, a Hopper GPU
+    (the process's first device: engines on one GPU kind), and shapes that tile (rows by 256,
+    else by 128: a prefill chunk's, never a decode step's)."""
+    if act is not jax.nn.silu or x.dtype != jnp.bfloat16 or w.dtype != jnp.bfloat16:
+        return None
     rows = x.shape[0] * x.shape[1]
-    if rows % (2 * tiles.tile_m) or x.shape[-1] % tiles.tile_k or w.shape[-1] % tiles.tile_n:
-        return False
-    return _hopper()
+    for tiles in (TILES, TILES_128):
+        if (tiles.tile_n == 2 * BLOCK and not rows % (2 * tiles.tile_m) and not x.shape[-1] % tiles.tile_k
+                and not w.shape[-1] % tiles.tile_n):
+            return tiles if _hopper() else None
+    return None
 
 
 def _sms() -> int:
@@ -119,8 +128,8 @@ def _hopper() -> bool:
 def swiglu_gemm(x, w, tiles: Tiles = TILES, *, interpret=None):
     """silu(x @ gate) * (x @ up) for x [M, D] bfloat16 and :func:`interleave`'s w [D, 2F] -> [M, F].
 
-    ``interpret``: Pallas's GPU interpret mode (``plgpu.InterpretGPUParams()``), to run the kernel on
-    the CPU (the tests)."""
+    ``interpret``: Pallas's GPU interpret mode (``jax._src.pallas.mosaic_gpu.interpret.params.
+    InterpretGPUParams()`` in jax 0.10.2), to run the kernel on the CPU (the tests)."""
     import jax.experimental.pallas as pl
     import jax.experimental.pallas.mosaic_gpu as plgpu
 
@@ -140,7 +149,7 @@ def swiglu_gemm(x, w, tiles: Tiles = TILES, *, interpret=None):
     minor = 1 if t.minor == "N" else 0                                               # planar_snake's axis
     n_epi = half // t.epi_n
 
-    def kernel(a_gmem, b_gmem, out_gmem):
+    def swiglu_gemm_kernel(a_gmem, b_gmem, out_gmem):  # its name is the kernel's in profiles
         def pipeline(body, context):
             return plgpu.emit_pipeline_warp_specialized(
                 body, grid=(k_iters,), memory_registers=40,
@@ -193,7 +202,7 @@ def swiglu_gemm(x, w, tiles: Tiles = TILES, *, interpret=None):
 
         plgpu.wait_smem_to_gmem(0, wait_read_only=True)
 
-    f = plgpu.kernel(kernel, out_type=jax.ShapeDtypeStruct((M, w.shape[1] // 2), dtype), grid=(min(_sms(), m_iters * n_iters),),
+    f = plgpu.kernel(swiglu_gemm_kernel, out_type=jax.ShapeDtypeStruct((M, w.shape[1] // 2), dtype), grid=(min(_sms(), m_iters * n_iters),),
                      grid_names=("cluster_grid",), cluster=(1,), cluster_names=("cluster",), num_threads=3,
                      thread_name="wg", interpret=interpret,
                      compiler_params=plgpu.CompilerParams(lowering_semantics=plgpu.LoweringSemantics.Warpgroup))
@@ -202,11 +211,12 @@ def swiglu_gemm(x, w, tiles: Tiles = TILES, *, interpret=None):
 
 def gated(x, w, act):
     """act(gate) * up [B, T, F] for x [B, T, D] and the interleaved w [D, 2F]: the kernel where it
-    :func:`applies`, else XLA's GEMM and :func:`split_gate_up` (``models.common.gated_mlp``)."""
+    :func:`tiles_for` takes, else XLA's GEMM and :func:`split_gate_up` (``models.common.gated_mlp``)."""
     from spectrace.engines.models.common import einsum
 
-    if applies(x, w, act):
+    tiles = tiles_for(x, w, act)
+    if tiles is not None:
         B, T, D = x.shape
-        return swiglu_gemm(x.reshape(B * T, D), w).reshape(B, T, -1)               # [B, T, F]
+        return swiglu_gemm(x.reshape(B * T, D), w, tiles).reshape(B, T, -1)        # [B, T, F]
     gate, up = split_gate_up(einsum("BTD,DE->BTE", x, w))                            # [B, T, F] x 2
     return act(gate) * up

@@ -85,15 +85,34 @@ def test_the_epilogue_engine_gives_the_same_logits_queries_and_tokens(params):
     np.testing.assert_allclose(np.asarray(a.queries), np.asarray(b.queries), atol=ATOL)
 
 
-def test_the_kernel_applies_only_to_bf16_silu_chunks_on_hopper():
+def test_the_kernel_takes_bf16_silu_chunks_that_tile_on_hopper(monkeypatch):
     x = jnp.zeros((1, 256, 128), jnp.bfloat16)                                     # [B, T, D]
     w = jnp.zeros((128, 256), jnp.bfloat16)                                         # [D, 2F]
     on_hopper = jax.devices()[0].platform == "gpu" and jax.devices()[0].compute_capability == "9.0"
-    assert swiglu_gemm.applies(x, w, jax.nn.silu) == on_hopper
-    assert not swiglu_gemm.applies(x[:, :2], w, jax.nn.silu)          # a decode step's rows
-    assert not swiglu_gemm.applies(x[:, :200], w, jax.nn.silu)        # rows that do not tile
-    assert not swiglu_gemm.applies(x.astype(jnp.float32), w.astype(jnp.float32), jax.nn.silu)
-    assert not swiglu_gemm.applies(x, w, jax.nn.gelu)                 # Gemma's GELU
+    assert (swiglu_gemm.tiles_for(x, w, jax.nn.silu) is not None) == on_hopper
+    monkeypatch.setattr(swiglu_gemm, "_hopper", lambda: True)  # the shape rules, on any machine
+    assert swiglu_gemm.tiles_for(x, w, jax.nn.silu) == swiglu_gemm.TILES
+    assert swiglu_gemm.tiles_for(x[:, :128], w, jax.nn.silu) == swiglu_gemm.TILES_128  # FIT_MULTIPLE rows
+    assert swiglu_gemm.tiles_for(x[:, :2], w, jax.nn.silu) is None                     # a decode step's rows
+    assert swiglu_gemm.tiles_for(x[:, :200], w, jax.nn.silu) is None                   # rows that do not tile
+    assert swiglu_gemm.tiles_for(x[..., :96], w[:96], jax.nn.silu) is None             # D by tile_k
+    assert swiglu_gemm.tiles_for(x, w[:, :192], jax.nn.silu) is None                   # 2F by tile_n
+    assert swiglu_gemm.tiles_for(x.astype(jnp.float32), w.astype(jnp.float32), jax.nn.silu) is None
+    assert swiglu_gemm.tiles_for(x, w, jax.nn.gelu) is None                            # Gemma's GELU
+
+
+def test_a_gemma_engine_on_the_interleaved_weight_gives_the_same_logits_and_tokens():
+    """Gemma's GELU never takes the kernel: XLA's GEMM and the strided split on the interleaved weight."""
+    from spectrace.engines.defaults import GEMMA_BASE
+
+    cfg = dataclasses.replace(GEMMA_BASE, vocab_size=256)
+    gparams = init_params(cfg, 4, np.float32, jax.devices()[0])
+    ids = np.random.default_rng(2).integers(3, cfg.vocab_size, 40).astype(np.int32)
+    default, variant = engine(gparams, cfg), engine(gparams, cfg, mlp="epilogue")
+    assert "w_gate_up_il" in variant.params["layers"][0]
+    ref, got = default.prefill_from_ids(ids, np.arange(40)), variant.prefill_from_ids(ids, np.arange(40))
+    np.testing.assert_allclose(got.logits, ref.logits, atol=ATOL, rtol=1e-5)
+    np.testing.assert_array_equal(default.decode(ref, 6).tokens, variant.decode(got, 6).tokens)
 
 
 def test_the_switch_picks_engines_by_name_and_refuses_a_misspelt_one(monkeypatch, params):
@@ -116,9 +135,13 @@ def _interpret():
     return InterpretGPUParams()
 
 
-@pytest.mark.parametrize("M,D,F,tiles", [(512, 320, 128, swiglu_gemm.Tiles()),          # 5 k-steps > 4 stages
-                                         (256, 128, 256, swiglu_gemm.Tiles(64, 256))])  # 128-column blocks
-def test_the_kernel_computes_swiglu_of_the_interleaved_gemm(M, D, F, tiles):
+@pytest.mark.parametrize("M,D,F,tiles,sms", [
+    (512, 320, 128, swiglu_gemm.Tiles(), 132),          # 5 k-steps through 4 stages
+    (256, 128, 256, swiglu_gemm.Tiles(64, 256), 132),   # 128-column blocks
+    (768, 192, 192, swiglu_gemm.Tiles(), 1),            # 9 tiles on one CTA: the persistent loop
+    (384, 128, 256, swiglu_gemm.TILES_128, 3)])         # 12 tiles on 3 CTAs
+def test_the_kernel_computes_swiglu_of_the_interleaved_gemm(monkeypatch, M, D, F, tiles, sms):
+    monkeypatch.setattr(swiglu_gemm, "_sms", lambda: sms)  # a GPU runs many tiles on each CTA
     k = jax.random.split(jax.random.key(0), 3)
     x = jax.random.normal(k[0], (M, D), jnp.bfloat16)                               # [M, D]
     gate = (0.1 * jax.random.normal(k[1], (D, F))).astype(jnp.bfloat16)            # [D, F]
