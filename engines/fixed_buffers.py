@@ -29,9 +29,9 @@ kept for a second measurement.
 
 from __future__ import annotations
 
-import os
-
 import jax
+
+from spectrace.engines.host import switched_engines
 
 #: The kept array's buffer takes the new inputs: ``dst`` donated, the output aliased to it, so
 #: XLA copies ``src`` into it (``keep_unused``: ``dst`` is never read, and JAX would drop it).
@@ -41,20 +41,10 @@ _fill = jax.jit(lambda dst, src: src, donate_argnums=0, keep_unused=True)
 DEFAULT_ENGINES = ""
 
 
-#: The engine names the switch takes: the speculative engine's draft and base (``BaseEngine.name``).
-ENGINES = ("spec", "base")
-
-
 def enabled(name: str) -> bool:
     """Whether engine ``name``'s chunks use fixed buffers: ``$SPECTRACE_FIXED_BUFFERS``, a comma
-    list of :data:`ENGINES` (``""``: none), else :data:`DEFAULT_ENGINES`. Another name raises
-    (a misspelt switch would otherwise measure the default)."""
-    value = os.environ.get("SPECTRACE_FIXED_BUFFERS", DEFAULT_ENGINES)
-    names = {n.strip() for n in value.split(",")} - {""}
-    unknown = sorted(names - set(ENGINES))
-    if unknown:
-        raise ValueError(f"SPECTRACE_FIXED_BUFFERS={value!r}: unknown engine {unknown[0]!r} (known: {', '.join(ENGINES)})")
-    return name in names
+    list of engine names (``engines.host.switched_engines``), else :data:`DEFAULT_ENGINES`."""
+    return name in switched_engines("SPECTRACE_FIXED_BUFFERS", DEFAULT_ENGINES)
 
 
 class FixedBuffers:

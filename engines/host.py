@@ -1,5 +1,5 @@
 """The engines' host boundary: recorded host<->device copies, the tracer window-or-span choice, and
-which device, dtype and per-program XLA options an engine gets.
+which device, dtype, per-program XLA options and per-engine switches an engine gets.
 
 Every copy goes through :func:`_h2d` or :func:`to_host`, so its bytes and time land under a
 binding category on the enclosing span (DESIGN.md), and a d2h copy times only the copy.
@@ -140,3 +140,19 @@ def _program_xla(var: str, name: str, default: tuple) -> tuple:
             typed = {"true": True, "false": False}.get(value.lower(), int(value) if value.isdigit() else value)
             pairs.append((key, typed))
     return tuple(pairs)
+
+
+#: The engine names per-engine switches take: the speculative engine's draft and base (``BaseEngine.name``).
+ENGINE_NAMES = ("spec", "base")
+
+
+def switched_engines(var: str, default: str = "") -> set[str]:
+    """The engines ``$var`` turns a switch on for: a comma list of :data:`ENGINE_NAMES` (``""``: none),
+    ``default`` when unset (``$SPECTRACE_FIXED_BUFFERS``, ``$SPECTRACE_MLP_EPILOGUE``). Another name
+    raises one line: a misspelt switch would otherwise measure the default."""
+    value = os.environ.get(var, default)
+    names = {n.strip() for n in value.split(",")} - {""}
+    unknown = sorted(names - set(ENGINE_NAMES))
+    if unknown:
+        raise ValueError(f"{var}={value!r}: unknown engine {unknown[0]!r} (known: {', '.join(ENGINE_NAMES)})")
+    return names

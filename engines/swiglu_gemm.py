@@ -31,12 +31,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 from dataclasses import replace
 
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from spectrace.engines.host import switched_engines
 
 #: Gate (and up) columns per interleaved block: half the kernel's weight tile.
 BLOCK = 64
@@ -61,20 +62,15 @@ TILES = Tiles()
 
 #: Engines (``BaseEngine.name``) with the epilogue when ``$SPECTRACE_MLP_EPILOGUE`` is unset.
 DEFAULT_ENGINES = ""
-ENGINES = ("spec", "base")
 
 
 def options_for(options, name: str):
     """``options`` with ``mlp="epilogue"`` when engine ``name`` is listed in
-    ``$SPECTRACE_MLP_EPILOGUE`` (a comma list of :data:`ENGINES`; ``""``: none), else as given
-    (an ``mlp="xla"`` set by the caller cannot be told from the default: a listed engine gets the
-    epilogue). Another name raises: a misspelt switch would measure the default."""
-    value = os.environ.get("SPECTRACE_MLP_EPILOGUE", DEFAULT_ENGINES)
-    names = {n.strip() for n in value.split(",")} - {""}
-    unknown = sorted(names - set(ENGINES))
-    if unknown:
-        raise ValueError(f"SPECTRACE_MLP_EPILOGUE={value!r}: unknown engine {unknown[0]!r} (known: {', '.join(ENGINES)})")
-    return replace(options, mlp="epilogue") if name in names else options
+    ``$SPECTRACE_MLP_EPILOGUE`` (a comma list of engine names, ``engines.host.switched_engines``),
+    else as given (an ``mlp="xla"`` set by the caller cannot be told from the default: a listed
+    engine gets the epilogue)."""
+    on = name in switched_engines("SPECTRACE_MLP_EPILOGUE", DEFAULT_ENGINES)
+    return replace(options, mlp="epilogue") if on else options
 
 
 def interleave(w_gate, w_up, block: int = BLOCK):
