@@ -24,7 +24,10 @@ rows that do not tile, Gemma's GELU) the same weight goes through XLA's GEMM and
 same function (tested on CPU; the kernel against XLA on the GPU by ``scripts/probe_swiglu_gemm.py``).
 
 ``$SPECTRACE_MLP_EPILOGUE`` (a comma list of engine names, :func:`options_for`) turns it on per
-engine for side-by-side measurement; off by default until measured (docs/performance.md).
+engine for side-by-side measurement. Off by default: on an H100 (session 22, docs/performance.md)
+it is 0.90-0.95x XLA's GEMM + multiply alone and 1.47 ms faster in the draft's chunk alone, yet
+no faster in the speculative pipeline or the 8B's full prefill (likely the GPU's power cap,
+``scripts/probe_mlp_power.py``).
 """
 
 from __future__ import annotations
@@ -50,14 +53,17 @@ class Tiles:
     tile_m: int = 128    # rows per compute warpgroup (two of them)
     tile_n: int = 2 * BLOCK  # weight columns per CTA: tile_n // 2 gate and as many up columns
     tile_k: int = 64
-    steps: int = 4       # pipeline stages in shared memory
+    steps: int = 3       # pipeline stages in shared memory
     minor: str = "N"     # planar_snake's minor grid dimension
     width: int = 8       # planar_snake's tile width
     epi_m: int = 64
     epi_n: int = 64
 
 
-#: The configuration the engines use (``scripts/probe_swiglu_gemm.py`` compares others).
+#: The configuration the engines use (``scripts/probe_swiglu_gemm.py`` compares others). On an
+#: H100 (session 22, ``docs/evidence/h100-session22/probe_swiglu_gemm_4stages.txt``) 3 stages took the
+#: three chunk shapes in 0.898 / 0.947 / 0.951 of XLA's GEMM + multiply, 4 stages in 0.929 /
+#: 1.010 / 0.949: the 8B's full chunk was slower than XLA's with 4.
 TILES = Tiles()
 
 #: Engines (``BaseEngine.name``) with the epilogue when ``$SPECTRACE_MLP_EPILOGUE`` is unset.
@@ -90,23 +96,23 @@ def split_gate_up(gu, block: int = BLOCK):
     return blocks[..., 0, :].reshape(*lead, F2 // 2), blocks[..., 1, :].reshape(*lead, F2 // 2)
 
 
-#: For rows that are a multiple of 128 but not of :data:`TILES`' 256 (a chunk fitted to
-#: ``FIT_MULTIPLE``): CTAs of 128 rows, the same interleaved blocks.
-TILES_128 = Tiles(tile_m=64)
+#: CTAs of 128 rows on the same interleaved blocks, for rows that are a multiple of 128 but not of
+#: :data:`TILES`' 256. Not taken by :func:`tiles_for`: 1.08-1.18x XLA's GEMM + multiply on an H100
+#: (session 22, with 4 stages), so such chunks keep XLA's path.
+TILES_128 = Tiles(tile_m=64, steps=4)
 
 
 def tiles_for(x, w, act) -> Tiles | None:
     """The configuration :func:`swiglu_gemm` takes ``act(x @ gate) * (x @ up)`` with, for x
     [B, T, D] and the interleaved w [D, 2F], or None (XLA's path): SiLU, bfloat16, a Hopper GPU
-    (the process's first device: engines on one GPU kind), and shapes that tile (rows by 256,
-    else by 128: a prefill chunk's, never a decode step's)."""
+    (the process's first device: engines on one GPU kind), and shapes that tile (rows by 256: a
+    prefill chunk's, never a decode step's)."""
     if act is not jax.nn.silu or x.dtype != jnp.bfloat16 or w.dtype != jnp.bfloat16:
         return None
-    rows = x.shape[0] * x.shape[1]
-    for tiles in (TILES, TILES_128):
-        if (tiles.tile_n == 2 * BLOCK and not rows % (2 * tiles.tile_m) and not x.shape[-1] % tiles.tile_k
-                and not w.shape[-1] % tiles.tile_n):
-            return tiles if _hopper() else None
+    rows, t = x.shape[0] * x.shape[1], TILES
+    if (t.tile_n == 2 * BLOCK and not rows % (2 * t.tile_m) and not x.shape[-1] % t.tile_k
+            and not w.shape[-1] % t.tile_n):
+        return t if _hopper() else None
     return None
 
 
