@@ -25,9 +25,9 @@ same function (tested on CPU; the kernel against XLA on the GPU by ``scripts/pro
 
 ``$SPECTRACE_MLP_EPILOGUE`` (a comma list of engine names, :func:`options_for`) turns it on per
 engine for side-by-side measurement. Off by default: on an H100 (session 22, docs/performance.md)
-it is 0.90-0.95x XLA's GEMM + multiply alone and 1.47 ms faster in the draft's chunk alone, yet
-no faster in the speculative pipeline or the 8B's full prefill (likely the GPU's power cap,
-``scripts/probe_mlp_power.py``).
+it is 0.90-0.95x XLA's GEMM + multiply alone and saves 1.48 ms of device time in the draft's
+chunk alone, yet the speculative pipeline and the 8B's full prefill are no faster (perhaps the
+GPU's power cap, not yet measured: ``scripts/probe_mlp_power.py``).
 """
 
 from __future__ import annotations

@@ -2,9 +2,10 @@
 
 Session 22 (H100) found the SwiGLU epilogue kernel (``engines.swiglu_gemm``) 5% faster than
 XLA's GEMM + multiply in isolation, yet the 8B's whole chunk no faster: the chunk's other kernels
-ran ~2.5% slower in the epilogue's process. A GPU at its power cap lowers its clocks for all
-kernels, so dropping a memory-bound multiply (little power) for more dense GEMM time saves
-little: time follows energy, not bytes. This builds one ``PROBE_MODEL`` engine per MLP form in
+ran ~2.5% slower in the epilogue's process (a separate one). The hypothesis this tests: a GPU at
+its power cap lowers its clocks for all kernels, so dropping a memory-bound multiply (little
+power) for more dense GEMM time saves little, as time follows energy rather than bytes. If the
+clocks do not differ, look for another cause. This builds one ``PROBE_MODEL`` engine per MLP form in
 one process (same seed, the base's or the draft's XLA options by ``PROBE_ENGINE``), times one
 fresh ``PROBE_LEN``-token chunk of each round-robin (``PROBE_REPS``), and samples
 ``nvidia-smi`` every 20 ms meanwhile, so each form's runs get the SM clock, the board power and
@@ -17,8 +18,10 @@ from __future__ import annotations
 
 import datetime
 import os
+import signal
 import statistics
 import subprocess
+import tempfile
 import time
 
 import jax
@@ -32,23 +35,36 @@ REPS = int(os.environ.get("PROBE_REPS", "10"))
 ENGINE = os.environ.get("PROBE_ENGINE", "base")
 
 
-def sampler() -> subprocess.Popen:
-    """nvidia-smi printing the time, SM clock, power, power-cap flag and temperature every 20 ms
-    until terminated (drivers before 535 name the flag ``clocks_throttle_reasons``)."""
-    cap = "clocks_event_reasons.sw_power_cap"
-    if subprocess.run(["nvidia-smi", f"--query-gpu={cap}", "--format=csv"], capture_output=True).returncode:
-        cap = "clocks_throttle_reasons.sw_power_cap"
-    fields = f"timestamp,clocks.sm,power.draw,{cap},temperature.gpu"
-    return subprocess.Popen(["nvidia-smi", f"--query-gpu={fields}", "--format=csv,noheader,nounits", "-lms", "20"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+def _field(*names: str) -> str:
+    """The first of ``names`` this driver's nvidia-smi can query."""
+    for name in names:
+        if not subprocess.run(["nvidia-smi", f"--query-gpu={name}", "--format=csv"], capture_output=True).returncode:
+            return name
+    return names[-1]
 
 
-def samples(proc: subprocess.Popen) -> list[tuple[float, float, float, bool, float]]:
-    """(unix time, SM MHz, W, power-capped, deg C) per line the sampler printed."""
-    proc.terminate()
-    out, _ = proc.communicate(timeout=10)
+def sampler(path: str) -> subprocess.Popen:
+    """nvidia-smi writing the time, SM clock, power, power-cap flag and temperature to ``path``
+    every 20 ms until interrupted. The instant power, where the driver has it: ``power.draw`` is
+    a one-second average on recent GPUs, which would blur forms that alternate every 50-300 ms.
+    Drivers before 535 name the flag ``clocks_throttle_reasons``."""
+    power = _field("power.draw.instant", "power.draw")
+    cap = _field("clocks_event_reasons.sw_power_cap", "clocks_throttle_reasons.sw_power_cap")
+    fields = f"timestamp,clocks.sm,{power},{cap},temperature.gpu"
+    return subprocess.Popen(["nvidia-smi", f"--query-gpu={fields}", "--format=csv,noheader,nounits", "-lms", "20",
+                             "-f", path], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def samples(proc: subprocess.Popen, path: str) -> list[tuple[float, float, float, bool, float]]:
+    """(unix time, SM MHz, W, power-capped, deg C) per line the sampler wrote, once it is stopped."""
+    time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)  # nvidia-smi flushes on SIGINT
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
     rows = []
-    for line in out.splitlines():
+    for line in open(path).read().splitlines():
         parts = [p.strip() for p in line.split(",")]
         try:
             t = datetime.datetime.strptime(parts[0], "%Y/%m/%d %H:%M:%S.%f").timestamp()
@@ -59,6 +75,7 @@ def samples(proc: subprocess.Popen) -> list[tuple[float, float, float, bool, flo
 
 
 def main() -> None:
+    os.environ.pop("SPECTRACE_MLP_EPILOGUE", None)  # each engine keeps the MLP form it is built with
     engines = {mlp: BaseEngine.from_pretrained(MODEL, prefill_seq_len=16384, ctx_len=PROMPT + 64, name=ENGINE, mlp=mlp)
                for mlp in ("xla", "epilogue")}
     ids = np.random.default_rng(0).integers(3, engines["xla"].config.vocab_size, PROMPT).astype(np.int32)
@@ -67,6 +84,7 @@ def main() -> None:
     inputs[1] = -1
     inputs[0, 0, :PROMPT], inputs[1, 0, :PROMPT] = ids, np.arange(PROMPT)
     whole = jax.device_put(inputs, engines["xla"].device)
+    assert all(e.options.mlp == k for k, e in engines.items()), {k: e.options.mlp for k, e in engines.items()}
     fns = {k: e.chunk_fn(return_queries=True) for k, e in engines.items()}
 
     def run(k: str) -> tuple[float, float, float]:
@@ -80,17 +98,19 @@ def main() -> None:
     for k in engines:  # compile (the engine's cache first) and warm
         engines[k].prefill_from_ids(ids, np.arange(PROMPT, dtype=np.int32), return_queries=True)
         run(k), run(k)
-    proc = sampler()
+    path = tempfile.mktemp(suffix=".csv", prefix="probe_mlp_power_")
+    proc = sampler(path)
     time.sleep(0.5)
     times = {k: [] for k in engines}
     for _ in range(REPS):
         for k in engines:
             times[k].append(run(k))
-    rows = samples(proc)
+    rows = samples(proc, path)
     kind = engines["xla"].device.device_kind
     print(f"{MODEL} ({ENGINE}'s options) on {kind}: one {fit}-row chunk, {REPS} round-robin runs, "
           f"{len(rows)} nvidia-smi samples")
-    print(f"{'mlp':>9} {'ready ms':>9} {'std':>6} {'SM MHz':>7} {'min':>5} {'W':>6} {'capped':>7} {'deg C':>6} {'n':>4}")
+    heads = ("mlp", 9), ("ready ms", 9), ("std", 6), ("SM MHz", 7), ("min", 5), ("W", 6), ("capped", 7), ("deg C", 6)
+    print(" ".join(f"{h:>{w}}" for h, w in heads), f"{'n':>4}")
     ref = statistics.mean(ms for ms, _, _ in times["xla"])
     for k, ts in times.items():
         inside = [r for r in rows if any(a <= r[0] <= b for _, a, b in ts)]

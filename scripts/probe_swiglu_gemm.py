@@ -40,8 +40,9 @@ def main() -> int:
     iters = int(os.environ.get("PROBE_ITERS", "10"))
     dev = jax.devices()[0]
     print(f"{dev.device_kind}, jax {jax.__version__}; device time (CUPTI), median of {iters}")
-    configs = [TILES, Tiles(128, 128, minor="M"), Tiles(128, 128, width=16), Tiles(64, 256),
-               Tiles(64, 256, minor="M"), Tiles(128, 128, steps=3), TILES_128]  # the engines' two first and last
+    # the engines' TILES (3 stages) first; session 21's 4-stage set (session 22's table) after it
+    configs = [TILES, Tiles(128, 128, steps=4), Tiles(128, 128, minor="M", steps=4), Tiles(128, 128, width=16, steps=4),
+               Tiles(64, 256, steps=4), Tiles(64, 256, minor="M", steps=4), TILES_128]
     shapes = [("draft chunk (1B)", 10752, 2048, 8192, ()),
               ("full chunk (8B)", 10752, 4096, 14336, (("xla_gpu_enable_triton_gemm", False),)),
               # pruned-sized: the pipeline's 1104 rows do not tile (XLA's path); 1024 rows take TILES

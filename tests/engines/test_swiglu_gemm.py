@@ -133,7 +133,7 @@ def _interpret():
 
 
 @pytest.mark.parametrize("M,D,F,tiles,sms", [
-    (512, 320, 128, swiglu_gemm.Tiles(), 132),          # 5 k-steps through 4 stages
+    (512, 320, 128, swiglu_gemm.TILES, 132),            # 5 k-steps through TILES' 3 stages
     (256, 128, 256, swiglu_gemm.Tiles(64, 256), 132),   # 128-column blocks
     (768, 192, 192, swiglu_gemm.Tiles(), 1),            # 9 tiles on one CTA: the persistent loop
     (384, 128, 256, swiglu_gemm.TILES_128, 3)])         # 12 tiles on 3 CTAs
