@@ -24,6 +24,10 @@ Each worker builds ``SpecPrefillEngine.from_pretrained(draft, base=...)`` with r
 compiles with two warm-up requests, then answers ``run`` lines with one ``run()``'s speculative
 TTFT, its windows, the full-prefill baseline and the decode time per token (``--gen-len``), plus
 the kept count and the pruned logits' argmax (variants must agree on both).
+
+Where ``nvidia-smi`` runs, the GPU's SM clock, power and power-cap flag are sampled during the
+requests (``engines.bench.gpu_clocks``) and printed per variant under the ratios: a variant that
+moves fewer bytes can still lose time to lower clocks at the power cap (session 22).
 """
 
 from __future__ import annotations
@@ -37,7 +41,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+
+from spectrace.engines.bench import gpu_clocks
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -180,21 +187,26 @@ def main() -> None:
         workers = {label: p for label, (p, settings) in started.items() if _ready(label, p, settings)}
         if not workers:
             raise SystemExit("no variant started")
-        got = {k: [] for k in workers}
+        got, windows = {k: [] for k in workers}, {k: [] for k in workers}
+        sampler = gpu_clocks.Sampler().start()
         for _ in range(args.n):
             for label, p in list(workers.items()):
+                t0 = time.time()
                 answer = _ask(p)
                 if answer is None:  # left out from here on, said once; its answers so far are dropped
                     print(f"# {label}: the worker died after {len(got[label])} requests; left out", flush=True)
                     del workers[label], got[label]
                 else:
                     got[label].append(answer)
+                    windows[label].append((t0, time.time()))
+        samples = sampler.stop()
         if not got:
             raise SystemExit("every variant's worker died")
         for p in workers.values():
             p.stdin.close()
             p.wait(timeout=60)
-    res = {"args": {k: str(v) for k, v in vars(args).items()}, "runs": got}
+    gpu = {lb: gpu_clocks.summarize(samples, windows[lb]) for lb in got} if samples else {}
+    res = {"args": {k: str(v) for k, v in vars(args).items()}, "runs": got, "gpu": gpu}
     with open(os.path.join(args.out, "bench_variants.json"), "w") as f:
         json.dump(res, f, indent=1)
     labels = list(got)
@@ -224,6 +236,11 @@ def main() -> None:
         same = [next((i for i, (a, b) in enumerate(zip(ref, t)) if a != b), len(ref)) for t in toks if t]
         if ref and same:
             print(f"decode tokens, {lb} vs {first}: first difference at token {min(same)} of {len(ref)} (worst run)")
+    if gpu:
+        print(f"\nthe GPU during each variant's requests (nvidia-smi, {len(samples)} samples)")
+        print(f"{'':<18}{gpu_clocks.HEADER}")
+        for lb in labels:
+            print(f"{lb:<18}{gpu_clocks.row(gpu[lb])}")
     _print_timeline(got, labels)
 
 

@@ -47,3 +47,38 @@ def kernels_on_cpu(monkeypatch):
 
     yield on
     jax.clear_caches()
+
+
+FAKE_NVIDIA_SMI = r"""#!/bin/sh
+# Stands in for nvidia-smi where no GPU is (CI): answers a field probe (refusing FIELD_MISSING),
+# and with -f appends a sample every 20 ms until interrupted, as `-lms 20 -f FILE` does.
+out=; query=; prev=
+for a in "$@"; do
+  case $a in --query-gpu=*) query=${a#--query-gpu=};; esac
+  [ "$prev" = -f ] && out=$a
+  prev=$a
+done
+case $query in *"$FIELD_MISSING"*) [ -n "$FIELD_MISSING" ] && exit 6;; esac
+[ -z "$out" ] && { echo "$query"; exit 0; }
+trap 'exit 0' INT
+while :; do
+  echo "$(date '+%Y/%m/%d %H:%M:%S.%N' | cut -c1-23), 1755, 612.50, Active, 61" >> "$out"
+  echo "[N/A], [N/A], [N/A], [N/A], [N/A]" >> "$out"
+  sleep 0.02
+done
+"""
+
+
+@pytest.fixture
+def fake_nvidia_smi(tmp_path, monkeypatch):
+    """A folder put first on PATH holding :data:`FAKE_NVIDIA_SMI` as ``nvidia-smi``: the GPU clock
+    sampler's parsing and attribution run where no GPU is (the real tool needs one)."""
+    import os
+
+    folder = tmp_path / "fake-bin"
+    folder.mkdir()
+    smi = folder / "nvidia-smi"
+    smi.write_text(FAKE_NVIDIA_SMI)
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+    return folder

@@ -15,7 +15,7 @@ from pathlib import Path
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_variants.py"
 
 
-def test_two_variants_print_ratios_and_the_host_timeline(tmp_path, spectrace_cache, monkeypatch):
+def test_two_variants_print_ratios_and_the_host_timeline(tmp_path, spectrace_cache, monkeypatch, fake_nvidia_smi):
     monkeypatch.setenv("SPECTRACE_CACHE_DIR", str(spectrace_cache))  # the workers' embedded pair
     root = str(SCRIPT.parents[1])
     run = subprocess.run([sys.executable, str(SCRIPT), "--variant", f"a={root}", "--variant", f"b={root}",
@@ -29,7 +29,12 @@ def test_two_variants_print_ratios_and_the_host_timeline(tmp_path, spectrace_cac
     for span in ("ttft.spec_device[spec]", "tokenize[spec]", "bind[spec]", "prefill.chunk[spec]",
                  "lookahead[spec]", "ttft.base_pruned[base]", "prefill.chunk[base]"):
         assert span in rows, (span, table)
-    runs = json.loads((tmp_path / "bench_variants.json").read_text())["runs"]
+    # the GPU's clocks per variant, from the conftest's nvidia-smi stand-in (1755 MHz, capped)
+    gpu_table = out.split("the GPU during each variant's requests")[1].split("host timeline")[0].splitlines()
+    assert [line.split()[:2] for line in gpu_table[2:4]] == [["a", "1755"], ["b", "1755"]], gpu_table
+    saved = json.loads((tmp_path / "bench_variants.json").read_text())
+    assert all(saved["gpu"][lb]["n"] > 0 and saved["gpu"][lb]["capped"] == 1.0 for lb in ("a", "b"))
+    runs = saved["runs"]
     for answer in runs["a"] + runs["b"]:
         at = {k: v[0] for k, v in answer["timeline"].items()}
         # in the pipeline's order, each from the draft window's start (0)
