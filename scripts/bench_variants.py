@@ -188,18 +188,18 @@ def main() -> None:
         if not workers:
             raise SystemExit("no variant started")
         got, windows = {k: [] for k in workers}, {k: [] for k in workers}
-        sampler = gpu_clocks.Sampler().start()
-        for _ in range(args.n):
-            for label, p in list(workers.items()):
-                t0 = time.time()
-                answer = _ask(p)
-                if answer is None:  # left out from here on, said once; its answers so far are dropped
-                    print(f"# {label}: the worker died after {len(got[label])} requests; left out", flush=True)
-                    del workers[label], got[label]
-                else:
-                    got[label].append(answer)
-                    windows[label].append((t0, time.time()))
-        samples = sampler.stop()
+        with gpu_clocks.Sampler() as sampler:  # stopped on the way out, whatever happens
+            for _ in range(args.n):
+                for label, p in list(workers.items()):
+                    t0 = time.time()
+                    answer = _ask(p)
+                    if answer is None:  # left out from here on, said once; its answers so far are dropped
+                        print(f"# {label}: the worker died after {len(got[label])} requests; left out", flush=True)
+                        del workers[label], got[label]
+                    else:
+                        got[label].append(answer)
+                        windows[label].append((t0, time.time()))
+            samples = sampler.stop()
         if not got:
             raise SystemExit("every variant's worker died")
         for p in workers.values():

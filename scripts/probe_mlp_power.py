@@ -56,13 +56,13 @@ def main() -> None:
     for k in engines:  # compile (the engine's cache first) and warm
         engines[k].prefill_from_ids(ids, np.arange(PROMPT, dtype=np.int32), return_queries=True)
         run(k), run(k)
-    sampler = gpu_clocks.Sampler().start()
-    time.sleep(0.5)
     times = {k: [] for k in engines}
-    for _ in range(REPS):
-        for k in engines:
-            times[k].append(run(k))
-    rows = sampler.stop()
+    with gpu_clocks.Sampler() as sampler:  # stopped on the way out, whatever happens
+        time.sleep(0.5)
+        for _ in range(REPS):
+            for k in engines:
+                times[k].append(run(k))
+        rows = sampler.stop()
     kind = engines["xla"].device.device_kind
     print(f"{MODEL} ({ENGINE}'s options) on {kind}: one {fit}-row chunk, {REPS} round-robin runs, "
           f"{len(rows)} nvidia-smi samples")
