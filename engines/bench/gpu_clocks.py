@@ -38,9 +38,20 @@ def _field(smi: str, *names: str) -> str:
     """The first of ``names`` this driver's nvidia-smi can query (``power.draw.instant`` needs
     driver 535 or later; older ones say ``clocks_throttle_reasons`` for ``clocks_event_reasons``)."""
     for name in names:
-        if not subprocess.run([smi, f"--query-gpu={name}", "--format=csv"], capture_output=True).returncode:
-            return name
+        try:
+            if not subprocess.run([smi, f"--query-gpu={name}", "--format=csv"], capture_output=True,
+                                  timeout=30).returncode:
+                return name
+        except subprocess.TimeoutExpired:  # a hung driver: the benchmark goes on without samples
+            break
     return names[-1]
+
+
+def _interruptible() -> None:
+    """In the sampler's child before exec: SIGINT back to its default. A benchmark started in the
+    background (``cmd &``) ignores SIGINT, children inherit that, and an ignored SIGINT would
+    neither stop nvidia-smi nor let it flush."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 class Sampler:
@@ -62,7 +73,7 @@ class Sampler:
         self._proc = subprocess.Popen(
             [smi, f"--id={self.gpu}", f"--query-gpu=timestamp,clocks.sm,{power},{cap},temperature.gpu",
              "--format=csv,noheader,nounits", "-lms", str(self.period_ms), "-f", self._path],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_interruptible)
         return self
 
     def stop(self) -> list[Sample]:
@@ -70,11 +81,13 @@ class Sampler:
         if self._proc is None:
             return []
         time.sleep(2 * self.period_ms / 1e3)  # the last window's closing sample
-        self._proc.send_signal(signal.SIGINT)
-        try:
-            self._proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
+        for stop in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+            self._proc.send_signal(stop)
+            try:
+                self._proc.wait(timeout=5)
+                break
+            except subprocess.TimeoutExpired:
+                continue
         self._proc = None
         with open(self._path) as f:
             text = f.read()

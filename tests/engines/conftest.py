@@ -51,7 +51,8 @@ def kernels_on_cpu(monkeypatch):
 
 FAKE_NVIDIA_SMI = r"""#!/bin/sh
 # Stands in for nvidia-smi where no GPU is (CI): answers a field probe (refusing FIELD_MISSING),
-# and with -f appends a sample every 20 ms until interrupted, as `-lms 20 -f FILE` does.
+# and with -f appends a sample every 20 ms until interrupted, as `-lms 20 -f FILE` does; SIGINT
+# writes a last sample at 1005 MHz (the sampler interrupted it, not killed it).
 out=; query=; prev=
 for a in "$@"; do
   case $a in --query-gpu=*) query=${a#--query-gpu=};; esac
@@ -60,9 +61,10 @@ for a in "$@"; do
 done
 case $query in *"$FIELD_MISSING"*) [ -n "$FIELD_MISSING" ] && exit 6;; esac
 [ -z "$out" ] && { echo "$query"; exit 0; }
-trap 'exit 0' INT
+sample() { echo "$(date '+%Y/%m/%d %H:%M:%S.%N' | cut -c1-23), $1, 612.50, Active, 61" >> "$out"; }
+trap 'sample 1005; exit 0' INT
 while :; do
-  echo "$(date '+%Y/%m/%d %H:%M:%S.%N' | cut -c1-23), 1755, 612.50, Active, 61" >> "$out"
+  sample 1755
   echo "[N/A], [N/A], [N/A], [N/A], [N/A]" >> "$out"
   sleep 0.02
 done

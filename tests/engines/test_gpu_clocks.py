@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime
 import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -41,10 +43,22 @@ def test_the_sampler_records_while_running(fake_nvidia_smi):
     time.sleep(0.4)
     t1 = time.time()
     samples = sampler.stop()
-    assert len(samples) >= 5 and all(s.sm_mhz == 1755 and s.capped for s in samples)
+    assert len(samples) >= 5 and all(s.sm_mhz == 1755 and s.capped for s in samples[:-1])
+    assert samples[-1].sm_mhz == 1005  # interrupted, so the tool could flush (not killed)
     s = gpu_clocks.summarize(samples, [(t0, t1)])
     assert s is not None and s["n"] >= 3 and s["watts"] == pytest.approx(612.5)
     assert sampler.stop() == [] and not os.path.exists(sampler._path)  # stopped once; its file is gone
+
+
+def test_the_sampler_is_interrupted_under_a_parent_that_ignores_sigint(fake_nvidia_smi):
+    """A benchmark started as ``cmd &`` ignores SIGINT and its children inherit that: the sampler
+    still interrupts nvidia-smi (its last sample is the stand-in's interrupt sample)."""
+    code = ("import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+            "from spectrace.engines.bench import gpu_clocks\n"
+            "s = gpu_clocks.Sampler().start(); time.sleep(0.2); print(s.stop()[-1].sm_mhz)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split() == ["1005.0"]
 
 
 def test_older_drivers_field_names_are_taken(fake_nvidia_smi, monkeypatch):
