@@ -22,6 +22,7 @@ import signal
 import statistics
 import subprocess
 import tempfile
+import threading
 import time
 
 
@@ -47,11 +48,18 @@ def _field(smi: str, *names: str) -> str:
     return names[-1]
 
 
-def _interruptible() -> None:
-    """In the sampler's child before exec: SIGINT back to its default. A benchmark started in the
-    background (``cmd &``) ignores SIGINT, children inherit that, and an ignored SIGINT would
-    neither stop nvidia-smi nor let it flush."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+def _popen_interruptible(argv: list[str], **kwargs) -> subprocess.Popen:
+    """Popen whose child can be interrupted. A benchmark started in the background (``cmd &``)
+    ignores SIGINT and a child inherits an ignored signal, so nvidia-smi would neither stop on
+    SIGINT nor flush. A handled signal is reset at exec, so SIGINT is handled for the moment of
+    the start (main thread only; a ``preexec_fn`` would fork a multithreaded JAX process)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) != signal.SIG_IGN:
+        return subprocess.Popen(argv, **kwargs)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.Popen(argv, **kwargs)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class Sampler:
@@ -70,10 +78,10 @@ class Sampler:
         cap = _field(smi, "clocks_event_reasons.sw_power_cap", "clocks_throttle_reasons.sw_power_cap")
         fd, self._path = tempfile.mkstemp(prefix="spectrace_gpu_clocks_", suffix=".csv")
         os.close(fd)
-        self._proc = subprocess.Popen(
+        self._proc = _popen_interruptible(
             [smi, f"--id={self.gpu}", f"--query-gpu=timestamp,clocks.sm,{power},{cap},temperature.gpu",
              "--format=csv,noheader,nounits", "-lms", str(self.period_ms), "-f", self._path],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_interruptible)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         return self
 
     def stop(self) -> list[Sample]:
