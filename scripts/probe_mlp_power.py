@@ -23,8 +23,10 @@ import time
 import jax
 import numpy as np
 
+from probe_split_chunk import chunk_inputs
 from spectrace.engines.base import BaseEngine
 from spectrace.engines.bench import gpu_clocks
+from spectrace.engines.config import FIT_MULTIPLE
 
 MODEL = os.environ.get("PROBE_MODEL", "llama-3.1-8b")
 PROMPT = int(os.environ.get("PROBE_LEN", "10741"))
@@ -37,11 +39,8 @@ def main() -> None:
     engines = {mlp: BaseEngine.from_pretrained(MODEL, prefill_seq_len=16384, ctx_len=PROMPT + 64, name=ENGINE,
                                                mlp=mlp) for mlp in ("xla", "epilogue")}
     ids = np.random.default_rng(0).integers(3, engines["xla"].config.vocab_size, PROMPT).astype(np.int32)
-    fit = -(PROMPT // -128) * 128
-    inputs = np.zeros((2, 1, fit), np.int32)
-    inputs[1] = -1
-    inputs[0, 0, :PROMPT], inputs[1, 0, :PROMPT] = ids, np.arange(PROMPT)
-    whole = jax.device_put(inputs, engines["xla"].device)
+    fit = -(PROMPT // -FIT_MULTIPLE) * FIT_MULTIPLE  # the engine's fitted last chunk
+    whole = jax.device_put(chunk_inputs(ids, 0, PROMPT, fit), engines["xla"].device)
     assert all(e.options.mlp == k for k, e in engines.items()), {k: e.options.mlp for k, e in engines.items()}
     fns = {k: e.chunk_fn(return_queries=True) for k, e in engines.items()}
 

@@ -35,16 +35,21 @@ class Sample:
     celsius: float
 
 
-def _field(smi: str, *names: str) -> str:
+#: Seconds a field probe may take before nvidia-smi counts as hung.
+PROBE_TIMEOUT_S = 30.0
+
+
+def _field(smi: str, *names: str) -> str | None:
     """The first of ``names`` this driver's nvidia-smi can query (``power.draw.instant`` needs
-    driver 535 or later; older ones say ``clocks_throttle_reasons`` for ``clocks_event_reasons``)."""
+    driver 535 or later; older ones say ``clocks_throttle_reasons`` for ``clocks_event_reasons``),
+    else the last; None when nvidia-smi hangs (the benchmark then goes on without samples)."""
     for name in names:
         try:
             if not subprocess.run([smi, f"--query-gpu={name}", "--format=csv"], capture_output=True,
-                                  timeout=30).returncode:
+                                  timeout=PROBE_TIMEOUT_S).returncode:
                 return name
-        except subprocess.TimeoutExpired:  # a hung driver: the benchmark goes on without samples
-            break
+        except subprocess.TimeoutExpired:
+            return None
     return names[-1]
 
 
@@ -75,7 +80,9 @@ class Sampler:
         if smi is None:
             return self
         power = _field(smi, "power.draw.instant", "power.draw")
-        cap = _field(smi, "clocks_event_reasons.sw_power_cap", "clocks_throttle_reasons.sw_power_cap")
+        cap = power and _field(smi, "clocks_event_reasons.sw_power_cap", "clocks_throttle_reasons.sw_power_cap")
+        if cap is None:
+            return self
         fd, self._path = tempfile.mkstemp(prefix="spectrace_gpu_clocks_", suffix=".csv")
         os.close(fd)
         self._proc = _popen_interruptible(

@@ -50,9 +50,9 @@ def kernels_on_cpu(monkeypatch):
 
 
 FAKE_NVIDIA_SMI = r"""#!/bin/sh
-# Stands in for nvidia-smi where no GPU is (CI): answers a field probe (refusing FIELD_MISSING),
-# and with -f appends a sample every 20 ms until interrupted, as `-lms 20 -f FILE` does; SIGINT
-# writes a last sample at 1005 MHz (the sampler interrupted it, not killed it).
+# Stands in for nvidia-smi where no GPU is (CI): answers a field probe (refusing FIELD_MISSING;
+# hanging with HANG set), and with -f appends a sample every 20 ms until interrupted, as
+# `-lms 20 -f FILE` does; SIGINT writes a last sample at 1005 MHz (interrupted, not killed).
 out=; query=; prev=
 for a in "$@"; do
   case $a in --query-gpu=*) query=${a#--query-gpu=};; esac
@@ -60,6 +60,7 @@ for a in "$@"; do
   prev=$a
 done
 case $query in *"$FIELD_MISSING"*) [ -n "$FIELD_MISSING" ] && exit 6;; esac
+[ -n "$HANG" ] && exec sleep 60
 [ -z "$out" ] && { echo "$query"; exit 0; }
 sample() { echo "$(date '+%Y/%m/%d %H:%M:%S.%N' | cut -c1-23), $1, 612.50, Active, 61" >> "$out"; }
 trap 'sample 1005; exit 0' INT

@@ -69,6 +69,13 @@ def test_older_drivers_field_names_are_taken(fake_nvidia_smi, monkeypatch):
                              "clocks_throttle_reasons.sw_power_cap") == "clocks_throttle_reasons.sw_power_cap"
 
 
+def test_a_hung_nvidia_smi_records_nothing_and_starts_no_sampler(fake_nvidia_smi, monkeypatch):
+    monkeypatch.setenv("HANG", "1")
+    monkeypatch.setattr(gpu_clocks, "PROBE_TIMEOUT_S", 0.3)
+    sampler = gpu_clocks.Sampler().start()
+    assert sampler._proc is None and sampler.stop() == []
+
+
 def test_without_nvidia_smi_nothing_is_recorded(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     with gpu_clocks.Sampler() as sampler:
