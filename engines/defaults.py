@@ -28,7 +28,7 @@ from spectrace.engines.params import init_params_numpy
 from spectrace.engines.tokenizer import save_embedded_tokenizer
 
 # Bump when anything below changes what is written: a cache with another version is rebuilt.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: the embedded tokenizer is rank-defined (engines.tiktoken_bpe)
 
 # vocab_size is a placeholder until the tokenizer is trained (then it is the tokenizer's size).
 _ROPE = RopeScaling(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,

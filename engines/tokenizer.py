@@ -9,13 +9,14 @@ and the check that a speculative pair's two models share one tokenizer (:func:`c
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
+
+from spectrace.engines import tiktoken_bpe
 
 BOS = "<|begin_of_text|>"
 EOS = "<|end_of_text|>"
@@ -56,7 +57,8 @@ def exact_prompt(tokenizer, n_tokens: int) -> str:
 
 
 def train_embedded_tokenizer():
-    """Train the embedded byte-level BPE; returns a ``tokenizers.Tokenizer`` that prepends BOS."""
+    """Train the embedded byte-level BPE; returns a ``tokenizers.Tokenizer`` that prepends BOS,
+    rank-defined (``engines.tiktoken_bpe``)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
     tok = Tokenizer(models.BPE())
@@ -68,7 +70,9 @@ def train_embedded_tokenizer():
     tok.train_from_iterator([corpus_text()], trainer)
     tok.post_processor = processors.TemplateProcessing(
         single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, tok.token_to_id(BOS))])
-    return tok
+    # Written as Llama 3's tokenizer is (every split a rule, whole tokens kept): one tokenizer for
+    # ``tokenizers`` and ``tiktoken`` alike, so prompts take the fast path (engines.tiktoken_bpe).
+    return tiktoken_bpe.to_rank_form(tok)
 
 
 def save_embedded_tokenizer(path: str | Path) -> int:
@@ -111,68 +115,97 @@ def encode(tokenizer, text: str, *, min_chars: int = PARALLEL_MIN_CHARS, pieces:
     One ``tokenizers`` call on one string runs on one core: 25–40 ms for a 10k-token prompt on
     the H100 host, a fifth of a speculative TTFT. A byte-level BPE never merges across its
     pre-tokens, and both pre-tokenizer regexes in use (GPT-2's, and Llama 3's ``Split`` before a
-    ``ByteLevel``) end a pre-token right after a ``"\\n"`` that is followed by a non-space character.
-    Cutting the text only there and encoding the pieces as one batch (Rust threads) gives the
-    same ids. Anything else (a normalizer, ``add_prefix_space``, another pre-tokenizer or model,
-    a post-processor that appends tokens, a slow tokenizer) takes the single call.
+    ``ByteLevel``) end a pre-token next to a ``"\\n"`` that is followed by a non-space character
+    (Llama 3's after it, GPT-2's before it: :func:`_cut_points`). Cutting the text only there
+    and encoding the pieces as one batch (Rust threads) gives the same ids. Anything else (a
+    normalizer, ``add_prefix_space``, another pre-tokenizer or model, a post-processor that
+    appends tokens, a slow tokenizer, padding or truncation left on the backend), and any text
+    without a cut, takes the single call.
 
     The pieces' ids go straight into one array (``np.fromiter``), not through a joined list and
     ``np.asarray``: 0.42 -> 0.30 ms for the 10741-token benchmark prompt on the 2-core dev host
     (docs/evidence/h100-session18/dev_host.txt).
+
+    A rank-defined tokenizer (Llama 3's, the embedded one) runs on ``tiktoken`` instead, at any
+    length, its pieces on a persistent thread pool (``engines.tiktoken_bpe``: the same ids, 3x
+    faster at the default pieces on the dev host).
     """
-    cuts = _cut_points(text, pieces or os.cpu_count() or 1) if len(text) >= min_chars else []
-    found = _parallel_backend(tokenizer) if cuts else None
-    if found is None:
-        return np.asarray(tokenizer(text)["input_ids"], np.int32)
-    backend, prefix = found
-    parts = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)])]
-    batch = getattr(backend, "encode_batch_fast", backend.encode_batch)(parts, add_special_tokens=False)
-    n = len(prefix) + sum(len(enc) for enc in batch)
-    return np.fromiter(itertools.chain(prefix, *(enc.ids for enc in batch)), np.int32, n)   # [P]
+    found = _parallel_backend(tokenizer)
+    if found is not None:
+        backend, prefix, pattern, avoid = found
+        cuts = []
+        if len(text) >= min_chars:
+            llama3 = pattern == tiktoken_bpe.LLAMA3_PATTERN
+            cuts = _cut_points(text, pieces or os.cpu_count() or 1, after_newline=llama3, avoid=avoid)
+        parts = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)])]
+        fast = tiktoken_bpe.encoder(backend)
+        if fast is not None:
+            try:
+                return tiktoken_bpe.ids_array(prefix, fast.encode_parts(parts))        # [P]
+            except UnicodeEncodeError:  # a lone surrogate: the single call says what tokenizers does
+                pass
+        elif cuts and backend.padding is None and backend.truncation is None:
+            # (transformers sets padding and truncation on the backend per call and leaves them
+            # set: a batch call of our own would apply the last call's.)
+            batch = getattr(backend, "encode_batch_fast", backend.encode_batch)(parts, add_special_tokens=False)
+            return tiktoken_bpe.ids_array(prefix, [enc.ids for enc in batch])           # [P]
+    return np.asarray(tokenizer(text)["input_ids"], np.int32)
 
 
-def _cut_points(text: str, pieces: int) -> list[int]:
-    """Up to ``pieces - 1`` cut offsets, each right after a ``\\n`` followed by a non-space character."""
+def _cut_points(text: str, pieces: int, *, after_newline: bool = True, avoid: str = "") -> list[int]:
+    """Up to ``pieces - 1`` cut offsets at a ``\\n`` followed by a non-space character that
+    does not begin an added token (``avoid``: their first characters): right after the newline
+    (``after_newline``: Llama 3's regex), or right before it (GPT-2's).
+
+    The two regexes end a pre-token at different sides of that newline. Llama 3's
+    ``\\s*[\\r\\n]+`` takes a whitespace run up to its last newline, so a cut goes after it.
+    GPT-2's ``\\s+(?!\\S)`` leaves a run's last character for the next pre-token: in
+    ``"x\\n\\ny"`` the whole text has two ``"\\n"`` pieces, where a piece ending after the
+    second would hold one ``"\\n\\n"``. Before that last newline is a boundary either way (after
+    the rest of the run, or after the non-space character before it), unless an added token
+    follows it: the text before an added token is pre-tokenized as if it ended there.
+    """
     cuts, step = [], len(text) // max(pieces, 1)
     for k in range(1, pieces):
-        i = text.find("\n", k * step)
-        while i != -1 and (i + 1 >= len(text) or text[i + 1].isspace()):
+        i = text.find("\n", max(k * step, 1))
+        while i != -1 and (i + 1 >= len(text) or text[i + 1].isspace() or text[i + 1] in avoid):
             i = text.find("\n", i + 1)
-        if i != -1 and (not cuts or i + 1 > cuts[-1]):
-            cuts.append(i + 1)
+        cut = i + 1 if after_newline else i
+        if i != -1 and (not cuts or cut > cuts[-1]):
+            cuts.append(cut)
     return cuts
 
 
-_VERDICTS: dict[int, tuple] = {}  # id(backend) -> (backend, its special-token prefix or None), checked once
+_VERDICTS: dict[int, tuple] = {}  # id(backend) -> (backend, fingerprint, (prefix, pattern, avoid) or None)
 
 
 def _parallel_backend(tokenizer):
-    """(``tokenizers.Tokenizer``, the ids it puts in front) if pieces encode exactly as the whole, else None."""
+    """(``tokenizers.Tokenizer``, the ids it puts in front, its pre-tokenizer regex, its added
+    tokens' first characters) if pieces encode exactly as the whole, else None."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
         return None
     entry = _VERDICTS.get(id(backend))
-    if entry is None or entry[0] is not backend:
-        entry = _VERDICTS[id(backend)] = (backend, _cuttable(backend))
-    return None if entry[1] is None else entry
+    if entry is None or entry[0] is not backend or entry[1] != tiktoken_bpe.fingerprint(backend):
+        entry = _VERDICTS[id(backend)] = (backend, tiktoken_bpe.fingerprint(backend), _cuttable(backend))
+    return None if entry[2] is None else (backend, *entry[2])
 
 
-def _cuttable(backend) -> list[int] | None:
+def _cuttable(backend) -> tuple[list[int], str, str] | None:
     """The special-token prefix (e.g. ``[BOS]``) when the tokenizer is a byte-level BPE without a
-    normalizer, with a GPT-2 or Llama-3 style pre-tokenizer, adding special tokens only in front; else None."""
+    normalizer, with GPT-2's or Llama 3's pre-tokenizer regex (``tiktoken_bpe.pre_tokenizer_pattern``),
+    adding special tokens only in front, with that regex and the added tokens' first characters;
+    else None."""
     doc = json.loads(backend.to_str())
-    pre = doc.get("pre_tokenizer") or {}
-    steps = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
-    kinds = [s.get("type") for s in steps]
-    regex_ok = (kinds == ["ByteLevel"] and steps[0].get("use_regex", True)) or (
-        kinds == ["Split", "ByteLevel"] and not steps[1].get("use_regex", True))
-    no_prefix_space = all(not s.get("add_prefix_space", False) for s in steps if s.get("type") == "ByteLevel")
-    if not (regex_ok and no_prefix_space and doc.get("normalizer") is None
+    newline_token = any("\n" in t["content"] for t in doc.get("added_tokens", []))  # a cut could split it
+    pattern = tiktoken_bpe.pre_tokenizer_pattern(doc)
+    if not (pattern and doc.get("normalizer") is None and not newline_token
             and (doc.get("model") or {}).get("type") == "BPE"):
         return None
     with_special, plain = backend.encode("a").ids, backend.encode("a", add_special_tokens=False).ids
     prefix = with_special[: len(with_special) - len(plain)]
-    return prefix if with_special[len(prefix):] == plain else None
+    avoid = "".join(sorted({t["content"][:1] for t in doc.get("added_tokens", [])}))
+    return (prefix, pattern, avoid) if with_special[len(prefix):] == plain else None
 
 
 # ---- a speculative pair shares one tokenizer ------------------------------------------------------

@@ -1,11 +1,13 @@
-"""How the draft window's tokenization (``engines.tokenizer.encode``) scales with its pieces.
+"""How the draft window's tokenization (``engines.tokenizer.encode``) scales with its pieces, on
+``tokenizers`` and on ``tiktoken``.
 
-``encode`` cuts a long prompt into ``os.cpu_count()`` pieces and encodes them as one batch on the
-tokenizers' Rust thread pool (3.26 ms of the speculative TTFT on the 16-core H100 host, session
-18). This times it, best and median of ``PROBE_REPS`` calls on the 10741-token benchmark prompt,
-for several piece counts, after checking each gives the single call's ids: back to back, and
-each call after 50 ms of idling (as in a request, where the tokenizer's threads have slept since
-the last one); and the time to find the cuts.
+``encode`` cuts a long prompt into ``os.cpu_count()`` pieces. A rank-defined tokenizer (the
+embedded one since session 23, Llama 3's) runs them on ``tiktoken`` (``engines.tiktoken_bpe``),
+others as one batch on the tokenizers' Rust thread pool (3.26 ms of the speculative TTFT on the
+16-core H100 host, session 18). This times both, best and median of ``PROBE_REPS`` calls on the
+10741-token benchmark prompt, for several piece counts, after checking each gives the single
+``tokenizers`` call's ids: back to back, and each call after 50 ms of idling (as in a request,
+where the threads have slept since the last one); and the time to find the cuts.
 
     . scripts/device_env.sh && python3 scripts/probe_tokenize.py
 """
@@ -17,11 +19,11 @@ import time
 
 import numpy as np
 
-from spectrace.engines import BaseEngine
-from spectrace.engines.tokenizer import _cut_points, encode, exact_prompt
+from spectrace.engines import presets, tiktoken_bpe
+from spectrace.engines.tokenizer import _cut_points, _parallel_backend, encode, exact_prompt, load_tokenizer
 
 REPS = int(os.environ.get("PROBE_REPS", "200"))
-PIECES = [int(p) for p in os.environ.get("PROBE_PIECES", "1 4 8 16 24 32 48 64 96 128").split()]
+PIECES = [int(p) for p in os.environ.get("PROBE_PIECES", "1 2 4 8 16 32 64").split()]
 
 
 def timed(f, n=REPS, idle: float = 0.0) -> str:
@@ -35,18 +37,32 @@ def timed(f, n=REPS, idle: float = 0.0) -> str:
 
 
 def main() -> None:
-    tok = BaseEngine.from_pretrained("llama-3.2-1b", prefill_seq_len=16384, ctx_len=11000).tokenizer
+    tok = load_tokenizer(presets.resolve("llama-3.2-1b").tokenizer_path)
     prompt = exact_prompt(tok, 10741)
     whole = np.asarray(tok(prompt)["input_ids"], np.int32)
-    print(f"{os.cpu_count()} cores, {len(prompt)} characters, {len(whole)} tokens; "
-          f"ms best, median of {REPS}")
-    print(f"{'pieces':>6} {'encode':>15} {'after 50 ms idle':>17} {'cuts':>15}")
+    backend, prefix, pattern, avoid = _parallel_backend(tok)
+    fast = tiktoken_bpe.encoder(backend)
+    print(f"{os.cpu_count()} cores, {len(prompt)} characters, {len(whole)} tokens; ms best, median of {REPS} "
+          f"(after idling: of {max(REPS // 4, 5)}); tiktoken path {'on' if fast else 'OFF'}")
+    print(f"{'pieces':>6} {'made':>6} {'path':>10} {'encode':>15} {'after 50 ms idle':>17} {'cuts':>15}")
     for p in PIECES:
-        def call():
-            return encode(tok, prompt, pieces=p, min_chars=0 if p > 1 else 10**9)
-        assert np.array_equal(call(), whole), f"pieces={p}: ids differ"
-        print(f"{p:>6} {timed(call):>15} {timed(call, n=max(REPS // 4, 5), idle=0.05):>17} "
-              f"{timed(lambda: _cut_points(prompt, p)):>15}")
+        def cut():
+            return _cut_points(prompt, p, after_newline=pattern == tiktoken_bpe.LLAMA3_PATTERN, avoid=avoid)
+
+        cuts = cut()
+        parts = [prompt[a:b] for a, b in zip([0, *cuts], [*cuts, len(prompt)])]
+
+        def hf():
+            batch = backend.encode_batch_fast(parts, add_special_tokens=False)
+            return tiktoken_bpe.ids_array(prefix, [enc.ids for enc in batch])
+
+        def engine():  # what the engine runs: tiktoken where it applies
+            return encode(tok, prompt, pieces=p, min_chars=0)
+
+        for name, call in (("tokenizers", hf), ("engine", engine)):
+            assert np.array_equal(call(), whole), f"pieces={p} {name}: ids differ"
+            idle = timed(call, n=max(REPS // 4, 5), idle=0.05)
+            print(f"{p:>6} {len(parts):>6} {name:>10} {timed(call):>15} {idle:>17} {timed(cut):>15}")
 
 
 if __name__ == "__main__":

@@ -9,11 +9,9 @@ from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, pr
 from transformers import PreTrainedTokenizerFast
 
 from spectrace.engines.base import BaseEngine
+from spectrace.engines.tiktoken_bpe import LLAMA3_PATTERN as LLAMA3_SPLIT
 from spectrace.engines.tokenizer import BOS, EOS, PAD, _parallel_backend, corpus_text, encode
 
-# Llama 3's pre-tokenizer regex (tokenizer.json of meta-llama/Llama-3.1-8B).
-LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-                r"|\s*[\r\n]+|\s+(?!\S)|\s+")
 # Cut candidates of every kind: spaces before and after newlines, blank lines, digits, punctuation,
 # contractions, non-ASCII letters right after a newline.
 TRICKY = "Ünïcode \nword\n\n  indented\n.dot\n123456 it's\n\t tab \n'quote'\n—dash\n\nend"
