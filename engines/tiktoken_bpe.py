@@ -50,7 +50,8 @@ KNOWN_SPLITS = frozenset({LLAMA3_PATTERN})
 
 def _byte_decoder() -> dict[str, int]:
     """ByteLevel's printable stand-in character -> the byte it stands for (GPT-2's ``bytes_to_unicode``)."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+                 *range(ord("®"), ord("ÿ") + 1)]
     others = [b for b in range(256) if b not in printable]
     return {**{chr(b): b for b in printable}, **{chr(256 + i): b for i, b in enumerate(others)}}
 
@@ -177,8 +178,13 @@ def _pool() -> ThreadPoolExecutor:
 
 def fingerprint(backend) -> tuple:
     """What can change on a loaded ``tokenizers.Tokenizer`` and change its ids: added tokens
-    (``add_tokens``) and ``encode_special_tokens`` (transformers' ``split_special_tokens``)."""
-    return backend.get_vocab_size(with_added_tokens=True), backend.encode_special_tokens
+    (``add_tokens``, also of a string already in the vocabulary), ``encode_special_tokens``
+    (transformers' ``split_special_tokens``), and a normalizer, pre-tokenizer or post-processor
+    set after loading. ~45 us with 259 added tokens on the dev host; a BPE model replaced in place
+    is not seen."""
+    return (backend.get_vocab_size(with_added_tokens=True), len(backend.get_added_tokens_decoder()),
+            backend.encode_special_tokens, str(backend.normalizer), str(backend.pre_tokenizer),
+            str(backend.post_processor))
 
 
 _ENCODERS: dict[int, tuple] = {}  # id(backend) -> (backend, fingerprint, Encoder or None)

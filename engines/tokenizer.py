@@ -131,6 +131,10 @@ def encode(tokenizer, text: str, *, min_chars: int = PARALLEL_MIN_CHARS, pieces:
     faster at the default pieces on the dev host).
     """
     found = _parallel_backend(tokenizer)
+    # transformers' split_special_tokens reaches the backend only inside its next call: either one
+    # set, or the two apart, and the plain call decides (and sets the backend's).
+    if found is not None and (getattr(tokenizer, "split_special_tokens", False) or found[0].encode_special_tokens):
+        found = None
     if found is not None:
         backend, prefix, pattern, avoid = found
         cuts = []
@@ -197,9 +201,12 @@ def _cuttable(backend) -> tuple[list[int], str, str] | None:
     adding special tokens only in front, with that regex and the added tokens' first characters;
     else None."""
     doc = json.loads(backend.to_str())
-    newline_token = any("\n" in t["content"] for t in doc.get("added_tokens", []))  # a cut could split it
+    # A cut could split an added token holding a newline; one that strips whitespace around it
+    # would take a newline that a cut hands to the next piece.
+    odd_token = any("\n" in t["content"] or t.get("lstrip") or t.get("rstrip") or t.get("single_word")
+                    for t in doc.get("added_tokens", []))
     pattern = tiktoken_bpe.pre_tokenizer_pattern(doc)
-    if not (pattern and doc.get("normalizer") is None and not newline_token
+    if not (pattern and doc.get("normalizer") is None and not odd_token
             and (doc.get("model") or {}).get("type") == "BPE"):
         return None
     with_special, plain = backend.encode("a").ids, backend.encode("a", add_special_tokens=False).ids

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
-from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import AddedToken, Regex, Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
 from spectrace.engines import tiktoken_bpe
@@ -197,15 +197,34 @@ def test_an_unknown_split_regex_keeps_tokenizers_path():
     assert encode(tok, text, min_chars=0, pieces=4).tolist() == list(tok(text)["input_ids"])
 
 
-def test_changes_to_a_loaded_tokenizer_are_followed():
+CHANGES = {  # each made to a loaded tokenizer after a first call took tiktoken's path
+    "added token already in the vocabulary": lambda tok: tok.add_tokens([AddedToken("er", special=True,
+                                                                                     normalized=False)]),
+    "added token": lambda tok: tok.add_tokens(["zzyzx"]),
+    "post-processor": lambda tok: setattr(tok.backend_tokenizer, "post_processor",
+                                          processors.TemplateProcessing(single="$A")),
+    "normalizer": lambda tok: setattr(tok.backend_tokenizer, "normalizer", normalizers.Lowercase()),
+    # reaches the backend only inside transformers' next call
+    "split_special_tokens": lambda tok: setattr(tok, "split_special_tokens", True),
+}
+
+
+@pytest.mark.parametrize("change", sorted(CHANGES))
+def test_changes_to_a_loaded_tokenizer_are_followed(change):
     tok = _fast(train_embedded_tokenizer())
-    text = "\n".join([corpus_text()] * 2) + "\nzzyzx and <|pad|>\n"
-    assert encode(tok, text, min_chars=0, pieces=3).tolist() == list(tok(text)["input_ids"])
-    tok.add_tokens(["zzyzx"])                      # a new added token
-    assert encode(tok, text, min_chars=0, pieces=3).tolist() == list(tok(text)["input_ids"])
-    split = _fast(train_embedded_tokenizer(), split_special_tokens=True)  # added tokens read as text
-    assert split.backend_tokenizer.encode_special_tokens and tiktoken_bpe.encoder(split.backend_tokenizer) is None
-    assert encode(split, text, min_chars=0, pieces=3).tolist() == list(split(text)["input_ids"])
+    text = "\n".join([corpus_text()] * 2) + "\nzzyzx and <|pad|> after\nz"
+
+    def same():
+        assert encode(tok, text, min_chars=0, pieces=3).tolist() == list(tok(text)["input_ids"])
+
+    same()
+    assert tiktoken_bpe.encoder(tok.backend_tokenizer) is not None
+    CHANGES[change](tok)
+    same()
+    if change == "split_special_tokens":  # and back: the backend keeps True until transformers' next call
+        tok.split_special_tokens = False
+        same()
+        same()
 
 
 def test_padding_left_on_the_backend_and_lone_surrogates():
@@ -226,3 +245,13 @@ def test_a_forked_child_gets_its_own_pool(monkeypatch):
     assert tiktoken_bpe._pool() is parent
     monkeypatch.setattr(tiktoken_bpe.os, "getpid", lambda: -1)
     assert tiktoken_bpe._pool() is not parent
+
+
+def test_added_tokens_that_strip_whitespace_take_one_call():
+    """An added token with rstrip swallows the newlines after it: a cut there would hand one back."""
+    for backend in (train_embedded_tokenizer(), _trained(GPT2_PRE)):
+        tok = _fast(backend)
+        tok.add_tokens([AddedToken("<x>", rstrip=True)])
+        for text in ("ab <x>\n\ncd", "\n  <x>\nb <x>\n<x><x>\na" * 3):
+            for pieces in (2, 5):
+                assert encode(tok, text, min_chars=0, pieces=pieces).tolist() == list(tok(text)["input_ids"])
