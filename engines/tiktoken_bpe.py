@@ -30,12 +30,9 @@ prompts after newlines), and ``encode_special_tokens`` off. Tested against
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
-
-import numpy as np
 
 #: ``tokenizers``' ByteLevel pre-tokenizer regex (``use_regex=True``), GPT-2's.
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -104,6 +101,16 @@ def pre_tokenizer_pattern(doc: dict) -> str | None:
     return None
 
 
+def odd_added_token(doc: dict) -> str | None:
+    """The first added token that is not matched as a plain string or holds a newline (None: none).
+    Cuts after newlines (``engines.tokenizer``) could split one with a newline, and one that strips
+    whitespace takes a newline that a cut hands to the next piece; tiktoken matches neither."""
+    for t in doc.get("added_tokens", []):
+        if t.get("lstrip") or t.get("rstrip") or t.get("single_word") or "\n" in t["content"]:
+            return t["content"]
+    return None
+
+
 def rank_defined_reason(doc: dict) -> str | None:
     """Why ``tokenizer.json`` contents ``doc`` are not a rank-defined byte-level BPE (None: they are)."""
     model = doc.get("model") or {}
@@ -117,9 +124,8 @@ def rank_defined_reason(doc: dict) -> str | None:
         return "its BPE has dropout or subword affixes"
     if not model.get("ignore_merges", False):
         return "ignore_merges is off (a trained BPE's rules, not ranks)"
-    for t in doc.get("added_tokens", []):
-        if t.get("lstrip") or t.get("rstrip") or t.get("single_word") or "\n" in t["content"]:
-            return f"added token {t['content']!r} strips, matches whole words or holds a newline"
+    if (odd := odd_added_token(doc)) is not None:
+        return f"added token {odd!r} strips, matches whole words or holds a newline"
     contents = sorted(t["content"] for t in doc.get("added_tokens", []))
     if any(b.startswith(a) for a, b in zip(contents, contents[1:])):
         return "an added token is a prefix of another"
@@ -187,29 +193,17 @@ def fingerprint(backend) -> tuple:
             str(backend.post_processor))
 
 
-_ENCODERS: dict[int, tuple] = {}  # id(backend) -> (backend, fingerprint, Encoder or None)
-
-
-def encoder(backend) -> Encoder | None:
-    """The tiktoken encoder of ``backend`` (a ``tokenizers.Tokenizer``) when it is rank-defined and
+def build(doc: dict) -> Encoder | None:
+    """The tiktoken encoder of ``tokenizer.json`` contents ``doc`` when they are rank-defined and
     tiktoken is installed, else None (the caller runs ``tokenizers``). ``$SPECTRACE_TIKTOKEN=0``
-    turns the path off, for measuring it against ``tokenizers`` (``scripts/bench_variants.py``)."""
-    entry = _ENCODERS.get(id(backend))
-    if entry is None or entry[0] is not backend or entry[1] != fingerprint(backend):
-        entry = _ENCODERS[id(backend)] = (backend, fingerprint(backend), _build(backend))
-    return entry[2]
-
-
-def _build(backend) -> Encoder | None:
+    turns the path off, for measuring it against ``tokenizers`` (``scripts/bench_variants.py``).
+    ``engines.tokenizer`` keeps the result per loaded tokenizer (with its :func:`fingerprint`)."""
     if os.environ.get("SPECTRACE_TIKTOKEN", "1") == "0":  # a side-by-side run's tokenizers-only variant
         return None
     try:
         import tiktoken  # noqa: F401 - optional: without it the same ids come from tokenizers
     except ImportError:
         return None
-    if backend.encode_special_tokens:  # added tokens are ordinary text then
-        return None
-    doc = json.loads(backend.to_str())
     if rank_defined_reason(doc):
         return None
     try:
@@ -218,7 +212,7 @@ def _build(backend) -> Encoder | None:
         return None
 
 
-def ids_array(prefix: list[int], runs: list[list[int]]) -> np.ndarray:
-    """``prefix`` and the runs of ids as one int32 array ``[P]``, without a joined list in between."""
-    n = len(prefix) + sum(len(r) for r in runs)
-    return np.fromiter(itertools.chain(prefix, *runs), np.int32, n)
+def encoder(backend) -> Encoder | None:
+    """:func:`build` for a loaded ``tokenizers.Tokenizer``, uncached; None while it reads added
+    tokens as text (``encode_special_tokens``)."""
+    return None if backend.encode_special_tokens else build(json.loads(backend.to_str()))

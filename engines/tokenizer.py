@@ -9,10 +9,12 @@ and the check that a speculative pair's two models share one tokenizer (:func:`c
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from importlib import resources
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -136,24 +138,29 @@ def encode(tokenizer, text: str, *, min_chars: int = PARALLEL_MIN_CHARS, pieces:
     if found is not None and (getattr(tokenizer, "split_special_tokens", False) or found[0].encode_special_tokens):
         found = None
     if found is not None:
-        backend, prefix, pattern, avoid = found
+        backend, plan = found
         cuts = []
         if len(text) >= min_chars:
-            llama3 = pattern == tiktoken_bpe.LLAMA3_PATTERN
-            cuts = _cut_points(text, pieces or os.cpu_count() or 1, after_newline=llama3, avoid=avoid)
+            cuts = _cut_points(text, pieces or os.cpu_count() or 1, after_newline=plan.after_newline,
+                               avoid=plan.avoid)
         parts = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)])]
-        fast = tiktoken_bpe.encoder(backend)
-        if fast is not None:
+        if plan.fast is not None:
             try:
-                return tiktoken_bpe.ids_array(prefix, fast.encode_parts(parts))        # [P]
+                return _ids_array(plan.prefix, plan.fast.encode_parts(parts))              # [P]
             except UnicodeEncodeError:  # a lone surrogate: the single call says what tokenizers does
                 pass
         elif cuts and backend.padding is None and backend.truncation is None:
             # (transformers sets padding and truncation on the backend per call and leaves them
             # set: a batch call of our own would apply the last call's.)
             batch = getattr(backend, "encode_batch_fast", backend.encode_batch)(parts, add_special_tokens=False)
-            return tiktoken_bpe.ids_array(prefix, [enc.ids for enc in batch])           # [P]
+            return _ids_array(plan.prefix, [enc.ids for enc in batch])                      # [P]
     return np.asarray(tokenizer(text)["input_ids"], np.int32)
+
+
+def _ids_array(prefix: list[int], runs: list[list[int]]) -> np.ndarray:
+    """``prefix`` and the runs of ids as one int32 array ``[P]``, without a joined list in between."""
+    n = len(prefix) + sum(len(r) for r in runs)
+    return np.fromiter(itertools.chain(prefix, *runs), np.int32, n)
 
 
 def _cut_points(text: str, pieces: int, *, after_newline: bool = True, avoid: str = "") -> list[int]:
@@ -180,39 +187,48 @@ def _cut_points(text: str, pieces: int, *, after_newline: bool = True, avoid: st
     return cuts
 
 
-_VERDICTS: dict[int, tuple] = {}  # id(backend) -> (backend, fingerprint, (prefix, pattern, avoid) or None)
+class _Plan(NamedTuple):
+    """How a loaded tokenizer's long prompts are encoded in pieces (:func:`_cut_points`' arguments)."""
+
+    prefix: list[int]                      # the special-token ids it puts in front, e.g. [BOS]
+    after_newline: bool                    # Llama 3's regex (cut after the newline), else GPT-2's
+    avoid: str                             # the added tokens' first characters
+    fast: tiktoken_bpe.Encoder | None      # tiktoken where the tokenizer is rank-defined
+
+
+# id(backend) -> (backend, tiktoken_bpe.fingerprint, _Plan or None): decided once per loaded
+# tokenizer, again when it changes.
+_PLANS: dict[int, tuple] = {}
 
 
 def _parallel_backend(tokenizer):
-    """(``tokenizers.Tokenizer``, the ids it puts in front, its pre-tokenizer regex, its added
-    tokens' first characters) if pieces encode exactly as the whole, else None."""
+    """(``tokenizers.Tokenizer``, its :class:`_Plan`) if pieces encode exactly as the whole, else None."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
         return None
-    entry = _VERDICTS.get(id(backend))
-    if entry is None or entry[0] is not backend or entry[1] != tiktoken_bpe.fingerprint(backend):
-        entry = _VERDICTS[id(backend)] = (backend, tiktoken_bpe.fingerprint(backend), _cuttable(backend))
-    return None if entry[2] is None else (backend, *entry[2])
+    fingerprint = tiktoken_bpe.fingerprint(backend)
+    entry = _PLANS.get(id(backend))
+    if entry is None or entry[0] is not backend or entry[1] != fingerprint:
+        entry = _PLANS[id(backend)] = (backend, fingerprint, _plan(backend))
+    return None if entry[2] is None else (backend, entry[2])
 
 
-def _cuttable(backend) -> tuple[list[int], str, str] | None:
-    """The special-token prefix (e.g. ``[BOS]``) when the tokenizer is a byte-level BPE without a
-    normalizer, with GPT-2's or Llama 3's pre-tokenizer regex (``tiktoken_bpe.pre_tokenizer_pattern``),
-    adding special tokens only in front, with that regex and the added tokens' first characters;
-    else None."""
+def _plan(backend) -> _Plan | None:
+    """The plan when the tokenizer is a byte-level BPE without a normalizer, with GPT-2's or Llama
+    3's pre-tokenizer regex (``tiktoken_bpe.pre_tokenizer_pattern``), added tokens matched as plain
+    strings without newlines (``tiktoken_bpe.odd_added_token``), adding special tokens only in
+    front; else None."""
     doc = json.loads(backend.to_str())
-    # A cut could split an added token holding a newline; one that strips whitespace around it
-    # would take a newline that a cut hands to the next piece.
-    odd_token = any("\n" in t["content"] or t.get("lstrip") or t.get("rstrip") or t.get("single_word")
-                    for t in doc.get("added_tokens", []))
     pattern = tiktoken_bpe.pre_tokenizer_pattern(doc)
-    if not (pattern and doc.get("normalizer") is None and not odd_token
+    if not (pattern and doc.get("normalizer") is None and tiktoken_bpe.odd_added_token(doc) is None
             and (doc.get("model") or {}).get("type") == "BPE"):
         return None
     with_special, plain = backend.encode("a").ids, backend.encode("a", add_special_tokens=False).ids
     prefix = with_special[: len(with_special) - len(plain)]
+    if with_special[len(prefix):] != plain:
+        return None
     avoid = "".join(sorted({t["content"][:1] for t in doc.get("added_tokens", [])}))
-    return (prefix, pattern, avoid) if with_special[len(prefix):] == plain else None
+    return _Plan(prefix, pattern == tiktoken_bpe.LLAMA3_PATTERN, avoid, tiktoken_bpe.build(doc))
 
 
 # ---- a speculative pair shares one tokenizer ------------------------------------------------------

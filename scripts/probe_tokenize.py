@@ -19,8 +19,9 @@ import time
 
 import numpy as np
 
-from spectrace.engines import presets, tiktoken_bpe
-from spectrace.engines.tokenizer import _cut_points, _parallel_backend, encode, exact_prompt, load_tokenizer
+from spectrace.engines import presets
+from spectrace.engines.tokenizer import (_cut_points, _ids_array, _parallel_backend, encode, exact_prompt,
+                                         load_tokenizer)
 
 REPS = int(os.environ.get("PROBE_REPS", "200"))
 PIECES = [int(p) for p in os.environ.get("PROBE_PIECES", "1 2 4 8 16 32 64").split()]
@@ -40,21 +41,20 @@ def main() -> None:
     tok = load_tokenizer(presets.resolve("llama-3.2-1b").tokenizer_path)
     prompt = exact_prompt(tok, 10741)
     whole = np.asarray(tok(prompt)["input_ids"], np.int32)
-    backend, prefix, pattern, avoid = _parallel_backend(tok)
-    fast = tiktoken_bpe.encoder(backend)
+    backend, plan = _parallel_backend(tok)
     print(f"{os.cpu_count()} cores, {len(prompt)} characters, {len(whole)} tokens; ms best, median of {REPS} "
-          f"(after idling: of {max(REPS // 4, 5)}); tiktoken path {'on' if fast else 'OFF'}")
+          f"(after idling: of {max(REPS // 4, 5)}); tiktoken path {'on' if plan.fast else 'OFF'}")
     print(f"{'pieces':>6} {'made':>6} {'path':>10} {'encode':>15} {'after 50 ms idle':>17} {'cuts':>15}")
     for p in PIECES:
         def cut():
-            return _cut_points(prompt, p, after_newline=pattern == tiktoken_bpe.LLAMA3_PATTERN, avoid=avoid)
+            return _cut_points(prompt, p, after_newline=plan.after_newline, avoid=plan.avoid)
 
         cuts = cut()
         parts = [prompt[a:b] for a, b in zip([0, *cuts], [*cuts, len(prompt)])]
 
         def hf():
             batch = backend.encode_batch_fast(parts, add_special_tokens=False)
-            return tiktoken_bpe.ids_array(prefix, [enc.ids for enc in batch])
+            return _ids_array(plan.prefix, [enc.ids for enc in batch])
 
         def engine():  # what the engine runs: tiktoken where it applies
             return encode(tok, prompt, pieces=p, min_chars=0)

@@ -23,7 +23,8 @@ from transformers import PreTrainedTokenizerFast
 
 from spectrace.engines import tiktoken_bpe
 from spectrace.engines.tiktoken_bpe import LLAMA3_PATTERN
-from spectrace.engines.tokenizer import BOS, EOS, PAD, corpus_text, encode, train_embedded_tokenizer
+from spectrace.engines.tokenizer import (BOS, EOS, PAD, _parallel_backend, corpus_text, encode,
+                                         train_embedded_tokenizer)
 
 set_hypothesis_home_dir(os.path.join(tempfile.gettempdir(), "spectrace-hypothesis"))
 FUZZ = settings(derandomize=True, database=None, deadline=None, max_examples=300,
@@ -131,6 +132,7 @@ def test_cut_pieces_give_the_ids_of_one_call(backend, lines, pieces):
 def test_engine_encode_takes_tiktoken_with_the_same_ids(backend):
     tok = _fast(backend)
     assert tiktoken_bpe.encoder(tok.backend_tokenizer) is not None
+    assert _parallel_backend(tok)[1].fast is not None  # the path encode takes
     text = ("\n".join([corpus_text()] * 5) + f"\nan added token {PAD} inside\n") * 2
     for pieces in (1, 2, 7, 64):
         ids = encode(tok, text, min_chars=0, pieces=pieces)
