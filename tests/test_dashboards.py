@@ -411,8 +411,10 @@ def test_heatmap_series_are_buckets(panel_results, prometheus, scraped_run):
         # The counters under the rate() are cumulative buckets: never fewer with a larger le. (Not
         # checked on the rates: rate() extrapolates each series to the window's edge by its own
         # first value, so rates of buckets that appear mid-window can fall with le; Prometheus's
-        # histogram_quantile repairs exactly that.)
-        raw = re.sub(r"rate\((.*)\[[^\]]*\]\)", r"\1", expr)
+        # histogram_quantile repairs exactly that.) Their last scrape's values: at the run's end the
+        # series are already stale (spectrace has exited), so an instant selector finds nothing.
+        window = math.ceil(scraped_run.end - scraped_run.start) + 1
+        raw = re.sub(r"rate\((.*)\[[^\]]*\]\)", rf"last_over_time(\1[{window}s])", expr)
         assert raw != expr, expr
         counts = prometheus.api("query", query=raw, time=scraped_run.end)["result"]
         assert {s["metric"]["le"] for s in counts} == les
